@@ -1,0 +1,42 @@
+"""Typed errors. UserError and its children end the CLI with one line and exit 2."""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base of every error the harness raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(HarnessError):
+    """Bad input: a file, a field, a value. Exit status 2, no traceback."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+        self.file = file
+        self.field = field
+        where = ": ".join(part for part in (file, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class HostUnreachable(UserError):
+    """A host in the inventory cannot be reached or fails a preflight check."""
+
+
+class RemoteCommandError(HarnessError):
+    """A command on a host exited non-zero or timed out."""
+
+    def __init__(self, host: str, argv: list[str], exit_code: int | None, output: str) -> None:
+        self.host = host
+        self.argv = argv
+        self.remote_exit_code = exit_code
+        self.output = output
+        status = "timed out" if exit_code is None else f"exited {exit_code}"
+        tail = "\n".join(output.strip().splitlines()[-20:])
+        super().__init__(f"{host}: `{' '.join(argv)}` {status}\n{tail}")
+
+
+class RunFailed(HarnessError):
+    """The training job ran but did not finish successfully."""

@@ -1,0 +1,80 @@
+"""Vendor specs: everything that differs between vendors, as data.
+
+A vendor is a folder ``Dockerfiles/<vendor>/`` holding ``vendor.yaml`` (this
+model) and a Jinja template of its Dockerfile. Nothing in harness/ branches on
+a vendor's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import REPO_ROOT
+from harness.errors import UserError
+from harness.yamlfile import load_model
+
+DOCKERFILES_DIR = REPO_ROOT / "Dockerfiles"
+
+
+class Mount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    target: str
+    readonly: bool = True
+
+
+class VendorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    # Default accelerator name used to pick the case's hardware config
+    # (cases/<case>/configs/<vendor>/<accelerator>x<nnodes>x<nproc>.yaml).
+    accelerator: str
+    template: str = "Dockerfile.j2"
+    # Values the Dockerfile template is rendered with; the CLI may override them.
+    template_params: dict[str, Any] = Field(default_factory=dict)
+    # torch.distributed backend the training processes use.
+    dist_backend: str
+    # Device family for cases/devices.py (cuda, xpu, cpu, ...).
+    device_kind: str
+    # Environment variable that selects the visible devices, if any.
+    visible_devices_env: str | None = None
+    # Extra `docker run` arguments: device flags, runtime, capabilities.
+    docker_run_args: list[str] = Field(default_factory=list)
+    # Device nodes passed with --device.
+    devices: list[str] = Field(default_factory=list)
+    # Host paths the vendor's driver stack needs inside the container.
+    mounts: list[Mount] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    # Name of the monitor parser for the vendor's device tool (harness/monitor), or null.
+    smi: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        return DOCKERFILES_DIR / self.name
+
+    @property
+    def template_path(self) -> Path:
+        return self.folder / self.template
+
+
+def available_vendors() -> list[str]:
+    return sorted(p.parent.name for p in DOCKERFILES_DIR.glob("*/vendor.yaml"))
+
+
+def load_vendor(name: str) -> VendorSpec:
+    path = DOCKERFILES_DIR / name / "vendor.yaml"
+    if not path.is_file():
+        raise UserError(
+            f"unknown vendor {name!r}; expected one of: {', '.join(available_vendors())}",
+            field="VENDOR",
+        )
+    spec = load_model(path, VendorSpec, defaults={"name": name})
+    if not spec.template_path.is_file():
+        raise UserError(f"template {spec.template} not found", file=str(path), field="template")
+    return spec
