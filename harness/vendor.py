@@ -38,10 +38,6 @@ class VendorSpec(BaseModel):
     template: str = "Dockerfile.j2"
     # Values the Dockerfile template is rendered with; the CLI may override them.
     template_params: dict[str, Any] = Field(default_factory=dict)
-    # torch.distributed backend the training processes use.
-    dist_backend: str
-    # Device family for cases/devices.py (cuda, xpu, cpu, ...).
-    device_kind: str
     # Environment variable that selects the visible devices, if any.
     visible_devices_env: str | None = None
     # Extra `docker run` arguments: device flags, runtime, capabilities.
@@ -52,6 +48,8 @@ class VendorSpec(BaseModel):
     mounts: list[Mount] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     # Name of the monitor parser for the vendor's device tool (harness/monitor), or null.
+    # The device itself and the torch.distributed backend are the training side's
+    # business: cases/devices.py maps the vendor name to them.
     smi: str | None = None
 
     @property
