@@ -38,6 +38,8 @@ class VendorSpec(BaseModel):
     template: str = "Dockerfile.j2"
     # Values the Dockerfile template is rendered with; the CLI may override them.
     template_params: dict[str, Any] = Field(default_factory=dict)
+    # The interpreter inside the image that runs torchrun and the cases.
+    python: str = "python3"
     # Environment variable that selects the visible devices, if any.
     visible_devices_env: str | None = None
     # Extra `docker run` arguments: device flags, runtime, capabilities.

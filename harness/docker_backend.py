@@ -1,0 +1,268 @@
+"""The SSH + Docker backend: the docker CLI on every host, reached through a
+Transport (paramiko, or a subprocess for a local host). Every docker call is an
+argv list with a timeout, so the dry run shows exactly what runs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from harness.backend import ClusterBackend, NodeState, PreflightReport
+from harness.errors import HostUnreachable, RemoteCommandError, RunFailed, UserError
+from harness.image import ImagePlan, write_context
+from harness.inventory import Host, Inventory
+from harness.job import Job
+from harness.launch import LABEL_PREFIX, NodePlan, RunPlan, docker_cli, plan_run
+from harness.parallel import run_all
+from harness.results import NodeOutcome
+from harness.ssh import open_transport
+from harness.transport import Transport
+from harness.vendor import VendorSpec
+
+QUICK_S = 30.0
+BUILD_S = 3 * 3600.0
+TRANSFER_S = 3600.0
+MAX_CLOCK_SKEW_S = 2.0
+MIN_FREE_DISK_GIB = 5.0
+
+
+def node_dir_name(node: NodePlan) -> str:
+    return f"{node.host.name}_noderank{node.node_rank}"
+
+
+class DockerSshBackend(ClusterBackend):
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        self._transports: dict[str, Transport] = {}
+
+    def transport(self, host: Host) -> Transport:
+        if host.name not in self._transports:
+            self._transports[host.name] = open_transport(host, self.inventory.cluster)
+        return self._transports[host.name]
+
+    def _docker(self, node: NodePlan, args: list[str], timeout: float = QUICK_S) -> str:
+        return self.transport(node.host).run([*node.docker, *args], timeout=timeout).check().output
+
+    # -- plan -------------------------------------------------------------------------
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
+        return plan_run(job, inventory, vendor, image)
+
+    # -- preflight --------------------------------------------------------------------
+    def preflight(self, plan: RunPlan) -> PreflightReport:
+        report = PreflightReport()
+
+        def check(node: NodePlan) -> tuple[dict[str, str], list[str]]:
+            host = node.host
+            field = f"hosts.{host.name}"
+            transport = self.transport(host)
+            before = time.time()
+            clock = transport.run(["date", "+%s.%N"], timeout=QUICK_S)
+            after = time.time()
+            if not clock.ok:
+                raise HostUnreachable(f"cannot run commands on {host.name}: {clock.output.strip()}",
+                                      file=self.inventory.source, field=field)
+            facts: dict[str, str] = {}
+            warnings: list[str] = []
+            try:
+                skew = float(clock.output.strip()) - (before + after) / 2
+                facts["clock_skew_s"] = f"{skew:+.3f}"
+                if abs(skew) > MAX_CLOCK_SKEW_S:
+                    warnings.append(f"{host.name}: clock is {skew:+.1f} s off the controller's; "
+                                    "cross-host timestamps will be skewed")
+            except ValueError:
+                facts["clock_skew_s"] = "unknown"
+            version = transport.run([*node.docker, "version", "--format", "{{.Server.Version}}"],
+                                    timeout=QUICK_S)
+            if not version.ok:
+                raise HostUnreachable(f"docker is not usable on {host.name}: {version.output.strip()[-300:]}",
+                                      file=self.inventory.source, field=field)
+            facts["docker"] = version.output.strip()
+            made = transport.run(["mkdir", "-p", "--", f"{node.host_run_dir}/logs"], timeout=QUICK_S)
+            if not made.ok:
+                raise HostUnreachable(f"cannot create {node.host_run_dir} on {host.name}: {made.output.strip()}",
+                                      file=self.inventory.source, field=f"{field}.work_dir")
+            disk = transport.run(["df", "-Pk", host.work_dir], timeout=QUICK_S)
+            if disk.ok and len(disk.output.splitlines()) >= 2:
+                free_gib = int(disk.output.splitlines()[-1].split()[3]) / 2**20
+                facts["work_dir_free_gib"] = f"{free_gib:.1f}"
+                if free_gib < MIN_FREE_DISK_GIB:
+                    warnings.append(f"{host.name}: only {free_gib:.1f} GiB free in {host.work_dir}")
+            for device in plan.vendor.devices:
+                if not transport.run(["test", "-e", device], timeout=QUICK_S).ok:
+                    raise HostUnreachable(f"device {device} (vendor {plan.vendor.name}) is missing on {host.name}",
+                                          file=self.inventory.source, field=field)
+            if host.data_dir and not plan.job.synthetic:
+                if not transport.run(["test", "-d", host.data_dir], timeout=QUICK_S).ok:
+                    raise UserError(f"data directory {host.data_dir} does not exist on {host.name}",
+                                    file=self.inventory.source, field=f"{field}.data_dir")
+            leftovers = transport.run([*node.docker, "ps", "-aq", "--filter",
+                                       f"name=^{node.container_name}$"], timeout=QUICK_S)
+            if leftovers.ok and leftovers.output.strip():
+                raise UserError(f"a container named {node.container_name} already exists on {host.name}",
+                                field=f"{field}")
+            if node.node_rank == 0:
+                probe = transport.run(
+                    ["python3", "-c", "import socket,sys; s=socket.socket(); s.bind(('', int(sys.argv[1])))",
+                     str(plan.master_port)], timeout=QUICK_S)
+                if probe.exit_code == 1 and "Address already in use" in probe.output:
+                    raise UserError(f"master port {plan.master_port} is already in use on {host.name}",
+                                    file=self.inventory.source, field="cluster.master_port")
+            return facts, warnings
+
+        for node, (facts, warnings) in zip(plan.nodes, run_all(check, plan.nodes)):
+            report.facts[node.host.name] = facts
+            report.warnings += warnings
+        return report
+
+    # -- image ------------------------------------------------------------------------
+    def _image_id(self, node: NodePlan, tag: str) -> str | None:
+        result = self.transport(node.host).run(
+            [*node.docker, "image", "inspect", "--format", "{{.Id}}", tag], timeout=QUICK_S)
+        return result.output.strip() if result.ok else None
+
+    def _build(self, node: NodePlan, image: ImagePlan) -> None:
+        context_remote = f"{node.host.work_dir}/build/{image.content_hash[:16]}"
+        with tempfile.TemporaryDirectory(prefix="bench-ctx-") as tmp:
+            context = write_context(image, Path(tmp) / "context")
+            self.transport(node.host).put_tree(context, context_remote)
+        self._docker(node, ["build", "--tag", image.tag,
+                            "--label", f"{LABEL_PREFIX}content_hash={image.content_hash}",
+                            context_remote], timeout=BUILD_S)
+        self.transport(node.host).run(["rm", "-rf", "--", context_remote], timeout=QUICK_S)
+
+    def _copy_image(self, source: NodePlan, target: NodePlan, tag: str) -> None:
+        """docker save on the source host, through the controller, docker load on the target."""
+        name = tag.replace("/", "_").replace(":", "_") + ".tar"
+        src_dir = f"{source.host.work_dir}/images"
+        dst_dir = f"{target.host.work_dir}/images"
+        self.transport(source.host).run(["mkdir", "-p", src_dir], timeout=QUICK_S).check()
+        self._docker(source, ["save", "--output", f"{src_dir}/{name}", tag], timeout=TRANSFER_S)
+        with tempfile.TemporaryDirectory(prefix="bench-img-") as tmp:
+            got = self.transport(source.host).get_tree(src_dir, Path(tmp))
+            if not any(p.name == name for p in got):
+                raise RunFailed(f"docker save of {tag} on {source.host.name} produced no file")
+            keep = Path(tmp) / "only"
+            keep.mkdir()
+            (Path(tmp) / name).rename(keep / name)
+            self.transport(target.host).put_tree(keep, dst_dir)
+        self._docker(target, ["load", "--input", f"{dst_dir}/{name}"], timeout=TRANSFER_S)
+        for node, folder in ((source, src_dir), (target, dst_dir)):
+            self.transport(node.host).run(["rm", "-f", f"{folder}/{name}"], timeout=QUICK_S)
+
+    def prepare_image(self, plan: RunPlan) -> str:
+        tag = plan.image.tag
+        first = plan.nodes[0]
+        if self._image_id(first, tag) is None:
+            self._build(first, plan.image)
+        reference = self._image_id(first, tag)
+        if reference is None:
+            raise RunFailed(f"image {tag} is missing on {first.host.name} right after its build")
+
+        def ensure(node: NodePlan) -> str | None:
+            if node.node_rank != 0 and self._image_id(node, tag) != reference:
+                self._copy_image(first, node, tag)
+            return self._image_id(node, tag)
+
+        ids = run_all(ensure, plan.nodes)
+        differing = [n.host.name for n, i in zip(plan.nodes, ids) if i != reference]
+        if differing:
+            raise RunFailed(f"image {tag} has a different id on {', '.join(differing)} than on "
+                            f"{first.host.name} ({reference})")
+        return reference
+
+    # -- launch, poll, stop -----------------------------------------------------------
+    def launch(self, plan: RunPlan) -> None:
+        def start(node: NodePlan) -> None:
+            self.transport(node.host).run(node.run_argv, timeout=120).check()
+
+        run_all(start, plan.nodes)
+
+    def poll(self, plan: RunPlan) -> list[NodeState]:
+        def state(node: NodePlan) -> NodeState:
+            result = self.transport(node.host).run(
+                [*node.docker, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                 node.container_name], timeout=QUICK_S)
+            if not result.ok:
+                return NodeState(node.node_rank, False, None, f"container not found: {result.output.strip()}")
+            status, code = result.output.split()
+            running = status in ("created", "running", "restarting")
+            return NodeState(node.node_rank, running, None if running else int(code), status)
+
+        return run_all(state, plan.nodes)
+
+    def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
+        def stop_one(node: NodePlan) -> None:
+            # SIGTERM reaches torchrun, which forwards it to its workers; then SIGKILL.
+            self.transport(node.host).run([*node.docker, "stop", "--time", "10", node.container_name],
+                                          timeout=60)
+
+        run_all(stop_one, [n for n in plan.nodes if n.node_rank in node_ranks])
+
+    def tail(self, plan: RunPlan, node_rank: int, lines: int) -> list[str]:
+        node = plan.nodes[node_rank]
+        result = self.transport(node.host).run(
+            [*node.docker, "logs", "--tail", str(lines), node.container_name], timeout=QUICK_S)
+        return result.output.splitlines() if result.ok else []
+
+    # -- collect, cleanup -------------------------------------------------------------
+    def collect(self, plan: RunPlan, dest: Path) -> list[NodeOutcome]:
+        def collect_one(node: NodePlan) -> NodeOutcome:
+            folder = dest / node_dir_name(node)
+            folder.mkdir(parents=True, exist_ok=True)
+            transport = self.transport(node.host)
+            exit_code: int | None = None
+            inspect = transport.run([*node.docker, "inspect", node.container_name], timeout=QUICK_S)
+            if inspect.ok:
+                (folder / "container.json").write_text(inspect.output, encoding="utf-8")
+                try:
+                    state = json.loads(inspect.output)[0]["State"]
+                    if not state.get("Running"):
+                        exit_code = int(state["ExitCode"])
+                except (ValueError, KeyError, IndexError):
+                    pass
+            logs = transport.run([*node.docker, "logs", node.container_name], timeout=300)
+            container_log = logs.output if logs.ok else ""
+            (folder / "container.log").write_text(container_log, encoding="utf-8")
+            transport.get_tree(node.host_log_dir, folder)
+            return NodeOutcome(
+                host=node.host.name,
+                node_rank=node.node_rank,
+                container=node.container_name,
+                exit_code=exit_code,
+                log_dir=str(folder),
+                last_lines=container_log.splitlines()[-30:],
+            )
+
+        return run_all(collect_one, plan.nodes)
+
+    def cleanup(self, plan: RunPlan) -> list[str]:
+        return remove_labelled(self, [n.host for n in plan.nodes], plan.job.run_id)
+
+    def close(self) -> None:
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+
+
+def remove_labelled(backend: DockerSshBackend, hosts: list[Host], run_id: str | None) -> list[str]:
+    """Remove every container carrying our labels (of one run, or of any run) on these hosts."""
+    label = f"{LABEL_PREFIX}run_id" + (f"={run_id}" if run_id else "")
+
+    def remove(host: Host) -> list[str]:
+        transport = backend.transport(host)
+        docker = docker_cli(host)
+        listed = transport.run([*docker, "ps", "-aq", "--filter", f"label={label}"], timeout=QUICK_S)
+        ids = listed.output.split() if listed.ok else []
+        if ids:
+            # Hosts may share one engine; a container already removed by the other is fine.
+            transport.run([*docker, "rm", "--force", *ids], timeout=120)
+        return ids
+
+    try:
+        found = run_all(remove, hosts)
+    except (HostUnreachable, RemoteCommandError) as exc:
+        raise RunFailed(f"cleanup failed: {exc}") from exc
+    return sorted({cid for ids in found for cid in ids})

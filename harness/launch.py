@@ -1,0 +1,200 @@
+"""The launch plan: for every node, the exact `docker run` and torchrun argv.
+
+Pure functions of (Job, Inventory, VendorSpec, ImagePlan): this is what the
+dry-run prints and what the golden-file tests pin down.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from harness.errors import UserError
+from harness.image import ImagePlan
+from harness.inventory import Host, Inventory
+from harness.job import Job
+from harness.vendor import VendorSpec
+
+CONTAINER_LOG_DIR = "/bench/logs"
+CONTAINER_DATA_DIR = "/bench/data"
+LABEL_PREFIX = "bench."
+# Locked memory for RDMA registration, and a deep stack for the data workers.
+ULIMITS = ("memlock=-1:-1", "stack=67108864:67108864")
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    host: Host
+    node_rank: int
+    container_name: str
+    labels: dict[str, str]
+    host_run_dir: str  # {work_dir}/runs/{run_id}/node{k} on that host
+    docker: list[str]  # how to call the docker CLI on that host
+    run_argv: list[str]  # docker run ... image <train_argv>
+    train_argv: list[str]  # torchrun inside the container
+
+    @property
+    def host_log_dir(self) -> str:
+        return f"{self.host_run_dir}/logs"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    job: Job
+    vendor: VendorSpec
+    image: ImagePlan
+    nodes: list[NodePlan]
+    master_addr: str
+    master_port: int
+    inventory_source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        """Human-readable dry run: every command exactly as it would be run."""
+        job = self.job
+        lines = [
+            f"run {job.run_id}: case={job.case} vendor={job.vendor} config={job.config_name} "
+            f"({job.hardware_config}) fix_hp={job.fix_hp or '/'} "
+            f"data={'synthetic' if job.synthetic else CONTAINER_DATA_DIR}",
+            f"inventory: {self.inventory_source}",
+            f"image: {self.image.tag}",
+            f"  params: {', '.join(f'{k}={v!r}' for k, v in sorted(self.image.params.items()))}",
+            "  Dockerfile:",
+            *(f"    {line}" for line in self.image.dockerfile.rstrip("\n").splitlines()),
+            f"rendezvous: {self.master_addr}:{self.master_port}",
+        ]
+        for node in self.nodes:
+            host = node.host
+            where = "local" if host.transport == "local" else f"ssh {host.user}@{host.address}:{host.port}"
+            lines += [
+                f"node {node.node_rank}: {host.name} ({where})",
+                f"  build: {shlex.join([*node.docker, 'build', '-t', self.image.tag, '<context>'])}",
+                f"  run:   {shlex.join(node.run_argv)}",
+                f"  train: {shlex.join(node.train_argv)}",
+            ]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def docker_cli(host: Host) -> list[str]:
+    if host.docker_host:
+        return ["env", f"DOCKER_HOST={host.docker_host}", "docker"]
+    return ["docker"]
+
+
+def container_name(job: Job, node_rank: int) -> str:
+    return f"bench-{job.run_id}-{job.case}-n{node_rank}"
+
+
+def node_labels(job: Job, host: Host, node_rank: int) -> dict[str, str]:
+    return {
+        f"{LABEL_PREFIX}run_id": job.run_id,
+        f"{LABEL_PREFIX}case": job.case,
+        f"{LABEL_PREFIX}vendor": job.vendor,
+        f"{LABEL_PREFIX}config": job.config_name,
+        f"{LABEL_PREFIX}node_rank": str(node_rank),
+        f"{LABEL_PREFIX}host": host.name,
+    }
+
+
+def train_argv(job: Job, vendor: VendorSpec, node_rank: int, master_addr: str, master_port: int,
+               with_data: bool) -> list[str]:
+    argv = [
+        vendor.python, "-m", "torch.distributed.run",
+        "--nnodes", str(job.nnodes),
+        "--nproc_per_node", str(job.nproc_per_node),
+        "--node_rank", str(node_rank),
+        "--master_addr", master_addr,
+        "--master_port", str(master_port),
+        "--max_restarts", "0",
+        "--log_dir", f"{CONTAINER_LOG_DIR}/torchrun",
+        "--redirects", "3",
+        "--tee", "3",
+        "-m", "cases.run",
+        "--case", job.case,
+        "--vendor", job.vendor,
+        "--config", job.hardware_config,
+        "--log-dir", CONTAINER_LOG_DIR,
+    ]
+    if job.fix_hp:
+        argv += ["--fix-hp", job.fix_hp]
+    if with_data:
+        argv += ["--data", CONTAINER_DATA_DIR]
+    return argv
+
+
+def docker_run_argv(job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan, host: Host,
+                    node_rank: int, run_dir: str, command: list[str]) -> list[str]:
+    argv = [*docker_cli(host), "run", "--detach", "--name", container_name(job, node_rank)]
+    for key, value in node_labels(job, host, node_rank).items():
+        argv += ["--label", f"{key}={value}"]
+    argv += ["--net=host", "--ipc=host"]
+    for ulimit in ULIMITS:
+        argv += ["--ulimit", ulimit]
+    argv += vendor.docker_run_args
+    for device in vendor.devices:
+        argv += ["--device", device]
+    mounts = [*vendor.mounts, *inventory.cluster.mounts]
+    for mount in mounts:
+        argv += ["--volume", f"{mount.source}:{mount.target}:{'ro' if mount.readonly else 'rw'}"]
+    argv += ["--volume", f"{run_dir}/logs:{CONTAINER_LOG_DIR}:rw"]
+    if host.data_dir and not job.synthetic:
+        argv += ["--volume", f"{host.data_dir}:{CONTAINER_DATA_DIR}:ro"]
+    env = {**vendor.env, **inventory.cluster.env}
+    if vendor.visible_devices_env:
+        env[vendor.visible_devices_env] = ",".join(str(i) for i in range(job.nproc_per_node))
+    for key in sorted(env):
+        argv += ["--env", f"{key}={env[key]}"]
+    argv += ["--workdir", "/workspace", image.tag, *command]
+    return argv
+
+
+def plan_run(job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
+    hosts = inventory.select(job.nnodes)
+    notes: list[str] = []
+    for host in hosts:
+        if job.nproc_per_node > host.devices:
+            raise UserError(
+                f"config {job.config_name} needs {job.nproc_per_node} devices per node but host "
+                f"{host.name} has devices: {host.devices}",
+                file=inventory.source,
+                field=f"hosts.{host.name}.devices",
+            )
+    if not job.synthetic:
+        missing = [h.name for h in hosts if not h.data_dir]
+        if missing:
+            raise UserError(
+                "a run on real data needs data_dir on every host; missing on " + ", ".join(missing),
+                file=inventory.source,
+                field=f"hosts.{missing[0]}.data_dir",
+            )
+    if job.nnodes > 1 and any(h.transport == "local" for h in hosts):
+        notes.append("a multi-node run with a local host: every other host must reach its address")
+    master = hosts[0]
+    nodes = []
+    for rank, host in enumerate(hosts):
+        run_dir = f"{host.work_dir}/runs/{job.run_id}/node{rank}"
+        command = train_argv(job, vendor, rank, master.address, inventory.cluster.master_port,
+                             with_data=not job.synthetic)
+        nodes.append(
+            NodePlan(
+                host=host,
+                node_rank=rank,
+                container_name=container_name(job, rank),
+                labels=node_labels(job, host, rank),
+                host_run_dir=run_dir,
+                docker=docker_cli(host),
+                run_argv=docker_run_argv(job, inventory, vendor, image, host, rank, run_dir, command),
+                train_argv=command,
+            )
+        )
+    return RunPlan(
+        job=job,
+        vendor=vendor,
+        image=image,
+        nodes=nodes,
+        master_addr=master.address,
+        master_port=inventory.cluster.master_port,
+        inventory_source=inventory.source,
+        notes=notes,
+    )
