@@ -1,0 +1,37 @@
+# make bench CASE=resnet50 VENDOR=nvidia CONFIG=2x8 [HOSTS=hosts.yaml] [FIX_HP="bs=256,lr=0.72"] [DRY_RUN=1]
+CASE ?= resnet50
+VENDOR ?= cpu
+CONFIG ?= 1x1
+HOSTS ?= hosts.yaml
+FIX_HP ?=
+ACCEL ?=
+DRY_RUN ?=
+REAL_DATA ?=
+RUN_ID ?=
+PYTEST_ARGS ?=
+PY := .venv/bin/python
+
+.PHONY: setup bench test report clean help
+
+help:
+	@$(PY) -m harness --help 2>/dev/null || echo "run 'make setup' first"
+
+# venv, Docker engine, local base image: what `make bench` needs on this machine.
+setup:
+	@bash scripts/setup.sh
+
+bench: setup
+	$(PY) -m harness bench --case '$(CASE)' --vendor '$(VENDOR)' --config '$(CONFIG)' --hosts '$(HOSTS)' \
+	  $(if $(FIX_HP),--fix-hp '$(FIX_HP)') $(if $(ACCEL),--accelerator '$(ACCEL)') \
+	  $(if $(REAL_DATA),--real-data) $(if $(RUN_ID),--run-id '$(RUN_ID)') $(if $(DRY_RUN),--dry-run)
+
+# Everything the tests need (setup + two SSH test hosts), then the whole suite.
+test: setup
+	@bash tests/infra/setup.sh
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+
+report:
+	$(PY) -m harness report results
+
+clean:
+	$(PY) -m harness clean --hosts '$(HOSTS)'

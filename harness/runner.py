@@ -1,0 +1,196 @@
+"""The fixed flow around a cluster backend:
+
+preflight -> image -> launch -> wait -> collect (+ cleanup) -> parse -> results.json
+
+Whatever happens after launch (a failing node, a timeout, Ctrl-C, a lost host),
+the containers are stopped, every log that can be reached is collected and the
+containers are removed before the run ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.backend import ClusterBackend, NodeState
+from harness.errors import HarnessError, HostUnreachable, RemoteCommandError, RunFailed
+from harness.events import last, parse_lines, read_event_files
+from harness.image import plan_image
+from harness.inventory import Inventory
+from harness.job import Job
+from harness.launch import RunPlan
+from harness.metrics import compute_metrics
+from harness.results import NodeOutcome, RunResult
+from harness.vendor import load_vendor
+
+POLL_S = 0.25
+PROGRESS_S = 5.0
+# Consecutive failed polls of a host before it counts as lost.
+HOST_LOST_AFTER = 20
+
+
+@dataclass
+class WaitOutcome:
+    ok: bool
+    failure: str | None = None
+    failed_ranks: list[int] = field(default_factory=list)
+
+
+class PhaseClock:
+    def __init__(self, console: Console) -> None:
+        self.seconds: dict[str, float] = {}
+        self._console = console
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            elapsed = time.monotonic() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            self._console.print(f"[dim]{name:<9} {elapsed:7.2f} s[/dim]")
+
+
+def build_plan(job: Job, inventory: Inventory, backend: ClusterBackend) -> RunPlan:
+    vendor = load_vendor(job.vendor)
+    params = {**inventory.cluster.template_params, **job.template_overrides}
+    return backend.plan(job, inventory, vendor, plan_image(vendor, params))
+
+
+def _progress_line(plan: RunPlan, backend: ClusterBackend) -> str | None:
+    try:
+        step = last(parse_lines(backend.tail(plan, 0, 40)), "step")
+    except HarnessError:
+        return None
+    if step is None:
+        return None
+    value = step.value
+    step_s = float(value.get("step_s") or 0.0)
+    rate = float(value.get("samples", 0)) / step_s if step_s > 0 else 0.0
+    return f"epoch {value.get('epoch')} step {value.get('step')}: {rate:,.1f} samples/s"
+
+
+def wait_for_nodes(plan: RunPlan, backend: ClusterBackend, console: Console) -> WaitOutcome:
+    deadline = time.monotonic() + plan.job.timeout_s
+    misses = 0
+    next_progress = time.monotonic() + PROGRESS_S
+    with console.status("training", spinner="dots") as status:
+        while True:
+            try:
+                states: list[NodeState] = backend.poll(plan)
+                misses = 0
+            except (HostUnreachable, RemoteCommandError) as exc:
+                misses += 1
+                if misses >= HOST_LOST_AFTER:
+                    return WaitOutcome(False, f"lost contact with a host while waiting: {exc}")
+                time.sleep(POLL_S)
+                continue
+            failed = [s for s in states if not s.running and s.exit_code not in (0, None)]
+            vanished = [s for s in states if not s.running and s.exit_code is None]
+            if failed or vanished:
+                ranks = [s.node_rank for s in failed + vanished]
+                detail = ", ".join(
+                    f"node {s.node_rank} ({plan.nodes[s.node_rank].host.name}) "
+                    + (f"exited {s.exit_code}" if s.exit_code is not None else s.detail)
+                    for s in failed + vanished)
+                return WaitOutcome(False, detail, ranks)
+            if all(not s.running for s in states):
+                return WaitOutcome(True)
+            if time.monotonic() > deadline:
+                return WaitOutcome(False, f"timed out after {plan.job.timeout_s:.0f} s")
+            if time.monotonic() >= next_progress:
+                line = _progress_line(plan, backend)
+                if line:
+                    status.update(f"training: {line}")
+                next_progress = time.monotonic() + PROGRESS_S
+            time.sleep(POLL_S)
+
+
+def _failure_report(outcome: WaitOutcome, nodes: list[NodeOutcome]) -> str:
+    lines = [outcome.failure or "run failed"]
+    for node in nodes:
+        if node.node_rank in outcome.failed_ranks or (node.exit_code not in (0, None)):
+            lines.append(f"--- last lines of node {node.node_rank} ({node.host}, {node.log_dir}):")
+            lines += node.last_lines[-15:]
+    return "\n".join(lines)
+
+
+def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_root: Path,
+            console: Console | None = None) -> RunResult:
+    console = console or Console(stderr=True)
+    clock = PhaseClock(console)
+    started = dt.datetime.now(dt.timezone.utc)
+    plan = build_plan(job, inventory, backend)
+    out_dir = results_root / job.run_id / job.case / job.config_name
+    console.print(f"[bold]run {job.run_id}[/bold]: {job.case} on {job.vendor} {job.config_name} "
+                  f"-> {out_dir}")
+
+    with clock.phase("preflight"):
+        report = backend.preflight(plan)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    with clock.phase("image"):
+        image_id = backend.prepare_image(plan)
+
+    outcome = WaitOutcome(False, "interrupted before the run finished")
+    nodes: list[NodeOutcome] = []
+    try:
+        with clock.phase("launch"):
+            backend.launch(plan)
+        with clock.phase("wait"):
+            outcome = wait_for_nodes(plan, backend, console)
+        if not outcome.ok:
+            console.print(f"[red]failed:[/red] {outcome.failure}; stopping the other nodes")
+    finally:
+        with clock.phase("collect"):
+            backend.stop(plan, [n.node_rank for n in plan.nodes])
+            try:
+                nodes = backend.collect(plan, out_dir)
+            finally:
+                removed = backend.cleanup(plan)
+        if removed:
+            console.print(f"[dim]removed containers: {', '.join(removed)}[/dim]")
+
+    with clock.phase("parse"):
+        by_rank = read_event_files(out_dir)
+        metrics = None
+        failure = None if outcome.ok else _failure_report(outcome, nodes)
+        config_event = last(by_rank.get(0, []), "config")
+        try:
+            metrics = compute_metrics(by_rank)
+            if outcome.ok and len(by_rank) != job.world_size:
+                failure = f"expected event logs from {job.world_size} ranks, collected {len(by_rank)}"
+        except RunFailed as exc:
+            failure = failure or str(exc)
+        world = last(by_rank.get(0, []), "world")
+
+    result = RunResult(
+        run_id=job.run_id,
+        case=job.case,
+        vendor=job.vendor,
+        accelerator=job.accelerator,
+        nnodes=job.nnodes,
+        nproc_per_node=job.nproc_per_node,
+        precision=str(world.value.get("precision", "unknown")) if world else "unknown",
+        fix_hp=job.fix_hp or "/",
+        status="success" if failure is None else "failed",
+        failure=failure,
+        metrics=metrics,
+        nodes=nodes,
+        image=f"{plan.image.tag} ({image_id})",
+        effective_config=config_event.value if config_event else {},
+        phase_seconds=clock.seconds,
+        started_at=started.isoformat(timespec="seconds"),
+        finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    (out_dir / "plan.txt").write_text(plan.render(), encoding="utf-8")
+    return result

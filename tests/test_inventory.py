@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import REPO_ROOT
+from harness.errors import UserError
+from harness.inventory import load_inventory
+
+GOOD = """
+cluster:
+  master_port: 29500
+  known_hosts: keys/known_hosts
+  mounts: [{source: venv/site, target: /opt/site}]
+hosts:
+  - {name: a, address: 10.1.0.1, key: keys/id, work_dir: /w}
+  - {name: b, address: 10.1.0.2, port: 2200, devices: 4, work_dir: /w}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hosts.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_good_inventory_resolves_relative_paths_against_its_folder(tmp_path: Path) -> None:
+    inventory = load_inventory(write(tmp_path, GOOD))
+    assert [h.name for h in inventory.hosts] == ["a", "b"]
+    assert inventory.hosts[0].key == str(tmp_path / "keys" / "id")
+    assert inventory.cluster.known_hosts == str(tmp_path / "keys" / "known_hosts")
+    assert inventory.cluster.mounts[0].source == str(tmp_path / "venv" / "site")
+    assert inventory.hosts[1].port == 2200 and inventory.hosts[1].devices == 4
+    assert inventory.hosts[0].devices == 8  # default: an 8-card machine
+
+
+def test_shipped_inventory_is_valid() -> None:
+    inventory = load_inventory(REPO_ROOT / "hosts.yaml")
+    assert inventory.hosts[0].transport == "local"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        ("hosts:\n  - {name: a, address: h, port: 70000}\n", "hosts.a.port", "less than or equal to 65535"),
+        ("hosts:\n  - {name: a, address: h, prot: 22}\n", "hosts.a.prot", "unknown field"),
+        ("hosts:\n  - {name: a}\n", "hosts.a.address", "required field is missing"),
+        ("hosts:\n  - {name: a, address: h, work_dir: rel/dir}\n", "hosts.a.work_dir", "absolute path"),
+        ("hosts:\n  - {name: a, address: h, devices: 0}\n", "hosts.a.devices", "greater than or equal to 1"),
+        ("hosts:\n  - {name: a, address: h, transport: telnet}\n", "hosts.a.transport", "'ssh' or 'local'"),
+        ("cluster: {master_port: x}\nhosts:\n  - {name: a, address: h}\n", "cluster.master_port", "integer"),
+        ("hosts: []\n", "hosts", "at least 1 item"),
+        ("hosts:\n  - {name: a, address: h}\n  - {name: a, address: g}\n", "", "appears twice"),
+    ],
+)
+def test_bad_inventory_names_file_and_field(tmp_path: Path, text: str, field: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        load_inventory(path)
+    assert str(path) in str(info.value)
+    assert field in str(info.value)
+    assert message in str(info.value)
+
+
+def test_malformed_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "hosts: [\n  - name: a\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_inventory(path)
+
+
+def test_cli_exits_2_on_malformed_inventory_without_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "hosts:\n  - {name: node1, address: 127.0.0.2, port: nope}\n")
+    result = subprocess.run([sys.executable, "-m", "harness", "bench", "--hosts", str(path)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "hosts.node1.port" in result.stderr and str(path) in result.stderr.replace("\n", "")
+    assert "Traceback" not in result.stderr
