@@ -90,7 +90,7 @@ class DockerSshBackend(ClusterBackend):
                 facts["work_dir_free_gib"] = f"{free_gib:.1f}"
                 if free_gib < MIN_FREE_DISK_GIB:
                     warnings.append(f"{host.name}: only {free_gib:.1f} GiB free in {host.work_dir}")
-            for device in plan.vendor.devices:
+            for device in plan.vendor.device_nodes(host.devices):
                 if not transport.run(["test", "-e", device], timeout=QUICK_S).ok:
                     raise HostUnreachable(f"device {device} (vendor {plan.vendor.name}) is missing on {host.name}",
                                           file=self.inventory.source, field=field)

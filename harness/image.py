@@ -41,6 +41,8 @@ def render_dockerfile(vendor: VendorSpec, params: dict[str, Any]) -> str:
         loader=jinja2.FileSystemLoader([str(vendor.folder), str(PARTIALS_DIR)]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
         autoescape=False,
     )
     try:

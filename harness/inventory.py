@@ -66,6 +66,10 @@ class Cluster(BaseModel):
     accept_unknown_host_keys: bool = False
     ssh_timeout_s: float = Field(default=15.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict)
+    # `docker run --ulimit` values. Locked memory for RDMA registration and a deep
+    # stack for data workers; a host whose hard memlock limit is lower (some
+    # sandboxes) cannot start a container asking for more.
+    ulimits: list[str] = Field(default_factory=lambda: ["memlock=-1:-1", "stack=67108864:67108864"])
     mounts: list[Mount] = Field(default_factory=list)
     template_params: dict[str, str | int | float | bool] = Field(default_factory=dict)
 

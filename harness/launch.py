@@ -18,8 +18,6 @@ from harness.vendor import VendorSpec
 CONTAINER_LOG_DIR = "/bench/logs"
 CONTAINER_DATA_DIR = "/bench/data"
 LABEL_PREFIX = "bench."
-# Locked memory for RDMA registration, and a deep stack for the data workers.
-ULIMITS = ("memlock=-1:-1", "stack=67108864:67108864")
 
 
 @dataclass(frozen=True)
@@ -129,10 +127,10 @@ def docker_run_argv(job: Job, inventory: Inventory, vendor: VendorSpec, image: I
     for key, value in node_labels(job, host, node_rank).items():
         argv += ["--label", f"{key}={value}"]
     argv += ["--net=host", "--ipc=host"]
-    for ulimit in ULIMITS:
+    for ulimit in inventory.cluster.ulimits:
         argv += ["--ulimit", ulimit]
     argv += vendor.docker_run_args
-    for device in vendor.devices:
+    for device in vendor.device_nodes(host.devices):
         argv += ["--device", device]
     mounts = [*vendor.mounts, *inventory.cluster.mounts]
     for mount in mounts:

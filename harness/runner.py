@@ -20,7 +20,7 @@ from rich.console import Console
 
 from harness.backend import ClusterBackend, NodeState
 from harness.errors import HarnessError, HostUnreachable, RemoteCommandError, RunFailed
-from harness.events import last, parse_lines, read_event_files
+from harness.events import Event, last, parse_lines, read_event_files
 from harness.image import plan_image
 from harness.inventory import Inventory
 from harness.job import Job
@@ -113,8 +113,12 @@ def wait_for_nodes(plan: RunPlan, backend: ClusterBackend, console: Console) -> 
             time.sleep(POLL_S)
 
 
-def _failure_report(outcome: WaitOutcome, nodes: list[NodeOutcome]) -> str:
+def _failure_report(outcome: WaitOutcome, nodes: list[NodeOutcome], by_rank: dict[int, list[Event]]) -> str:
     lines = [outcome.failure or "run failed"]
+    for rank in sorted(by_rank):
+        stop = last(by_rank[rank], "run_stop")
+        if stop is not None and stop.value.get("status") == "failed":
+            lines.append(f"rank {rank}: {stop.value.get('error', 'failed')}")
     for node in nodes:
         if node.node_rank in outcome.failed_ranks or (node.exit_code not in (0, None)):
             lines.append(f"--- last lines of node {node.node_rank} ({node.host}, {node.log_dir}):")
@@ -161,7 +165,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     with clock.phase("parse"):
         by_rank = read_event_files(out_dir)
         metrics = None
-        failure = None if outcome.ok else _failure_report(outcome, nodes)
+        failure = None if outcome.ok else _failure_report(outcome, nodes, by_rank)
         config_event = last(by_rank.get(0, []), "config")
         try:
             metrics = compute_metrics(by_rank)

@@ -44,7 +44,8 @@ class VendorSpec(BaseModel):
     visible_devices_env: str | None = None
     # Extra `docker run` arguments: device flags, runtime, capabilities.
     docker_run_args: list[str] = Field(default_factory=list)
-    # Device nodes passed with --device.
+    # Device nodes passed with --device; "{index}" repeats a node for every
+    # device the host has (hosts.yaml `devices`), e.g. /dev/xpu{index}.
     devices: list[str] = Field(default_factory=list)
     # Host paths the vendor's driver stack needs inside the container.
     mounts: list[Mount] = Field(default_factory=list)
@@ -53,6 +54,15 @@ class VendorSpec(BaseModel):
     # The device itself and the torch.distributed backend are the training side's
     # business: cases/devices.py maps the vendor name to them.
     smi: str | None = None
+
+    def device_nodes(self, device_count: int) -> list[str]:
+        nodes: list[str] = []
+        for pattern in self.devices:
+            if "{index}" in pattern:
+                nodes += [pattern.replace("{index}", str(i)) for i in range(device_count)]
+            else:
+                nodes.append(pattern)
+        return nodes
 
     @property
     def folder(self) -> Path:

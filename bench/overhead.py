@@ -1,0 +1,73 @@
+"""Controller overhead of the 2-host end-to-end run (2 nodes x 2 processes).
+
+Prints the wall time of `python -m harness bench` minus the training processes'
+own e2e_time, split by phase (preflight, image, launch, wait-detect, collect,
+parse). Target: under 10 s with a cached image. Needs the test hosts:
+
+    bash tests/infra/setup.sh && .venv/bin/python bench/overhead.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import BASE_IMAGE, TESTHOSTS, TestHost, TestInfra, write_hosts_yaml  # noqa: E402
+
+TINY = "bs=2,image_size=32,max_steps=4,num_classes=10"
+PHASES = ("preflight", "image", "launch", "wait-detect", "collect", "parse")
+
+
+def one_run(hosts: Path, results: Path, run_id: str) -> dict[str, float]:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu", "--config", "2x2",
+         "--hosts", str(hosts), "--results", str(results), "--run-id", run_id, "--fix-hp", TINY],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"run {run_id} failed:\n{proc.stdout}\n{proc.stderr}")
+    result = json.loads((results / run_id / "resnet50" / "2x2" / "results.json").read_text())
+    phases = dict(result["phase_seconds"])
+    e2e = float(result["metrics"]["e2e_time"])
+    # Time inside `wait` that is not training: container start, torchrun, detection latency.
+    phases["wait-detect"] = phases.pop("wait") - e2e
+    phases["cli+other"] = wall - e2e - sum(phases.values())
+    phases["total"] = wall - e2e
+    return phases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    infra = TestInfra(
+        repo_root=REPO, client_key=TESTHOSTS / "id_ed25519", known_hosts=TESTHOSTS / "known_hosts",
+        hosts=[TestHost("node1", "127.0.0.2", 2222), TestHost("node2", "127.0.0.3", 2222)],
+        site_packages=REPO / ".venv" / "lib" / "python3.11" / "site-packages", base_image=BASE_IMAGE,
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        folder = Path(tmp)
+        hosts = write_hosts_yaml(folder, infra)
+        one_run(hosts, folder / "results", "overhead-warmup")  # builds the image if needed
+        runs = [one_run(hosts, folder / "results", f"overhead-{i}") for i in range(args.repeats)]
+    print(f"controller overhead, 2 hosts x 2 processes, cached image, median of {args.repeats} runs:")
+    for name in (*PHASES, "cli+other", "total"):
+        values = [run[name] for run in runs]
+        print(f"  {name:<12} {statistics.median(values):6.2f} s   (min {min(values):.2f}, max {max(values):.2f})")
+    total = statistics.median(run["total"] for run in runs)
+    print(f"overhead {total:.2f} s: {'within' if total < 10 else 'OVER'} the 10 s target")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""End to end over real parts: two sshd hosts, a real Docker engine, real torchrun
+processes (gloo on CPU), logs back over SFTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import TestInfra
+
+from harness import REPO_ROOT
+
+TINY = "bs=2,image_size=32,max_steps=4,num_classes=10"
+
+
+def bench(hosts: Path, results: Path, run_id: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu",
+         "--hosts", str(hosts), "--results", str(results), "--run-id", run_id, *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def containers_of(run_id: str) -> list[str]:
+    listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=bench.run_id={run_id}"],
+                            capture_output=True, text=True, timeout=30, check=True)
+    return listed.stdout.split()
+
+
+def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    run_id = "e2e-2x2-ok"
+    proc = bench(make_hosts_yaml(), tmp_path, run_id, "--config", "2x2", "--fix-hp", TINY)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    out = tmp_path / run_id / "resnet50" / "2x2"
+    result = json.loads((out / "results.json").read_text())
+    assert result["status"] == "success"
+    metrics = result["metrics"]
+    assert metrics["world_size"] == 4
+    assert metrics["p_core"] >= metrics["p_train"] >= metrics["p_whole"] > 0
+    assert metrics["e2e_time"] > 0 and metrics["samples"] == 4 * 2 * metrics["steps"]
+    # Every rank's event log and torchrun's per-rank output, from both nodes.
+    for node, ranks in (("node1_noderank0", (0, 1)), ("node2_noderank1", (2, 3))):
+        assert (out / node / "container.log").stat().st_size > 0
+        for rank in ranks:
+            assert (out / node / f"events_rank{rank}.log").is_file()
+    assert len(list(out.rglob("stdout.log"))) == 4
+    table = (out / "README.md").read_text()
+    assert "| 配置" in table and "（2x2）" in table
+    assert "p_core" in proc.stdout and "2x2" in proc.stdout
+    assert containers_of(run_id) == []
+
+
+def test_unreachable_host_fails_before_anything_starts(make_hosts_yaml: Callable[..., Path], tmp_path: Path,
+                                                       infra: TestInfra) -> None:
+    ghost = infra.unreachable
+    hosts = make_hosts_yaml(hosts=["node1"], extra_hosts=[{"name": "ghost", "address": ghost.address,
+                                                           "port": ghost.port}])
+    run_id = "e2e-unreachable"
+    proc = bench(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", TINY, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "hosts.ghost" in proc.stderr and "127.0.0.9" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert containers_of(run_id) == []
+    assert not (tmp_path / run_id).exists()
+
+
+def test_unknown_host_key_is_rejected(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    hosts = make_hosts_yaml(hosts=["node1"], cluster_overrides={"known_hosts": str(empty)})
+    proc = bench(hosts, tmp_path, "e2e-hostkey", "--config", "1x1", "--fix-hp", TINY, timeout=120)
+    assert proc.returncode == 2
+    assert "not found in known_hosts" in proc.stderr and "accept_unknown_host_keys" in proc.stderr
+    assert empty.read_text() == ""
+
+
+def test_crash_on_one_node_stops_the_other_and_keeps_the_logs(make_hosts_yaml: Callable[..., Path],
+                                                              tmp_path: Path) -> None:
+    run_id = "e2e-crash"
+    proc = bench(make_hosts_yaml(), tmp_path, run_id, "--config", "2x2",
+                 "--fix-hp", f"{TINY},max_steps=50,fail_rank=3,fail_step=2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = tmp_path / run_id / "resnet50" / "2x2"
+    result = json.loads((out / "results.json").read_text())
+    assert result["status"] == "failed"
+    assert "node 1 (node2) exited" in result["failure"]
+    assert "injected failure at step 2 on rank 3" in result["failure"]
+    assert "injected failure" in proc.stdout + proc.stderr
+    nodes = {n["node_rank"]: n for n in result["nodes"]}
+    assert nodes[1]["exit_code"] not in (0, None)
+    # node 0 was blocked in a collective; it was stopped, not left to its 30-minute gloo timeout
+    assert nodes[0]["exit_code"] != 0
+    assert (out / "node1_noderank0" / "events_rank0.log").is_file()
+    assert (out / "node2_noderank1" / "events_rank3.log").is_file()
+    assert containers_of(run_id) == []
