@@ -1063,6 +1063,31 @@ def render_page(page: VendorPage, lang: Lang = "zh") -> str:
 # --------------------------------------------------------------------------- from runs, to specs
 
 
+def row_from_result(result: RunResult, label_style: LabelStyle = "fullwidth") -> MetricRow:
+    """The 性能指标 row of one run; ``/`` wherever the run has no value."""
+    metrics = result.metrics
+    return MetricRow.from_values(
+        accelerator=result.accelerator,
+        nnodes=result.nnodes,
+        nproc=result.nproc_per_node,
+        precision=result.precision,
+        fix_hp=result.fix_hp,
+        e2e_time=metrics.e2e_time if metrics else None,
+        p_whole=metrics.p_whole if metrics else None,
+        p_train=metrics.p_train if metrics else None,
+        p_core=metrics.p_core if metrics else None,
+        acc_percent=metrics.acc if metrics else None,
+        mem_used_gib=metrics.mem_used_gib if metrics else None,
+        mem_total_gib=metrics.mem_total_gib if metrics else None,
+        label_style=label_style,
+    )
+
+
+def row_cells(row: MetricRow, lang: Lang = "zh") -> list[str]:
+    """The nine cells of a row, as the table prints them."""
+    return row.cells(lang)
+
+
 def page_from_results(
     results: list[RunResult],
     hardware: HardwareEnv,
@@ -1082,26 +1107,7 @@ def page_from_results(
     """A page for the harness's own runs, one 性能指标 row per run in the order
     given. Failed runs are left out unless ``include_failed``."""
     chosen = [result for result in results if include_failed or result.status == "success"]
-    rows: list[MetricRow] = []
-    for result in chosen:
-        metrics = result.metrics
-        rows.append(
-            MetricRow.from_values(
-                accelerator=result.accelerator,
-                nnodes=result.nnodes,
-                nproc=result.nproc_per_node,
-                precision=result.precision,
-                fix_hp=result.fix_hp,
-                e2e_time=metrics.e2e_time if metrics else None,
-                p_whole=metrics.p_whole if metrics else None,
-                p_train=metrics.p_train if metrics else None,
-                p_core=metrics.p_core if metrics else None,
-                acc_percent=metrics.acc if metrics else None,
-                mem_used_gib=metrics.mem_used_gib if metrics else None,
-                mem_total_gib=metrics.mem_total_gib if metrics else None,
-                label_style=label_style,
-            )
-        )
+    rows = [row_from_result(result, label_style) for result in chosen]
     short_name = device_short_name or (chosen[0].accelerator if chosen else hardware.accelerator_model or "")
     if title is None:
         vendor = chosen[0].vendor if chosen else (results[0].vendor if results else "")

@@ -1,0 +1,297 @@
+"""Device monitors on recorded tool output (tests/fixtures/smi, see its README),
+host sampling on this machine's real /proc, and the background sampler."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.errors import UserError
+from harness.monitor import (
+    CSV_COLUMNS,
+    SMI_TOOLS,
+    DeviceSample,
+    MonitorSampler,
+    cpu_percent_between,
+    parse_ipmitool_power,
+    parse_meminfo,
+    parse_nvidia_smi_csv,
+    parse_proc_stat,
+    parse_smi_table,
+    parse_xpu_smi_machine,
+    parse_xpu_smi_table,
+    peak_memory,
+    read_device_rows,
+    sample_local_host,
+    smi_tool,
+)
+from harness.transport import CommandResult, LocalTransport, Transport
+
+FIXTURES = Path(__file__).parent / "fixtures" / "smi"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- nvidia-smi CSV
+
+
+def test_nvidia_csv_with_header_and_units() -> None:
+    samples = parse_nvidia_smi_csv(fixture("nvidia-smi_csv_header_units_2gpu.txt"))
+    assert samples == [
+        DeviceSample(index=0, mem_used_mib=2856, mem_total_mib=11175, util_pct=36, power_w=106.56, temp_c=60),
+        DeviceSample(index=1, mem_used_mib=4, mem_total_mib=6078, util_pct=0, power_w=5.68, temp_c=49),
+    ]
+
+
+def test_nvidia_csv_na_fields() -> None:
+    (gb10,) = parse_nvidia_smi_csv(fixture("nvidia-smi_csv_header_na_gb10.txt"))
+    assert gb10 == DeviceSample(index=0, mem_used_mib=None, mem_total_mib=None, util_pct=0, power_w=11.17, temp_c=35)
+
+
+@pytest.mark.parametrize(
+    "name", ["nvidia-smi_csv_noheader_nounits_na.txt", "nvidia-smi_csv_noheader_nounits_not_supported.txt"]
+)
+def test_nvidia_csv_without_header_uses_the_query_fields(name: str) -> None:
+    fields = ("memory.total", "memory.free", "memory.used", "temperature.gpu", "fan.speed", "utilization.gpu", "utilization.memory")
+    (sample,) = parse_nvidia_smi_csv(fixture(name), fields)
+    assert sample == DeviceSample(index=0, mem_used_mib=0, mem_total_mib=2004, util_pct=0, power_w=None, temp_c=44)
+
+
+def test_nvidia_csv_many_fields() -> None:
+    fields = (
+        "power.limit", "power.min_limit", "power.max_limit", "memory.total", "vbios_version", "driver_version", "name",
+        "gpu_uuid", "power.draw", "temperature.gpu", "temperature.memory", "clocks.current.graphics", "clocks.sm",
+        "clocks.mem", "utilization.gpu", "utilization.memory", "fan.speed", "pcie.link.width.current", "pstate",
+    )
+    (sample,) = parse_nvidia_smi_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt"), fields)
+    assert sample == DeviceSample(index=0, mem_used_mib=None, mem_total_mib=7979, util_pct=86, power_w=176.98, temp_c=45)
+    # the same line read with the default query's six columns has the wrong width: skipped, not misread
+    assert parse_nvidia_smi_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt")) == []
+
+
+# --------------------------------------------------------------------------- ixsmi
+
+
+def test_ixsmi_table_bi_v100() -> None:
+    samples = parse_smi_table(fixture("ixsmi_table_bi-v100_corex-3.0.1.txt"))
+    assert [sample.index for sample in samples] == list(range(7))
+    assert samples[0] == DeviceSample(index=0, mem_used_mib=513, mem_total_mib=32768, util_pct=0, power_w=54, temp_c=31)
+    assert samples[5].power_w == 57 and samples[4].temp_c == 32
+
+
+def test_ixsmi_table_bad_sensor_reading() -> None:
+    samples = {sample.index: sample for sample in parse_smi_table(fixture("ixsmi_table_bi-v100_partial_bad_reading.txt"))}
+    assert sorted(samples) == [4, 5, 6, 7]
+    assert samples[5].power_w is None  # 65535W is the "could not read" value
+    assert samples[5].util_pct == 100 and samples[5].temp_c == 0
+
+
+def test_ixsmi_table_bi_v150_power_na() -> None:
+    samples = parse_smi_table(fixture("ixsmi_table_bi-v150_corex-4.3.0.txt"))
+    assert len(samples) == 16
+    assert samples[0].power_w is None and samples[1].power_w == 103
+    assert samples[15] == DeviceSample(index=15, mem_used_mib=64, mem_total_mib=32768, util_pct=0, power_w=107, temp_c=36)
+
+
+# --------------------------------------------------------------------------- xpu_smi
+
+
+def test_xpu_smi_table_k200() -> None:
+    samples = parse_xpu_smi_table(fixture("xpu_smi_table_k200_driver-4.0.txt"))
+    assert samples == [
+        DeviceSample(index=0, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=37, temp_c=41),
+        DeviceSample(index=1, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=37, temp_c=39),
+        DeviceSample(index=2, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=36, temp_c=39),
+        DeviceSample(index=3, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=36, temp_c=39),
+    ]
+
+
+def test_xpu_smi_table_r300_short_columns_and_other_sections() -> None:
+    samples = parse_xpu_smi_table(fixture("xpu_smi_table_r300_runtime-4.31.txt"))
+    # only DEVICES: the VIDEO and PROCESSES tables (which also have a DevID column) are not devices
+    assert samples == [
+        DeviceSample(index=0, mem_used_mib=0, mem_total_mib=32768, util_pct=0),
+        DeviceSample(index=1, mem_used_mib=0, mem_total_mib=32768, util_pct=0),
+    ]
+
+
+def test_xpu_smi_machine_mode() -> None:
+    samples = parse_xpu_smi_machine(fixture("xpu_smi_m_p800.txt"))
+    assert samples == [
+        DeviceSample(index=0, mem_used_mib=90440, mem_total_mib=98304, util_pct=0, power_w=86, temp_c=36),
+        DeviceSample(index=1, mem_used_mib=90440, mem_total_mib=98304, util_pct=0, power_w=86, temp_c=39),
+    ]
+    assert parse_xpu_smi_machine("XPU-SMI\n\nnot a row\n") == []
+
+
+def test_registry() -> None:
+    assert {"nvidia-smi", "ixsmi", "xpu_smi"} <= set(SMI_TOOLS)
+    nvidia = smi_tool("nvidia-smi")
+    assert nvidia.argv == (
+        "nvidia-smi",
+        "--query-gpu=index,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu",
+        "--format=csv,noheader,nounits",
+    )
+    assert smi_tool("ixsmi").parse is parse_smi_table
+    assert smi_tool("xpu_smi").argv == ("xpu_smi",) and smi_tool("xpu_smi-m").argv == ("xpu_smi", "-m")
+    with pytest.raises(UserError, match="unknown device monitor"):
+        smi_tool("npu-smi")
+
+
+# --------------------------------------------------------------------------- the host
+
+
+def test_proc_parsers_on_this_machine() -> None:
+    transport = LocalTransport()
+    first = transport.run(["cat", "/proc/stat", "/proc/meminfo"], timeout=10).check().output
+    used, total = parse_meminfo(first)
+    assert total == pytest.approx(psutil.virtual_memory().total / 1024**3, rel=0.001)
+    assert 0 < used < total
+    times = parse_proc_stat(first)
+    busy = 0
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # some CPU work between the two reads
+        busy += 1
+    later = parse_proc_stat(transport.run(["cat", "/proc/stat"], timeout=10).output)
+    assert later.total > times.total
+    percent = cpu_percent_between(times, later)
+    assert percent is not None and 0.0 <= percent <= 100.0
+    with pytest.raises(ValueError):
+        parse_proc_stat("intr 1234\n")
+    with pytest.raises(ValueError):
+        parse_meminfo("MemFree: 1 kB\n")
+
+
+def test_local_host_sample() -> None:
+    sample = sample_local_host()
+    assert sample.mem_total_gib is not None and sample.mem_total_gib > 0
+    assert sample.cpu_pct is not None and 0 <= sample.cpu_pct <= 100
+
+
+def test_ipmitool_power() -> None:
+    assert parse_ipmitool_power(fixture("ipmitool_dcmi_power_activated.txt")) == 215
+    assert parse_ipmitool_power(fixture("ipmitool_dcmi_power_activated_2.txt")) == 197
+    assert parse_ipmitool_power(fixture("ipmitool_dcmi_power_deactivated_360.txt")) == 360
+    assert parse_ipmitool_power(fixture("ipmitool_dcmi_power_deactivated_zero.txt")) is None
+    assert parse_ipmitool_power("Could not open device at /dev/ipmi0") is None
+
+
+# --------------------------------------------------------------------------- the sampler
+
+
+class ReplayTransport(Transport):
+    """Answers each argv with recorded output, in turn; 127 for anything else."""
+
+    def __init__(self, outputs: dict[tuple[str, ...], list[str]], host: str = "node1") -> None:
+        self.host = host
+        self.outputs = {argv: list(texts) for argv, texts in outputs.items()}
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
+        self.calls.append(argv)
+        texts = self.outputs.get(tuple(argv))
+        if not texts:
+            return CommandResult(self.host, argv, 127, f"{argv[0]}: not found")
+        text = texts.pop(0) if len(texts) > 1 else texts[0]
+        return CommandResult(self.host, argv, 0, text)
+
+    def put_tree(self, local: Path, remote: str) -> None:  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def get_tree(self, remote: str, local: Path) -> list[Path]:  # pragma: no cover - not used
+        raise NotImplementedError
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sampler_device_rows_and_peak(tmp_path: Path) -> None:
+    low = fixture("ixsmi_table_bi-v100_corex-3.0.1.txt")
+    high = low.replace("| 0%   31C   P0    56W / 250W   | 513MiB / 32768MiB", "| 0%   31C   P0    56W / 250W   | 21504MiB / 32768MiB")
+    transport = ReplayTransport({("ixsmi",): [low, high, low]})
+    path = tmp_path / "node1.csv"
+    sampler = MonitorSampler(transport, "ixsmi", path, host_stats="none", clock=lambda: 1700000000.5)
+    for _ in range(3):
+        sampler.sample_once()
+    sampler.stop()
+    rows = read_csv(path)
+    assert list(rows[0].keys()) == list(CSV_COLUMNS)
+    assert len(rows) == 3 * 7 and {row["kind"] for row in rows} == {"device"}
+    assert rows[0]["timestamp_ms"] == "1700000000500" and rows[0]["host"] == "node1"
+    assert rows[0]["mem_used_mib"] == "513" and rows[0]["power_w"] == "54"
+    assert peak_memory(path) == (21504 / 1024, 32.0)  # 21.0/32.0
+    assert peak_memory(path, device_indices=[0]) == (513 / 1024, 32.0)
+    assert len(read_device_rows(path)) == 21
+    assert peak_memory(tmp_path / "missing.csv") is None
+
+
+def test_sampler_host_rows_from_proc_on_this_machine(tmp_path: Path) -> None:
+    path = tmp_path / "local.csv"
+    sampler = MonitorSampler(LocalTransport(), None, path, host_stats="proc", system_power=False)
+    sampler.sample_once()
+    time.sleep(0.2)  # /proc/stat counts in clock ticks: let some pass
+    sampler.sample_once()
+    sampler.stop()
+    rows = read_csv(path)
+    assert [row["kind"] for row in rows] == ["host", "host"]
+    assert rows[0]["cpu_pct"] == ""  # the first /proc/stat read has nothing to compare with
+    assert 0.0 <= float(rows[1]["cpu_pct"]) <= 100.0
+    assert float(rows[1]["mem_total_gib"]) == pytest.approx(psutil.virtual_memory().total / 1024**3, rel=0.001)
+    assert peak_memory(path) is None  # no device rows
+
+
+def test_sampler_survives_a_missing_tool_and_logs_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "local.csv"
+    caplog.set_level(logging.WARNING, logger="harness.monitor")
+    with MonitorSampler(LocalTransport(), "xpu_smi", path, interval_s=0.02, system_power=True) as sampler:
+        deadline = time.monotonic() + 5
+        while sampler.samples_taken < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert sampler.samples_taken >= 4
+    assert sampler.failures["xpu_smi"] >= 4
+    assert "not found" in sampler.last_errors["xpu_smi"] or "No such file" in sampler.last_errors["xpu_smi"]
+    warnings = [record for record in caplog.records if "xpu_smi monitor failed" in record.getMessage()]
+    assert len(warnings) == 1
+    rows = read_csv(path)
+    assert rows and {row["kind"] for row in rows} == {"host"}
+    assert all(row["mem_total_gib"] for row in rows)
+
+
+def test_sampler_keeps_going_when_the_transport_raises(tmp_path: Path) -> None:
+    class BrokenTransport(ReplayTransport):
+        def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
+            raise ConnectionResetError("ssh session dropped")
+
+    sampler = MonitorSampler(BrokenTransport({}), "nvidia-smi", tmp_path / "x.csv", host_stats="proc")
+    assert sampler.sample_once() == []
+    assert sampler.sample_once() == []
+    sampler.stop()
+    assert sampler.failures == {"nvidia-smi": 2, "proc": 2}
+    assert "ssh session dropped" in sampler.last_errors["proc"]
+
+
+def test_sampler_system_power_row(tmp_path: Path) -> None:
+    transport = ReplayTransport(
+        {
+            ("xpu_smi", "-m"): [fixture("xpu_smi_m_p800.txt")],
+            ("ipmitool", "dcmi", "power", "reading"): [fixture("ipmitool_dcmi_power_activated.txt")],
+        }
+    )
+    path = tmp_path / "p800.csv"
+    sampler = MonitorSampler(transport, "xpu_smi-m", path, host_stats="none", system_power=True)
+    rows = sampler.sample_once()
+    sampler.stop()
+    assert [row.kind for row in rows] == ["device", "device", "host"]
+    assert rows[-1].system_power_w == 215
+    assert read_csv(path)[-1]["system_power_w"] == "215"
+    used, total = peak_memory(path)  # type: ignore[misc]
+    assert (round(used, 1), total) == (88.3, 96.0)
