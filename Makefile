@@ -8,6 +8,8 @@ ACCEL ?=
 DRY_RUN ?=
 REAL_DATA ?=
 RUN_ID ?=
+REPRO ?=
+ALLOW_DRIFT ?=
 PYTEST_ARGS ?=
 PY := .venv/bin/python
 
@@ -23,7 +25,8 @@ setup:
 bench: setup
 	$(PY) -m harness bench --case '$(CASE)' --vendor '$(VENDOR)' --config '$(CONFIG)' --hosts '$(HOSTS)' \
 	  $(if $(FIX_HP),--fix-hp '$(FIX_HP)') $(if $(ACCEL),--accelerator '$(ACCEL)') \
-	  $(if $(REAL_DATA),--real-data) $(if $(RUN_ID),--run-id '$(RUN_ID)') $(if $(DRY_RUN),--dry-run)
+	  $(if $(REAL_DATA),--real-data) $(if $(RUN_ID),--run-id '$(RUN_ID)') $(if $(DRY_RUN),--dry-run) \
+	  $(if $(REPRO),--repro '$(REPRO)') $(if $(ALLOW_DRIFT),--allow-drift)
 
 # Everything the tests need (setup + two SSH test hosts), then the whole suite.
 test: setup

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.environment import EnvironmentInfo
 from harness.image import ImagePlan
 from harness.inventory import Inventory
 from harness.job import Job
@@ -42,6 +43,18 @@ class ClusterBackend(ABC):
     @abstractmethod
     def preflight(self, plan: RunPlan) -> PreflightReport:
         """Check every host; raise a UserError subclass before anything starts."""
+
+    @abstractmethod
+    def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
+        """What each host runs (machine, accelerators, driver, OS, kernel, Docker), by host name."""
+
+    @abstractmethod
+    def start_monitors(self, plan: RunPlan, dest: Path) -> None:
+        """Sample every host's devices (the vendor's tool) and CPU/memory into
+        dest/<host>_noderank<k>/monitor.csv until stop_monitors."""
+
+    @abstractmethod
+    def stop_monitors(self) -> None: ...
 
     @abstractmethod
     def prepare_image(self, plan: RunPlan) -> str:

@@ -85,7 +85,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         backend.close()
     out_dir = args.results / job.run_id / job.case / job.config_name
     write_reports([result], out_dir)
-    print_result(result, Console())
+    print_result(result, Console(width=max(Console().width, 140)))
     return 0 if result.status == "success" else 1
 
 

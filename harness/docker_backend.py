@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 from harness.backend import ClusterBackend, NodeState, PreflightReport
+from harness.environment import EnvironmentInfo, capture_environment
 from harness.errors import HostUnreachable, RemoteCommandError, RunFailed, UserError
 from harness.image import ImagePlan, write_context
 from harness.inventory import Host, Inventory
 from harness.job import Job
+from harness.monitor import MonitorSampler
 from harness.launch import LABEL_PREFIX, NodePlan, RunPlan, docker_cli, plan_run
 from harness.parallel import run_all
 from harness.results import NodeOutcome
@@ -27,6 +29,7 @@ BUILD_S = 3 * 3600.0
 TRANSFER_S = 3600.0
 MAX_CLOCK_SKEW_S = 2.0
 MIN_FREE_DISK_GIB = 5.0
+MONITOR_INTERVAL_S = 2.0
 
 
 def node_dir_name(node: NodePlan) -> str:
@@ -37,6 +40,7 @@ class DockerSshBackend(ClusterBackend):
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
         self._transports: dict[str, Transport] = {}
+        self._monitors: list[MonitorSampler] = []
 
     def transport(self, host: Host) -> Transport:
         if host.name not in self._transports:
@@ -116,6 +120,29 @@ class DockerSshBackend(ClusterBackend):
             report.facts[node.host.name] = facts
             report.warnings += warnings
         return report
+
+    # -- environment and monitors -----------------------------------------------------
+    def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
+        def capture(node: NodePlan) -> EnvironmentInfo:
+            return capture_environment(self.transport(node.host), smi=plan.vendor.smi, python=None)
+
+        return {n.host.name: info for n, info in zip(plan.nodes, run_all(capture, plan.nodes))}
+
+    def start_monitors(self, plan: RunPlan, dest: Path) -> None:
+        # Monitors get their own connections so that a slow smi call never
+        # holds up the poll loop's commands.
+        for node in plan.nodes:
+            transport = open_transport(node.host, self.inventory.cluster)
+            sampler = MonitorSampler(transport, plan.vendor.smi, dest / node_dir_name(node) / "monitor.csv",
+                                     interval_s=MONITOR_INTERVAL_S)
+            sampler.start()
+            self._monitors.append(sampler)
+
+    def stop_monitors(self) -> None:
+        for sampler in self._monitors:
+            sampler.stop()
+            sampler.transport.close()
+        self._monitors.clear()
 
     # -- image ------------------------------------------------------------------------
     def _image_id(self, node: NodePlan, tag: str) -> str | None:
@@ -242,6 +269,7 @@ class DockerSshBackend(ClusterBackend):
         return remove_labelled(self, [n.host for n in plan.nodes], plan.job.run_id)
 
     def close(self) -> None:
+        self.stop_monitors()
         for transport in self._transports.values():
             transport.close()
         self._transports.clear()

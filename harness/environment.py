@@ -480,7 +480,7 @@ def capture_environment(
     timeout: float = 20,
     *,
     smi: str | None = None,
-    python: str = DEFAULT_PYTHON,
+    python: str | None = DEFAULT_PYTHON,
     image: str | None = None,
     docker_args: Sequence[str] = (),
 ) -> EnvironmentInfo:
@@ -488,7 +488,8 @@ def capture_environment(
 
     ``smi`` names the vendor's device tool (a monitor.SMI_TOOLS key); None tries
     nvidia-smi, ixsmi and xpu_smi in turn. The framework versions come from
-    ``python`` on the host, or from inside ``image`` when one is given."""
+    ``python`` on the host, or from inside ``image`` when one is given; with
+    neither (python=None) they are left unknown."""
     prober = _Prober(transport, timeout)
     info = EnvironmentInfo(host=transport.host, captured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     _probe_first(
@@ -508,8 +509,11 @@ def capture_environment(
     _probe_first(prober, info, "docker_version", [(["docker", "version", "--format", "{{.Server.Version}}"], lambda out: out.strip())])
     if image:
         info.framework = _capture_framework(
-            _Prober(transport, max(timeout, 120)), container_probe_argv(image, docker_args, python), f"image {image} on {transport.host}"
+            _Prober(transport, max(timeout, 120)), container_probe_argv(image, docker_args, python or DEFAULT_PYTHON), f"image {image} on {transport.host}"
         )
+    elif python is None:
+        # The framework is the image's business; the training processes report it.
+        info.unknown_reasons["framework"] = "not probed on the host"
     else:
         info.framework = _capture_framework(
             _Prober(transport, max(timeout, 60)), framework_probe_argv(python), f"{python} on {transport.host}"

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from harness.backend import ClusterBackend, NodeState
+from harness.environment import EnvironmentInfo, differences
 from harness.errors import HarnessError, HostUnreachable, RemoteCommandError, RunFailed
 from harness.events import Event, last, parse_lines, read_event_files
 from harness.image import plan_image
@@ -26,7 +28,8 @@ from harness.inventory import Inventory
 from harness.job import Job
 from harness.launch import RunPlan
 from harness.metrics import compute_metrics
-from harness.results import NodeOutcome, RunResult
+from harness.monitor import peak_memory
+from harness.results import Metrics, NodeOutcome, RunResult
 from harness.vendor import load_vendor
 
 POLL_S = 0.25
@@ -126,8 +129,29 @@ def _failure_report(outcome: WaitOutcome, nodes: list[NodeOutcome], by_rank: dic
     return "\n".join(lines)
 
 
+# Called with the hosts' environments after preflight, before anything is built
+# or started; raising a UserError there stops the run (the REPRO drift check).
+EnvironmentCheck = Callable[[RunPlan, dict[str, EnvironmentInfo]], None]
+
+
+def _report_host_differences(envs: dict[str, EnvironmentInfo], console: Console) -> None:
+    for diff in differences(envs):
+        values = ", ".join(f"{host}={value}" for host, value in diff.values.items())
+        console.print(Text.assemble(("hosts differ: ", "yellow"), f"{diff.field}: {values}"))
+
+
+def _device_memory(metrics: Metrics, nodes: list[NodeOutcome]) -> Metrics:
+    """The vendor tool's peak over every host, when it produced readings."""
+    peaks = [p for node in nodes if (p := peak_memory(Path(node.log_dir) / "monitor.csv")) is not None]
+    if not peaks:
+        return metrics
+    used, total = max(peaks, key=lambda p: p[0])
+    return metrics.model_copy(update={"mem_used_gib": used, "mem_total_gib": total,
+                                      "mem_source": "device monitor (vendor tool)"})
+
+
 def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_root: Path,
-            console: Console | None = None) -> RunResult:
+            console: Console | None = None, check_environment: EnvironmentCheck | None = None) -> RunResult:
     console = console or Console(stderr=True)
     clock = PhaseClock(console)
     started = dt.datetime.now(dt.timezone.utc)
@@ -139,7 +163,12 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     with clock.phase("preflight"):
         report = backend.preflight(plan)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(Text.assemble(("warning: ", "yellow"), warning))
+    with clock.phase("environment"):
+        environments = backend.environment(plan)
+    _report_host_differences(environments, console)
+    if check_environment is not None:
+        check_environment(plan, environments)
     with clock.phase("image"):
         image_id = backend.prepare_image(plan)
 
@@ -148,12 +177,14 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     try:
         with clock.phase("launch"):
             backend.launch(plan)
+            backend.start_monitors(plan, out_dir)
         with clock.phase("wait"):
             outcome = wait_for_nodes(plan, backend, console)
         if not outcome.ok:
-            console.print(f"[red]failed:[/red] {outcome.failure}; stopping the other nodes")
+            console.print(Text.assemble(("failed: ", "red"), f"{outcome.failure}; stopping the other nodes"))
     finally:
         with clock.phase("collect"):
+            backend.stop_monitors()
             backend.stop(plan, [n.node_rank for n in plan.nodes])
             try:
                 nodes = backend.collect(plan, out_dir)
@@ -168,7 +199,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         failure = None if outcome.ok else _failure_report(outcome, nodes, by_rank)
         config_event = last(by_rank.get(0, []), "config")
         try:
-            metrics = compute_metrics(by_rank)
+            metrics = _device_memory(compute_metrics(by_rank), nodes)
             if outcome.ok and len(by_rank) != job.world_size:
                 failure = f"expected event logs from {job.world_size} ranks, collected {len(by_rank)}"
         except RunFailed as exc:
@@ -190,6 +221,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         nodes=nodes,
         image=f"{plan.image.tag} ({image_id})",
         effective_config=config_event.value if config_event else {},
+        environment={host: info.model_dump() for host, info in environments.items()},
         phase_seconds=clock.seconds,
         started_at=started.isoformat(timespec="seconds"),
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
