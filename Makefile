@@ -29,7 +29,7 @@ bench: setup
 	  $(if $(REPRO),--repro '$(REPRO)') $(if $(ALLOW_DRIFT),--allow-drift)
 
 # Everything the tests need (setup + two SSH test hosts), then the whole suite.
-test: setup
+test:
 	@bash tests/infra/setup.sh
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
 

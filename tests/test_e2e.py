@@ -8,12 +8,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-from conftest import TestInfra
+from typing import TYPE_CHECKING
 
 from harness import REPO_ROOT
 
-TINY = "bs=2,image_size=32,max_steps=4,num_classes=10"
+if TYPE_CHECKING:  # pytest keeps one `conftest` module at a time: import for types only
+    from conftest import TestInfra
+
+TINY = "bs=2,image_size=32,num_classes=10"
 
 
 def bench(hosts: Path, results: Path, run_id: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -32,7 +34,7 @@ def containers_of(run_id: str) -> list[str]:
 
 def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
     run_id = "e2e-2x2-ok"
-    proc = bench(make_hosts_yaml(), tmp_path, run_id, "--config", "2x2", "--fix-hp", TINY)
+    proc = bench(make_hosts_yaml(), tmp_path, run_id, "--config", "2x2", "--fix-hp", f"{TINY},max_steps=4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     out = tmp_path / run_id / "resnet50" / "2x2"
@@ -55,12 +57,12 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
 
 
 def test_unreachable_host_fails_before_anything_starts(make_hosts_yaml: Callable[..., Path], tmp_path: Path,
-                                                       infra: TestInfra) -> None:
+                                                       infra: "TestInfra") -> None:
     ghost = infra.unreachable
     hosts = make_hosts_yaml(hosts=["node1"], extra_hosts=[{"name": "ghost", "address": ghost.address,
                                                            "port": ghost.port}])
     run_id = "e2e-unreachable"
-    proc = bench(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", TINY, timeout=120)
+    proc = bench(hosts, tmp_path, run_id, "--config", "2x1", timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "hosts.ghost" in proc.stderr and "127.0.0.9" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -72,7 +74,7 @@ def test_unknown_host_key_is_rejected(make_hosts_yaml: Callable[..., Path], tmp_
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     hosts = make_hosts_yaml(hosts=["node1"], cluster_overrides={"known_hosts": str(empty)})
-    proc = bench(hosts, tmp_path, "e2e-hostkey", "--config", "1x1", "--fix-hp", TINY, timeout=120)
+    proc = bench(hosts, tmp_path, "e2e-hostkey", "--config", "1x1", timeout=120)
     assert proc.returncode == 2
     assert "not found in known_hosts" in proc.stderr and "accept_unknown_host_keys" in proc.stderr
     assert empty.read_text() == ""

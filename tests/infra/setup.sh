@@ -41,7 +41,7 @@ step_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
-    # Debian's python3 ships `venv`'s ensurepip in python3-venv.
+    # Debian ships ensurepip (which venv needs) separately, in python3-venv.
     if [[ ! -x .venv/bin/python ]] && ! python3 -c 'import ensurepip' 2>/dev/null; then
         missing+=(python3-venv)
     fi
@@ -51,8 +51,9 @@ step_packages() {
     fi
     local t=$EPOCHREALTIME
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    local log=$CACHE/apt.log
+    { apt-get update -q && apt-get install -y -q "${missing[@]}"; } >"$log" 2>&1 ||
+        { tail -n 20 "$log" >&2; die "apt-get install ${missing[*]} failed (log: .cache/apt.log)"; }
     say packages "installed ${missing[*]} ($(elapsed "$t") s)"
 }
 
@@ -95,8 +96,9 @@ step_dockerd() {
     else
         local t=$EPOCHREALTIME
         # No bridge/iptables: there is no NAT here and every container uses --net=host.
+        # 9>&-: a daemon must not inherit the lock, or every later run waits for it.
         setsid -f dockerd --bridge=none --iptables=false --ip6tables=false \
-            >>"$CACHE/dockerd.log" 2>&1 </dev/null
+            >>"$CACHE/dockerd.log" 2>&1 </dev/null 9>&-
         local deadline=$((SECONDS + 60))
         until daemon_up; do
             if ((SECONDS >= deadline)); then
@@ -231,6 +233,7 @@ step_ssh_hosts() {
             changed=1
         fi
 
+        local verb=started
         if pid=$(sshd_pid "$name"); then
             if ((changed == 0)) && port_open "$addr" "$SSH_PORT"; then
                 say "$name" "sshd already running on $addr:$SSH_PORT (pid $pid)"
@@ -238,15 +241,16 @@ step_ssh_hosts() {
             fi
             kill "$pid"
             for _ in {1..50}; do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            verb="restarted (config changed or port dead)"
         fi
         port_open "$addr" "$SSH_PORT" &&
             die "$addr:$SSH_PORT is taken by another process (another checkout's test host?)"
         /usr/sbin/sshd -t -f "$dir/sshd_config" || die "bad sshd config $dir/sshd_config"
-        /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
+        /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log" 9>&-
         for _ in {1..50}; do port_open "$addr" "$SSH_PORT" && break; sleep 0.1; done
         pid=$(sshd_pid "$name") && port_open "$addr" "$SSH_PORT" ||
             die "sshd for $name did not come up (log: .cache/testhosts/$name/sshd.log)"
-        say "$name" "started sshd on $addr:$SSH_PORT (pid $pid)"
+        say "$name" "sshd $verb on $addr:$SSH_PORT (pid $pid)"
     done
 
     if [[ ! -f $TESTHOSTS/known_hosts || $(<"$TESTHOSTS/known_hosts")$'\n' != "$known" ]]; then
@@ -271,5 +275,6 @@ step_packages
 step_venv
 step_dockerd
 step_base_image
-step_ssh_hosts
+# scripts/setup.sh (what `make bench` needs) stops here.
+[[ ${1:-} == --no-test-hosts ]] || step_ssh_hosts
 say done "in $(elapsed "$T0") s"

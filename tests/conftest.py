@@ -1,0 +1,222 @@
+"""Shared fixtures: the local test infrastructure made by tests/infra/setup.sh.
+
+`infra` describes it (two sshd test hosts, a client key, known_hosts, the base
+image, the venv's site-packages that containers mount). Tests that need it skip
+with a reason when it is not up, except under CI=true, where they fail: CI must
+never pass by skipping the real tests.
+
+`make_hosts_yaml` writes an inventory (harness/inventory.py's schema) for those
+hosts, with a free master port and a fresh work_dir per call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTHOSTS = REPO_ROOT / ".cache" / "testhosts"
+BASE_IMAGE = "bench-base/debian:bookworm"
+SITE_TARGET = "/opt/bench-site"  # where containers see the venv's site-packages
+WORK_ROOT = Path("/tmp/bench-work")
+SETUP_HINT = "run `bash tests/infra/setup.sh` first"
+
+
+class TestHost(NamedTuple):
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class TestInfra:
+    __test__ = False  # not a test class, despite the name
+
+    repo_root: Path
+    client_key: Path
+    known_hosts: Path
+    hosts: list[TestHost]
+    site_packages: Path
+    base_image: str = BASE_IMAGE
+    # Nothing listens here, ever: the "unreachable host" of the tests.
+    unreachable: TestHost = field(default=TestHost("unreachable", "127.0.0.9", 2222))
+
+    def host(self, name: str) -> TestHost:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(f"no test host {name!r}; known: {[h.name for h in self.hosts]}")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _port_open(address: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def find_free_port() -> int:
+    """A TCP port nothing listens on, on any local address (127.0.0.1 included)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def _docker(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _infra_problems(infra: TestInfra) -> list[str]:
+    problems: list[str] = []
+    try:
+        info = _docker("info", "--format", "{{.ServerVersion}}")
+        if info.returncode != 0:
+            problems.append(f"`docker info` failed: {(info.stderr or info.stdout).strip()}")
+        elif _docker("image", "inspect", infra.base_image).returncode != 0:
+            problems.append(f"base image {infra.base_image} is missing")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        problems.append(f"`docker info` failed: {exc}")
+    for host in infra.hosts:
+        if not _port_open(host.address, host.port):
+            problems.append(f"test host {host.name} ({host.address}:{host.port}) accepts no connections")
+    for path in (infra.client_key, infra.known_hosts, infra.site_packages):
+        if not path.exists():
+            problems.append(f"{path} is missing")
+    return problems
+
+
+@pytest.fixture(scope="session")
+def infra() -> TestInfra:
+    infra = TestInfra(
+        repo_root=REPO_ROOT,
+        client_key=TESTHOSTS / "id_ed25519",
+        known_hosts=TESTHOSTS / "known_hosts",
+        hosts=[TestHost("node1", "127.0.0.2", 2222), TestHost("node2", "127.0.0.3", 2222)],
+        site_packages=REPO_ROOT / ".venv" / "lib" / "python3.11" / "site-packages",
+    )
+    problems = _infra_problems(infra)
+    if problems:
+        reason = "test infrastructure not up: " + "; ".join(problems) + f" ({SETUP_HINT})"
+        if _in_ci():
+            pytest.fail(reason + " [CI=true: failing instead of skipping]", pytrace=False)
+        pytest.skip(reason)
+    return infra
+
+
+def write_hosts_yaml(
+    directory: Path,
+    infra: TestInfra,
+    hosts: list[str] | tuple[str, ...] = ("node1", "node2"),
+    extra_hosts: list[dict[str, Any]] | None = None,
+    cluster_overrides: dict[str, Any] | None = None,
+    *,
+    devices: int = 2,
+    work_base: Path | None = None,
+    filename: str = "hosts.yaml",
+) -> Path:
+    """Write an inventory for the test hosts named in `hosts` (in node-rank order).
+
+    extra_hosts: entries appended after them; each is merged over the standard
+    ssh entry, so {"name": "ghost", "address": "127.0.0.9"} is enough.
+    cluster_overrides: replace top-level keys of `cluster` (shallow: passing
+    `env` replaces the whole env mapping).
+    """
+    work_base = work_base or WORK_ROOT / uuid.uuid4().hex[:12]
+
+    def entry(name: str, address: str, **over: Any) -> dict[str, Any]:
+        host = {
+            "name": name,
+            "address": address,
+            "transport": "ssh",
+            "port": 2222,
+            "user": "root",
+            "key": str(infra.client_key),
+            "devices": devices,
+            "work_dir": str(work_base / name),
+        }
+        host.update(over)
+        return host
+
+    host_entries = [entry(h.name, h.address, port=h.port) for h in map(infra.host, hosts)]
+    for extra in extra_hosts or []:
+        extra = dict(extra)
+        host_entries.append(entry(extra.pop("name"), extra.pop("address"), **extra))
+
+    cluster: dict[str, Any] = {
+        "master_port": find_free_port(),
+        "known_hosts": str(infra.known_hosts),
+        "accept_unknown_host_keys": False,
+        "env": {"GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": SITE_TARGET},
+        # This machine's hard memlock limit is 8 MiB: unlimited cannot be granted.
+        "ulimits": ["stack=67108864:67108864"],
+        "mounts": [{"source": str(infra.site_packages), "target": SITE_TARGET, "readonly": True}],
+        "template_params": {"base_image": infra.base_image},
+    }
+    cluster.update(cluster_overrides or {})
+
+    path = directory / filename
+    path.write_text(yaml.safe_dump({"cluster": cluster, "hosts": host_entries}, sort_keys=False))
+    return path
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[_FAILED] = report.failed
+
+
+@pytest.fixture
+def make_hosts_yaml(
+    tmp_path: Path, infra: TestInfra, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Path]]:
+    """Factory: make_hosts_yaml(hosts=["node1","node2"], extra_hosts=None,
+    cluster_overrides=None, devices=2) -> Path of a fresh hosts.yaml.
+
+    Each call gets its own file, master port and work dirs
+    (/tmp/bench-work/<test>-<id>/<host>); the work dirs are removed after a
+    passing test and kept after a failing one, for a look.
+    """
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
+    work_bases: list[Path] = []
+
+    def make(
+        hosts: list[str] | tuple[str, ...] = ("node1", "node2"),
+        extra_hosts: list[dict[str, Any]] | None = None,
+        cluster_overrides: dict[str, Any] | None = None,
+        devices: int = 2,
+    ) -> Path:
+        work_base = WORK_ROOT / f"{slug}-{uuid.uuid4().hex[:8]}"
+        work_bases.append(work_base)
+        n = len(work_bases)
+        return write_hosts_yaml(
+            tmp_path, infra, hosts, extra_hosts, cluster_overrides,
+            devices=devices, work_base=work_base,
+            filename="hosts.yaml" if n == 1 else f"hosts-{n}.yaml",
+        )
+
+    yield make
+    if not request.node.stash.get(_FAILED, True):
+        for work_base in work_bases:
+            shutil.rmtree(work_base, ignore_errors=True)
