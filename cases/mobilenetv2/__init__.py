@@ -1,0 +1,23 @@
+"""MobileNetV2 (torchvision, random init) on ImageNet: SGD, lr 0.045 per 256
+images of global batch, wd 4e-5, lr x0.98 every epoch."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from torch import nn
+
+from cases.case import CaseSpec
+from cases.config import CaseConfig
+
+
+class MobileNetV2Config(CaseConfig):
+    dropout: float = Field(ge=0, lt=1, description="before the classifier")
+
+
+def build_model(cfg: MobileNetV2Config) -> nn.Module:
+    from torchvision.models import mobilenet_v2
+
+    return mobilenet_v2(weights=None, num_classes=cfg.num_classes, dropout=cfg.dropout)
+
+
+SPEC = CaseSpec(name="mobilenetv2", config=MobileNetV2Config, build_model=build_model)

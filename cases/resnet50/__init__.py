@@ -1,0 +1,22 @@
+"""ResNet-50 (torchvision, random init) on ImageNet: SGD with momentum, linear
+warm-up, lr 0.1 per 256 images of global batch, step decay."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from cases.case import CaseSpec
+from cases.config import CaseConfig
+
+
+class ResNet50Config(CaseConfig):
+    pass
+
+
+def build_model(cfg: ResNet50Config) -> nn.Module:
+    from torchvision.models import resnet50
+
+    return resnet50(weights=None, num_classes=cfg.num_classes)
+
+
+SPEC = CaseSpec(name="resnet50", config=ResNet50Config, build_model=build_model)

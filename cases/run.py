@@ -1,0 +1,157 @@
+"""Entry point of one training process.
+
+    python -m cases.run --case resnet50 --vendor nvidia --config A100x1x8 \\
+        [--log-dir DIR] [--fix-hp "bs=256,lr=0.8"] [--data /path/to/imagenet]
+
+alone, or one per device under ``torchrun ... -m cases.run ...``. Without
+``--data`` the run is synthetic (throughput only). Exit status: 0 on success, 2
+on bad input (one line on stderr), 1 (with the traceback) on a crash.
+"""
+
+import time
+
+PROCESS_START = time.time()  # first thing: e2e_time counts from here, before torch loads
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+import torch  # noqa: E402
+
+from cases import distributed  # noqa: E402
+from cases.case import CaseSpec, load_case  # noqa: E402
+from cases.config import LoadedConfig, load_config  # noqa: E402
+from cases.data import build_data, check_layout  # noqa: E402
+from cases.devices import apply_precision, get_device_spec  # noqa: E402
+from cases.distributed import World, world_from_env  # noqa: E402
+from cases.driver import Trainer, summarize, train  # noqa: E402
+from cases.errors import CaseError, ConfigError  # noqa: E402
+from cases.recorder import Recorder  # noqa: E402
+
+
+class Terminated(Exception):
+    """SIGTERM (docker stop, torchrun tearing down the job) as an exception, so the
+    run records run_stop failed before it ends."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cases.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", required=True, help="resnet50, mobilenetv2, vit, bigtransfer")
+    parser.add_argument("--vendor", required=True, help="nvidia, iluvatar, kunlunxin, cpu")
+    parser.add_argument("--config", required=True, help="<accelerator>x<nnodes>x<nproc>, e.g. A100x1x8")
+    parser.add_argument("--log-dir", type=Path, default=None, help="writes events_rank<rank>.log here")
+    parser.add_argument("--fix-hp", default="", help='overrides, e.g. "bs=256,lr=0.8"')
+    parser.add_argument("--data", type=Path, default=None, help="ImageNet layout; absent: synthetic data")
+    return parser.parse_args(argv)
+
+
+def _config_event(loaded: LoadedConfig, case: CaseSpec, args: argparse.Namespace, world: World,
+                  weights: Optional[Path]) -> dict:
+    cfg = loaded.values
+    return {
+        **loaded.as_event(),
+        "data": str(args.data) if args.data is not None else "synthetic",
+        "synthetic": args.data is None,
+        "global_batch_size": cfg.batch_size * world.world_size,
+        "lr_effective": cfg.effective_lr(world.world_size),
+        "pretrained": weights is not None,
+        "pretrained_file": str(weights) if weights is not None else None,
+    }
+
+
+def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
+    spec = get_device_spec(args.vendor)
+    case = load_case(args.case)
+    loaded = load_config(case.name, case.config, args.vendor, args.config, args.fix_hp)
+    cfg = loaded.values
+    events.log_every = cfg.log_every
+    weights = case.weights_file(cfg, args.data)
+    events.emit("config", _config_event(loaded, case, args, world, weights))
+
+    if weights is not None and not weights.is_file():
+        raise ConfigError(f"{case.weights_key}: weights file {weights} does not exist "
+                          f"(set {case.weights_key}: null to train from random init)")
+    if args.data is not None:
+        check_layout(args.data, cfg.num_classes, need_val=cfg.eval)
+    expected = loaded.name.nnodes * loaded.name.nproc if loaded.name.nnodes else None
+    if expected is not None and expected != world.world_size and world.is_main:
+        print(f"warning: --config {loaded.name.name} means {expected} processes, "
+              f"this job has {world.world_size}", file=sys.stderr)
+
+    spec.prepare()
+    device = spec.make_device(world.local_rank)
+    plan = spec.precision(cfg.precision, device)
+    distributed.init(world, spec.backend)
+    events.emit("world", {
+        "world_size": world.world_size, "rank": world.rank, "local_rank": world.local_rank,
+        "node_rank": world.node_rank, "backend": spec.backend if world.distributed else "none",
+        "device": str(device), "device_name": spec.describe(device), "precision": plan.used,
+        "precision_requested": plan.requested, "precision_note": plan.note, "tf32": plan.tf32,
+        "distributed": world.distributed, "world_matches_config": expected in (None, world.world_size),
+        "host": socket.gethostname(), "torch": torch.__version__, "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    })
+    apply_precision(plan, cfg.cudnn_benchmark)
+    torch.manual_seed(cfg.seed)
+
+    data = build_data(cfg, args.data, world.rank, world.world_size,
+                      pin_memory=cfg.pin_memory and spec.device_type != "cpu")
+    model = case.build_model(cfg)
+    if weights is not None and case.load_weights is not None:
+        case.load_weights(model, weights, cfg)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    if world.distributed:
+        device_ids = [device.index] if device.index is not None else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    trainer = Trainer(cfg=cfg, model=model, data=data, device=device, spec=spec, plan=plan,
+                      world=world, events=events, lr=cfg.effective_lr(world.world_size))
+    result = train(trainer)
+    events.emit("summary", {
+        **summarize(trainer, result),
+        "steps_per_epoch": data.steps_per_epoch,
+        "train_samples_per_epoch": data.train_samples,
+        "val_samples": data.val_samples,
+    })
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    world = world_from_env()
+    events = Recorder(args.log_dir, world.rank, echo=world.is_main)
+    events.emit("process_start", {"pid": os.getpid(), "host": socket.gethostname()},
+                time_ms=int(PROCESS_START * 1000))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        _run(args, world, events)
+        distributed.shutdown()
+        events.emit("run_stop", {"status": "success"})
+        return 0
+    except CaseError as exc:
+        events.emit("run_stop", {"status": "failed", "error": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BaseException as exc:
+        events.emit("run_stop", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        distributed.shutdown()
+        events.close()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
