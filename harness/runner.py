@@ -152,7 +152,7 @@ def _device_memory(metrics: Metrics, nodes: list[NodeOutcome]) -> Metrics:
 
 def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_root: Path,
             console: Console | None = None, check_environment: EnvironmentCheck | None = None) -> RunResult:
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     clock = PhaseClock(console)
     started = dt.datetime.now(dt.timezone.utc)
     plan = build_plan(job, inventory, backend)
