@@ -1,8 +1,8 @@
 """Controller overhead of the 2-host end-to-end run (2 nodes x 2 processes).
 
 Prints the wall time of `python -m harness bench` minus the training processes'
-own e2e_time, split by phase (preflight, image, launch, wait-detect, collect,
-parse). Target: under 10 s with a cached image. Needs the test hosts:
+own e2e_time, split by phase (preflight, environment, image, launch, wait-detect,
+collect, parse). Target: under 10 s with a cached image. Needs the test hosts:
 
     bash tests/infra/setup.sh && .venv/bin/python bench/overhead.py [--repeats 3]
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import BASE_IMAGE, TESTHOSTS, TestHost, TestInfra, write_hosts_yaml  # noqa: E402
 
 TINY = "bs=2,image_size=32,max_steps=4,num_classes=10"
-PHASES = ("preflight", "image", "launch", "wait-detect", "collect", "parse")
+PHASES = ("preflight", "environment", "image", "launch", "wait-detect", "collect", "parse")
 
 
 def one_run(hosts: Path, results: Path, run_id: str) -> dict[str, float]:

@@ -6,6 +6,7 @@ argv list with a timeout, so the dry run shows exactly what runs.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ TRANSFER_S = 3600.0
 MAX_CLOCK_SKEW_S = 2.0
 MIN_FREE_DISK_GIB = 5.0
 MONITOR_INTERVAL_S = 2.0
+_IMAGE_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_STATE_RE = re.compile(r"state=(\w+) exit=(-?\d+)")
 
 
 def node_dir_name(node: NodePlan) -> str:
@@ -71,19 +74,19 @@ class DockerSshBackend(ClusterBackend):
             facts: dict[str, str] = {}
             warnings: list[str] = []
             try:
-                skew = float(clock.output.strip()) - (before + after) / 2
+                skew = float(clock.output.split()[-1]) - (before + after) / 2
                 facts["clock_skew_s"] = f"{skew:+.3f}"
                 if abs(skew) > MAX_CLOCK_SKEW_S:
                     warnings.append(f"{host.name}: clock is {skew:+.1f} s off the controller's; "
                                     "cross-host timestamps will be skewed")
-            except ValueError:
+            except (ValueError, IndexError):
                 facts["clock_skew_s"] = "unknown"
             version = transport.run([*node.docker, "version", "--format", "{{.Server.Version}}"],
                                     timeout=QUICK_S)
             if not version.ok:
                 raise HostUnreachable(f"docker is not usable on {host.name}: {version.output.strip()[-300:]}",
                                       file=self.inventory.source, field=field)
-            facts["docker"] = version.output.strip()
+            facts["docker"] = version.output.strip().splitlines()[-1] if version.output.strip() else "unknown"
             made = transport.run(["mkdir", "-p", "--", f"{node.host_run_dir}/logs"], timeout=QUICK_S)
             if not made.ok:
                 raise HostUnreachable(f"cannot create {node.host_run_dir} on {host.name}: {made.output.strip()}",
@@ -148,7 +151,8 @@ class DockerSshBackend(ClusterBackend):
     def _image_id(self, node: NodePlan, tag: str) -> str | None:
         result = self.transport(node.host).run(
             [*node.docker, "image", "inspect", "--format", "{{.Id}}", tag], timeout=QUICK_S)
-        return result.output.strip() if result.ok else None
+        match = _IMAGE_ID_RE.search(result.output) if result.ok else None
+        return match.group(0) if match else None
 
     def _build(self, node: NodePlan, image: ImagePlan) -> None:
         context_remote = f"{node.host.work_dir}/build/{image.content_hash[:16]}"
@@ -210,11 +214,15 @@ class DockerSshBackend(ClusterBackend):
     def poll(self, plan: RunPlan) -> list[NodeState]:
         def state(node: NodePlan) -> NodeState:
             result = self.transport(node.host).run(
-                [*node.docker, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                [*node.docker, "inspect", "--format", "state={{.State.Status}} exit={{.State.ExitCode}}",
                  node.container_name], timeout=QUICK_S)
             if not result.ok:
                 return NodeState(node.node_rank, False, None, f"container not found: {result.output.strip()}")
-            status, code = result.output.split()
+            # Login shells may print their own lines around ours: find ours.
+            match = _STATE_RE.search(result.output)
+            if match is None:
+                raise RemoteCommandError(node.host.name, result.argv, result.exit_code, result.output)
+            status, code = match.group(1), match.group(2)
             running = status in ("created", "running", "restarting")
             return NodeState(node.node_rank, running, None if running else int(code), status)
 

@@ -105,6 +105,9 @@ def train_argv(job: Job, vendor: VendorSpec, node_rank: int, master_addr: str, m
         "--master_addr", master_addr,
         "--master_port", str(master_port),
         "--max_restarts", "0",
+        # torchrun checks its workers this often (default 5 s): the lag between
+        # the last worker's exit and the container's.
+        "--monitor_interval", "0.5",
         "--log_dir", f"{CONTAINER_LOG_DIR}/torchrun",
         "--redirects", "3",
         "--tee", "3",

@@ -10,6 +10,7 @@ containers are removed before the run ends.
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -164,13 +165,22 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         report = backend.preflight(plan)
     for warning in report.warnings:
         console.print(Text.assemble(("warning: ", "yellow"), warning))
-    with clock.phase("environment"):
-        environments = backend.environment(plan)
-    _report_host_differences(environments, console)
     if check_environment is not None:
+        # A reproduction checks the hosts against the page before anything is built.
+        with clock.phase("environment"):
+            environments = backend.environment(plan)
+        _report_host_differences(environments, console)
         check_environment(plan, environments)
-    with clock.phase("image"):
-        image_id = backend.prepare_image(plan)
+        with clock.phase("image"):
+            image_id = backend.prepare_image(plan)
+    else:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            capture = pool.submit(backend.environment, plan)
+            with clock.phase("image"):
+                image_id = backend.prepare_image(plan)
+            with clock.phase("environment"):  # only what the image phase did not hide
+                environments = capture.result()
+        _report_host_differences(environments, console)
 
     outcome = WaitOutcome(False, "interrupted before the run finished")
     nodes: list[NodeOutcome] = []
