@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.text import Text
 
-from harness import REPO_ROOT
+from harness import REPO_ROOT, repro
 from harness.docker_backend import DockerSshBackend, remove_labelled
 from harness.errors import HarnessError, UserError
 from harness.inventory import load_inventory
@@ -18,7 +20,8 @@ from harness.job import make_job
 from harness.report import print_result, write_reports
 from harness.results import RunResult
 from harness.runner import build_plan, run_job
-from harness.vendor import load_vendor
+from harness.vendor import VendorSpec, load_vendor
+from harness.vendor_page import VendorPage, render_page
 
 DEFAULT_HOSTS = REPO_ROOT / "hosts.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -57,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--run-id", help="use this run id instead of a new one (names containers and folders)")
     bench.add_argument("--dry-run", action="store_true",
                        help="print the image, container and torchrun command of every node; touch no host")
+    bench.add_argument("--repro", type=Path, metavar="PAGE",
+                       help="reproduce a vendor README page: build its framework (framework_pins in "
+                            "vendor.yaml), refuse to start when the hosts drift from its environment, and "
+                            "compare the finished run with its row (reference.md)")
+    bench.add_argument("--allow-drift", action="store_true",
+                       help="with --repro: run although the hosts drift from the page (recorded in results.json)")
 
     clean = sub.add_parser("clean", help="remove containers the harness left on the inventory's hosts")
     clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS)
@@ -64,28 +73,99 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="print the metric table of finished runs")
     report.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding them")
+
+    readme = sub.add_parser(
+        "readme", help="write the vendor README page of finished runs",
+        description="Write the whole vendor page (环境配置, 通用指标, 性能指标) of one case's runs, in the "
+                    "reference pages' format. Failed runs are left out (one line on stderr each).")
+    readme.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding them")
+    readme.add_argument("--out", type=Path, help="write the page here (default: stdout)")
+    readme.add_argument("--lang", choices=("zh", "en"), default="zh", help="page language (default zh)")
+    readme.add_argument("--reference", type=Path, metavar="PAGE",
+                        help="take the title, model name, dataset and 通用指标 wording from this vendor page")
+    readme.add_argument("--include-failed", action="store_true", help="give failed runs a row too")
+
+    env = sub.add_parser("env", help="capture the hosts' environment, or compare it with a vendor page")
+    env_sub = env.add_subparsers(dest="env_command", required=True, metavar="ACTION")
+    diff = env_sub.add_parser(
+        "diff", help="compare every host's environment with a vendor page's (runs nothing)",
+        description="Show, per host, the page's environment beside the captured one. Exit 0 when the "
+                    "checked fields (accelerator, device memory, OS, kernel, driver, Docker, framework pin) "
+                    "match, 1 when one drifts, 2 for bad input.")
+    diff.add_argument("page", type=Path, help="vendor README page (markdown)")
+    diff.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS, help="inventory file (default hosts.yaml)")
+    diff.add_argument("--vendor", help="vendor whose device tool and framework pins to use "
+                      "(default: the vendor that pins the page's framework)")
+    capture = env_sub.add_parser("capture", help="print every host's captured environment as JSON")
+    capture.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS, help="inventory file (default hosts.yaml)")
+    capture.add_argument("--vendor", help="vendor whose device tool to ask (default: try each known tool)")
     return parser
+
+
+def _wide_console() -> Console:
+    return Console(width=max(Console().width, 140))
+
+
+def _warn(console: Console, message: str) -> None:
+    console.print(Text.assemble(("warning: ", "yellow"), message), soft_wrap=True)
+
+
+def _repro_pins(args: argparse.Namespace, vendor: VendorSpec,
+                console: Console) -> tuple[VendorPage | None, dict[str, Any]]:
+    """The --repro page and the template params it pins (bad page, unknown pin: UserError)."""
+    if args.repro is None:
+        if args.allow_drift:
+            _warn(console, "--allow-drift has no effect without --repro")
+        return None, {}
+    page = repro.load_page(args.repro)
+    pins = repro.framework_pins(page, vendor, str(args.repro))
+    framework = page.software.framework
+    if not pins:
+        _warn(console, f"{args.repro} names no {repro.FRAMEWORK_FIELD}: building the vendor's default image")
+    else:
+        pinned = ", ".join(f"{key}={value}" for key, value in pins.items())
+        console.print(f"{args.repro}: {repro.FRAMEWORK_FIELD} {framework} -> {pinned}", highlight=False)
+    for key, value in dict(args.param).items():
+        if key in pins and pins[key] != value:
+            _warn(console, f"--param {key}={value} overrides the page's pin {key}={pins[key]}: "
+                           f"the image will not hold {framework}")
+    return page, pins
 
 
 def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     inventory = load_inventory(args.hosts)
     vendor = load_vendor(args.vendor)
+    page, pins = _repro_pins(args, vendor, console)
+    source = str(args.repro)
     job = make_job(
         args.case, vendor.name, args.accelerator or vendor.accelerator, args.config,
         fix_hp=args.fix_hp, synthetic=not args.real_data, timeout_s=args.timeout,
-        template_overrides=dict(args.param), run_id=args.run_id,
+        template_overrides={**pins, **dict(args.param)}, run_id=args.run_id,
     )
+    if page is not None and repro.pick_row(page, job.nnodes, job.nproc_per_node, job.fix_hp or "/") is None:
+        _warn(console, f"{source} has no row for {job.config_name}: there will be nothing to compare with")
+    tables = Console(stderr=True, width=max(Console(stderr=True).width, 140))
+    gate = repro.EnvironmentGate(page, source, args.allow_drift, tables) if page is not None else None
     backend = DockerSshBackend(inventory)
     try:
         if args.dry_run:
             sys.stdout.write(build_plan(job, inventory, backend).render())
             return 0
-        result = run_job(job, inventory, backend, args.results, console)
+        result = run_job(job, inventory, backend, args.results, console, check_environment=gate)
     finally:
         backend.close()
     out_dir = args.results / job.run_id / job.case / job.config_name
+    comparison = None
+    if page is not None and gate is not None:
+        result, comparison = repro.record_reference(result, page, source, pins, gate, out_dir)
     write_reports([result], out_dir)
-    print_result(result, Console(width=max(Console().width, 140)))
+    out = _wide_console()
+    print_result(result, out)
+    if comparison is not None:
+        out.print(repro.comparison_table(comparison))
+        for note in comparison.notes:
+            out.print(Text(f"note: {note}", style="dim"))
+        out.print(Text(f"written to {out_dir / 'reference.md'}", style="dim"))
     return 0 if result.status == "success" else 1
 
 
@@ -103,6 +183,8 @@ def _cmd_clean(args: argparse.Namespace, console: Console) -> int:
 def load_results(paths: list[Path]) -> list[RunResult]:
     files: list[Path] = []
     for path in paths:
+        if not path.exists():
+            raise UserError("no such file or folder", file=str(path))
         files += sorted(path.rglob("results.json")) if path.is_dir() else [path]
     if not files:
         raise UserError("no results.json found", file=", ".join(map(str, paths)))
@@ -121,19 +203,73 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"bench": _cmd_bench, "clean": _cmd_clean, "report": _cmd_report}
+def _cmd_readme(args: argparse.Namespace, console: Console) -> int:
+    results = load_results(args.results)
+    reference = repro.load_page(args.reference) if args.reference else None
+    readme = repro.build_readme(results, reference, include_failed=args.include_failed)
+    for result in readme.excluded:
+        reason = (result.failure or "unknown failure").strip().splitlines()[0]
+        console.print(Text(f"excluded failed run {result.run_id} ({result.case} {result.vendor} "
+                           f"{result.config_name}): {reason}"), soft_wrap=True)
+    for note in readme.notes:
+        _warn(console, note)
+    text = render_page(readme.page, args.lang)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write the page: {exc.strerror or exc}", file=str(args.out)) from exc
+    console.print(f"wrote {args.out} ({len(readme.page.metric_rows)} row(s))", highlight=False)
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace, console: Console) -> int:
+    inventory = load_inventory(args.hosts)
+    if args.env_command == "capture":
+        vendor = load_vendor(args.vendor) if args.vendor else None
+        environments = repro.capture_hosts(inventory, vendor.smi if vendor else None)
+        payload = {host: info.model_dump() for host, info in environments.items()}
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    page = repro.load_page(args.page)
+    vendor = load_vendor(args.vendor) if args.vendor else repro.vendor_for_page(page)
+    if vendor is not None and not args.vendor:
+        console.print(f"vendor {vendor.name} (it pins {page.software.framework})", highlight=False)
+    environments = repro.capture_hosts(inventory, vendor.smi if vendor else None)
+    reports = [repro.host_drift(page, env, vendor, host=host) for host, env in environments.items()]
+    out = _wide_console()
+    for report in reports:
+        out.print(repro.drift_table(report, f"{report.host} vs {args.page}"))
+    fields = repro.drifted_fields(reports)
+    if fields:
+        out.print(Text(f"drift: {', '.join(fields)}", style="red"))
+        return 1
+    out.print(Text(f"no drift: every host matches {args.page} in the checked fields", style="green"))
+    return 0
+
+
+COMMANDS = {
+    "bench": _cmd_bench,
+    "clean": _cmd_clean,
+    "report": _cmd_report,
+    "readme": _cmd_readme,
+    "env": _cmd_env,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         return COMMANDS[args.command](args, console)
     except UserError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
         return exc.exit_code
     except HarnessError as exc:
-        console.print(f"[red]failed:[/red] {exc}", highlight=False)
+        console.print(Text.assemble(("failed: ", "red"), str(exc)), soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")

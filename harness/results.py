@@ -56,6 +56,9 @@ class RunResult(BaseModel):
     phase_seconds: dict[str, float] = Field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
+    # `bench --repro PAGE`: the page, its pins, the environment drift and the
+    # comparison with the page's row (harness/repro.py); empty otherwise.
+    reference: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def config_name(self) -> str:

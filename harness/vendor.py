@@ -38,6 +38,10 @@ class VendorSpec(BaseModel):
     template: str = "Dockerfile.j2"
     # Values the Dockerfile template is rendered with; the CLI may override them.
     template_params: dict[str, Any] = Field(default_factory=dict)
+    # A vendor page's framework string (its 训练框架版本, e.g. "pytorch-1.8.0a0+52ea372")
+    # -> the template_params that build an image with exactly that framework.
+    # `bench --repro PAGE` looks the page's framework up here; explicit --param wins.
+    framework_pins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # The interpreter inside the image that runs torchrun and the cases.
     python: str = "python3"
     # Environment variable that selects the visible devices, if any.
