@@ -137,7 +137,7 @@ class DockerSshBackend(ClusterBackend):
         for node in plan.nodes:
             transport = open_transport(node.host, self.inventory.cluster)
             sampler = MonitorSampler(transport, plan.vendor.smi, dest / node_dir_name(node) / "monitor.csv",
-                                     interval_s=MONITOR_INTERVAL_S)
+                                     interval_s=MONITOR_INTERVAL_S, system_power=True)
             sampler.start()
             self._monitors.append(sampler)
 
