@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from harness.inventory import load_inventory
 from harness.job import make_job
 from harness.report import print_result, write_reports
 from harness.results import RunResult
-from harness.runner import build_plan, run_job
+from harness.runner import RunInterrupted, build_plan, run_job
 from harness.vendor import VendorSpec, load_vendor
 from harness.vendor_page import VendorPage, render_page
 
@@ -260,9 +261,15 @@ COMMANDS = {
 }
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # An overnight run killed by its scheduler or a closed session cleans up as for Ctrl-C.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args, console)
     except UserError as exc:
@@ -271,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         console.print(Text.assemble(("failed: ", "red"), str(exc)), soft_wrap=True)
         return exc.exit_code
+    except RunInterrupted as exc:
+        out_dir = args.results / exc.result.run_id / exc.result.case / exc.result.config_name
+        console.print(Text.assemble(("interrupted: ", "red"), f"containers stopped and removed, logs in {out_dir}"))
+        return 130
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]")
+        console.print(Text.assemble(("interrupted", "red"), " before any container was started"))
         return 130

@@ -39,6 +39,14 @@ PROGRESS_S = 5.0
 HOST_LOST_AFTER = 20
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training; the run was stopped, collected and recorded."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.run_id)
+        self.result = result
+
+
 @dataclass
 class WaitOutcome:
     ok: bool
@@ -183,13 +191,19 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         _report_host_differences(environments, console)
 
     outcome = WaitOutcome(False, "interrupted before the run finished")
+    interrupted = False
     nodes: list[NodeOutcome] = []
     try:
         with clock.phase("launch"):
             backend.launch(plan)
             backend.start_monitors(plan, out_dir)
         with clock.phase("wait"):
-            outcome = wait_for_nodes(plan, backend, console)
+            try:
+                outcome = wait_for_nodes(plan, backend, console)
+            except KeyboardInterrupt:
+                # Stop, collect and report as for any failure, then let the interrupt through.
+                interrupted = True
+                outcome = WaitOutcome(False, "interrupted (SIGINT/SIGTERM) while training")
         if not outcome.ok:
             console.print(Text.assemble(("failed: ", "red"), f"{outcome.failure}; stopping the other nodes"))
     finally:
@@ -239,4 +253,6 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
     (out_dir / "plan.txt").write_text(plan.render(), encoding="utf-8")
+    if interrupted:
+        raise RunInterrupted(result)
     return result

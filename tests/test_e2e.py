@@ -4,8 +4,10 @@ processes (gloo on CPU), logs back over SFTP."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +31,12 @@ def bench(hosts: Path, results: Path, run_id: str, *args: str, timeout: float = 
 def containers_of(run_id: str) -> list[str]:
     listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=bench.run_id={run_id}"],
                             capture_output=True, text=True, timeout=30, check=True)
+    return listed.stdout.split()
+
+
+def running_containers_of(run_id: str) -> list[str]:
+    listed = subprocess.run(["docker", "ps", "-q", "--filter", f"label=bench.run_id={run_id}",
+                             "--filter", "status=running"], capture_output=True, text=True, timeout=30, check=True)
     return listed.stdout.split()
 
 
@@ -98,4 +106,34 @@ def test_crash_on_one_node_stops_the_other_and_keeps_the_logs(make_hosts_yaml: C
     assert nodes[0]["exit_code"] != 0
     assert (out / "node1_noderank0" / "events_rank0.log").is_file()
     assert (out / "node2_noderank1" / "events_rank3.log").is_file()
+    assert containers_of(run_id) == []
+
+
+def test_interrupt_during_training_cleans_up_and_records(make_hosts_yaml: Callable[..., Path],
+                                                         tmp_path: Path) -> None:
+    run_id = "e2e-interrupt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu", "--config", "2x1",
+         "--hosts", str(make_hosts_yaml()), "--results", str(tmp_path), "--run-id", run_id,
+         "--fix-hp", f"{TINY},max_steps=100000"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(running_containers_of(run_id)) < 2:
+            time.sleep(0.5)
+        assert len(running_containers_of(run_id)) == 2, "containers never started"
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted" in stderr
+    out = tmp_path / run_id / "resnet50" / "2x1"
+    result = json.loads((out / "results.json").read_text())
+    assert result["status"] == "failed" and "interrupted" in result["failure"]
+    assert (out / "node1_noderank0" / "container.log").is_file()
+    assert (out / "node2_noderank1" / "container.log").is_file()
     assert containers_of(run_id) == []
