@@ -27,11 +27,11 @@ class CaseSpec:
     name: str
     config: Type[CaseConfig]
     # builds the model with random weights (torchvision: weights=None)
-    build_model: Callable[[CaseConfig], "nn.Module"]
+    build_model: Callable[[CaseConfig], nn.Module]
     # the file to initialise from, or None for random init
     weights_file: Callable[[CaseConfig, Optional[Path]], Optional[Path]] = _no_weights
     # loads weights_file into the built model; raises CaseError on a bad file
-    load_weights: Optional[Callable[["nn.Module", Path, CaseConfig], None]] = None
+    load_weights: Optional[Callable[[nn.Module, Path, CaseConfig], None]] = None
     # the config key that names the weights file, for messages
     weights_key: str = "weights"
 

@@ -68,7 +68,7 @@ class CaseConfig(BaseModel):
     eval: bool = Field(description="evaluate at the end of every epoch")
     # data
     image_size: int = Field(gt=0)
-    train_resize: Optional[int] = Field(gt=0, description="null: RandomResizedCrop; else resize square then random crop")
+    train_resize: Optional[int] = Field(gt=0, description="null: RandomResizedCrop; else square resize + random crop")
     val_resize: Optional[int] = Field(gt=0, description="resize before the centre crop; null: image_size*256/224")
     norm_mean: Tuple[float, float, float]
     norm_std: Tuple[float, float, float]

@@ -24,7 +24,7 @@ class LrSchedule:
 
     @classmethod
     def from_config(cls, cfg: CaseConfig, peak: float, steps_per_epoch: int,
-                    global_batch: int) -> "LrSchedule":
+                    global_batch: int) -> LrSchedule:
         total_steps: float = cfg.epochs * steps_per_epoch
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)

@@ -16,7 +16,7 @@ class ViTConfig(CaseConfig):
     dropout: float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
-    def _patches_tile_the_image(self) -> "ViTConfig":
+    def _patches_tile_the_image(self) -> ViTConfig:
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
         return self

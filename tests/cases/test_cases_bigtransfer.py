@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import casekit  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import pytest
 import torch
 
-import casekit  # noqa: F401  (puts the repo on sys.path)
 from cases.bigtransfer.model import ResNetV2
 from cases.bigtransfer.npz import load_npz, npz_keys, save_npz
 from cases.errors import ConfigError

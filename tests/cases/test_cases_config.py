@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import casekit  # noqa: F401  (puts the repo on sys.path)
 import pytest
 import yaml
 
-import casekit  # noqa: F401  (puts the repo on sys.path)
 from cases.case import available_cases, load_case
 from cases.config import CASES_DIR, load_config, parse_config_name, parse_fix_hp
 from cases.errors import CaseError, ConfigError

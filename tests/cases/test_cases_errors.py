@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import List
 
 import pytest
-
 from casekit import make_jpeg_dataset, read_events
+
 from cases.run import main
 
 DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")

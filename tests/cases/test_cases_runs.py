@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from casekit import metrics, read_events
 
 from cases.events import KEYS
-from casekit import metrics, read_events
 
 NON_ZERO_RANK_KEYS = {"process_start", "world", "train_start", "train_stop", "summary", "run_stop"}
 # tiny synthetic runs: 64 samples / (4 per device x 2) = 8 steps, plus a small eval
