@@ -8,6 +8,7 @@ new tag (a rebuild), and an unchanged one is a cache hit on every host.
 from __future__ import annotations
 
 import hashlib
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ def render_dockerfile(vendor: VendorSpec, params: dict[str, Any]) -> str:
         lstrip_blocks=True,
         autoescape=False,
     )
+    # Values that land in a RUN line are shell words: quote them (version specifiers hold < and >).
+    env.filters["shquote"] = shlex.quote
     try:
         return env.get_template(vendor.template).render(vendor=vendor, **params)
     except jinja2.UndefinedError as exc:

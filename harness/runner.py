@@ -238,7 +238,8 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         nnodes=job.nnodes,
         nproc_per_node=job.nproc_per_node,
         precision=str(world.value.get("precision", "unknown")) if world else "unknown",
-        fix_hp=job.fix_hp or "/",
+        # As the pages write it: the hardware file's batch size / lr, then FIX_HP.
+        fix_hp=str((config_event.value.get("fix_hp") if config_event else None) or job.fix_hp or "/"),
         status="success" if failure is None else "failed",
         failure=failure,
         metrics=metrics,

@@ -12,11 +12,11 @@ from harness.vendor import available_vendors, load_vendor
 
 def test_cpu_template_renders_with_partials() -> None:
     text = render_dockerfile(load_vendor("cpu"), {**load_vendor("cpu").template_params,
-                                                   "apt_packages": ["procps"], "pip_packages": ["rich==15.0.0"]})
+                                                   "apt_packages": ["procps"], "pip_packages": ["rich==15.0.0", "pydantic>=2.5,<2.11"]})
     assert text.startswith("#") and "FROM bench-base/debian:bookworm" in text
     assert 'LABEL bench.vendor="cpu"' in text
     assert "apt-get install -y --no-install-recommends procps" in text
-    assert "python3 -m pip install --no-cache-dir rich==15.0.0" in text
+    assert "python3 -m pip install --no-cache-dir rich==15.0.0 'pydantic>=2.5,<2.11'" in text
     assert "COPY cases /workspace/cases" in text
 
 
