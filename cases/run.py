@@ -40,6 +40,24 @@ class Terminated(Exception):
     run records run_stop failed before it ends."""
 
 
+def framework_versions() -> dict:
+    """What this process trains with, as the environment record names it
+    (harness/environment.py FrameworkVersions): strings, "unknown" when absent."""
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "cuda": str(torch.version.cuda or "unknown")}
+    probes = {
+        "cudnn": lambda: torch.backends.cudnn.version(),
+        "nccl": lambda: ".".join(str(part) for part in torch.cuda.nccl.version()),
+        "torchvision": lambda: __import__("torchvision").__version__,
+    }
+    for name, probe in probes.items():
+        try:
+            value = probe()
+        except Exception:  # a missing library is a fact to record, not a failure
+            value = None
+        versions[name] = str(value) if value else "unknown"
+    return versions
+
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated(f"terminated by signal {signum}")
 
@@ -99,7 +117,7 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
         "precision_requested": plan.requested, "precision_note": plan.note, "tf32": plan.tf32,
         "distributed": world.distributed, "world_matches_config": expected in (None, world.world_size),
         "host": socket.gethostname(), "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "framework": framework_versions(),
     })
     apply_precision(plan, cfg.cudnn_benchmark)
     torch.manual_seed(cfg.seed)

@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
 from harness.backend import ClusterBackend, NodeState
-from harness.environment import EnvironmentInfo, differences
+from harness.environment import EnvironmentInfo, FrameworkVersions, differences
 from harness.errors import HarnessError, HostUnreachable, RemoteCommandError, RunFailed
 from harness.events import Event, last, parse_lines, read_event_files
 from harness.image import plan_image
@@ -149,6 +150,25 @@ def _report_host_differences(envs: dict[str, EnvironmentInfo], console: Console)
         console.print(Text.assemble(("hosts differ: ", "yellow"), f"{diff.field}: {values}"))
 
 
+def _record_container_framework(environments: dict[str, EnvironmentInfo], nodes: list[NodeOutcome],
+                                by_rank: dict[int, list[Event]]) -> None:
+    """The framework a host ran is the container's: take it from the training
+    processes' own report (the `world` event) rather than the host's python."""
+    for events in by_rank.values():
+        world = last(events, "world")
+        if world is None or not isinstance(world.value.get("framework"), dict):
+            continue
+        node = next((n for n in nodes if n.node_rank == world.value.get("node_rank")), None)
+        env = environments.get(node.host) if node else None
+        if node is None or env is None or env.framework.source.startswith("training process"):
+            continue
+        try:
+            env.framework = FrameworkVersions(**world.value["framework"],
+                                              source=f"training process in container {node.container}")
+        except (TypeError, ValidationError):
+            continue
+
+
 def _device_memory(metrics: Metrics, nodes: list[NodeOutcome]) -> Metrics:
     """The vendor tool's peak over every host, when it produced readings."""
     peaks = [p for node in nodes if (p := peak_memory(Path(node.log_dir) / "monitor.csv")) is not None]
@@ -219,6 +239,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
 
     with clock.phase("parse"):
         by_rank = read_event_files(out_dir)
+        _record_container_framework(environments, nodes, by_rank)
         metrics = None
         failure = None if outcome.ok else _failure_report(outcome, nodes, by_rank)
         config_event = last(by_rank.get(0, []), "config")

@@ -58,6 +58,12 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
         for rank in ranks:
             assert (out / node / f"events_rank{rank}.log").is_file()
     assert len(list(out.rglob("stdout.log"))) == 4
+    # Each host's environment, with the framework the containers actually ran.
+    for host in ("node1", "node2"):
+        env = result["environment"][host]
+        assert env["os"] != "unknown" and env["docker_version"] != "unknown"
+        assert env["framework"]["torch"].startswith("2.14.1")
+        assert env["framework"]["source"].startswith("training process in container bench-e2e-2x2-ok")
     table = (out / "README.md").read_text()
     assert "| 配置" in table and "（2x2）" in table
     assert "p_core" in proc.stdout and "2x2" in proc.stdout

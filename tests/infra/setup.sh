@@ -129,6 +129,7 @@ step_dockerd() {
 step_base_image() {
     # The key names the debootstrap inputs: change --include and the tarball is rebuilt.
     local key tarball have
+    mkdir -p "$BASE_DIR"
     key=$(printf '%s\n' "$BASE_SUITE" minbase "$BASE_INCLUDE" "$BASE_MIRROR" | sha256sum | cut -c1-16)
     tarball=$BASE_DIR/$BASE_SUITE-minbase-$key.tar
     have=$(docker image inspect --format '{{index .Config.Labels "bench.base.key"}}' "$BASE_IMAGE" 2>/dev/null || true)
@@ -136,7 +137,6 @@ step_base_image() {
         say image "$BASE_IMAGE present"
     else
         local t=$EPOCHREALTIME how="from cached tarball"
-        mkdir -p "$BASE_DIR"
         if [[ ! -f $tarball ]]; then
             local rootfs=$BASE_DIR/rootfs.tmp
             rm -rf "$rootfs"
