@@ -71,6 +71,27 @@ class DockerSshBackend(ClusterBackend):
             if not clock.ok:
                 raise HostUnreachable(f"cannot run commands on {host.name}: {clock.output.strip()}",
                                       file=self.inventory.source, field=field)
+            # The remaining checks are independent: one round trip for all of them.
+            checks: dict[str, list[str]] = {
+                "docker": [*node.docker, "version", "--format", "{{.Server.Version}}"],
+                "mkdir": ["mkdir", "-p", "--", f"{node.host_run_dir}/logs"],
+                "df": ["df", "-Pk", host.work_dir],
+                "leftovers": [*node.docker, "ps", "-aq", "--filter", f"name=^{node.container_name}$"],
+            }
+            devices = plan.vendor.device_nodes(host.devices)
+            if devices:
+                checks["devices"] = ["ls", "-d", "--", *devices]
+            if host.data_dir and not plan.job.synthetic:
+                checks["data"] = ["test", "-d", host.data_dir]
+            if node.node_rank == 0:
+                # SO_REUSEADDR as torchrun's store sets it: a port in TIME_WAIT after
+                # the previous run is free for it, a listening one is not.
+                checks["port"] = ["python3", "-c", "import socket,sys; s=socket.socket(); "
+                                  "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                                  "s.bind(('', int(sys.argv[1])))", str(plan.master_port)]
+            done = dict(zip(checks, run_all(lambda argv: transport.run(argv, timeout=QUICK_S),
+                                            list(checks.values()))))
+
             facts: dict[str, str] = {}
             warnings: list[str] = []
             try:
@@ -81,42 +102,35 @@ class DockerSshBackend(ClusterBackend):
                                     "cross-host timestamps will be skewed")
             except (ValueError, IndexError):
                 facts["clock_skew_s"] = "unknown"
-            version = transport.run([*node.docker, "version", "--format", "{{.Server.Version}}"],
-                                    timeout=QUICK_S)
+            version = done["docker"]
             if not version.ok:
                 raise HostUnreachable(f"docker is not usable on {host.name}: {version.output.strip()[-300:]}",
                                       file=self.inventory.source, field=field)
             facts["docker"] = version.output.strip().splitlines()[-1] if version.output.strip() else "unknown"
-            made = transport.run(["mkdir", "-p", "--", f"{node.host_run_dir}/logs"], timeout=QUICK_S)
-            if not made.ok:
-                raise HostUnreachable(f"cannot create {node.host_run_dir} on {host.name}: {made.output.strip()}",
+            if not done["mkdir"].ok:
+                raise HostUnreachable(f"cannot create {node.host_run_dir} on {host.name}: "
+                                      f"{done['mkdir'].output.strip()}",
                                       file=self.inventory.source, field=f"{field}.work_dir")
-            disk = transport.run(["df", "-Pk", host.work_dir], timeout=QUICK_S)
+            disk = done["df"]
             if disk.ok and len(disk.output.splitlines()) >= 2:
                 free_gib = int(disk.output.splitlines()[-1].split()[3]) / 2**20
                 facts["work_dir_free_gib"] = f"{free_gib:.1f}"
                 if free_gib < MIN_FREE_DISK_GIB:
                     warnings.append(f"{host.name}: only {free_gib:.1f} GiB free in {host.work_dir}")
-            for device in plan.vendor.device_nodes(host.devices):
-                if not transport.run(["test", "-e", device], timeout=QUICK_S).ok:
-                    raise HostUnreachable(f"device {device} (vendor {plan.vendor.name}) is missing on {host.name}",
-                                          file=self.inventory.source, field=field)
-            if host.data_dir and not plan.job.synthetic:
-                if not transport.run(["test", "-d", host.data_dir], timeout=QUICK_S).ok:
-                    raise UserError(f"data directory {host.data_dir} does not exist on {host.name}",
-                                    file=self.inventory.source, field=f"{field}.data_dir")
-            leftovers = transport.run([*node.docker, "ps", "-aq", "--filter",
-                                       f"name=^{node.container_name}$"], timeout=QUICK_S)
-            if leftovers.ok and leftovers.output.strip():
+            if "devices" in done and not done["devices"].ok:
+                missing = [d for d in devices if d not in done["devices"].output.split()]
+                raise HostUnreachable(f"device(s) {', '.join(missing)} (vendor {plan.vendor.name}) missing on "
+                                      f"{host.name}", file=self.inventory.source, field=f"{field}.devices")
+            if "data" in done and not done["data"].ok:
+                raise UserError(f"data directory {host.data_dir} does not exist on {host.name}",
+                                file=self.inventory.source, field=f"{field}.data_dir")
+            if done["leftovers"].ok and done["leftovers"].output.strip():
                 raise UserError(f"a container named {node.container_name} already exists on {host.name}",
-                                field=f"{field}")
-            if node.node_rank == 0:
-                probe = transport.run(
-                    ["python3", "-c", "import socket,sys; s=socket.socket(); s.bind(('', int(sys.argv[1])))",
-                     str(plan.master_port)], timeout=QUICK_S)
-                if probe.exit_code == 1 and "Address already in use" in probe.output:
-                    raise UserError(f"master port {plan.master_port} is already in use on {host.name}",
-                                    file=self.inventory.source, field="cluster.master_port")
+                                field=field)
+            port = done.get("port")
+            if port is not None and port.exit_code == 1 and "Address already in use" in port.output:
+                raise UserError(f"master port {plan.master_port} is already in use on {host.name}",
+                                file=self.inventory.source, field="cluster.master_port")
             return facts, warnings
 
         for node, (facts, warnings) in zip(plan.nodes, run_all(check, plan.nodes)):
@@ -142,9 +156,11 @@ class DockerSshBackend(ClusterBackend):
             self._monitors.append(sampler)
 
     def stop_monitors(self) -> None:
-        for sampler in self._monitors:
+        def stop(sampler: MonitorSampler) -> None:
             sampler.stop()
             sampler.transport.close()
+
+        run_all(stop, self._monitors)
         self._monitors.clear()
 
     # -- image ------------------------------------------------------------------------
@@ -186,22 +202,23 @@ class DockerSshBackend(ClusterBackend):
     def prepare_image(self, plan: RunPlan) -> str:
         tag = plan.image.tag
         first = plan.nodes[0]
-        if self._image_id(first, tag) is None:
+        ids = run_all(lambda node: self._image_id(node, tag), plan.nodes)
+        if ids[0] is None:
             self._build(first, plan.image)
-        reference = self._image_id(first, tag)
+            ids = run_all(lambda node: self._image_id(node, tag), plan.nodes)  # hosts may share an engine
+        reference = ids[0]
         if reference is None:
             raise RunFailed(f"image {tag} is missing on {first.host.name} right after its build")
-
-        def ensure(node: NodePlan) -> str | None:
-            if node.node_rank != 0 and self._image_id(node, tag) != reference:
+        lacking = [node for node, image_id in zip(plan.nodes, ids) if image_id != reference]
+        if lacking:
+            def copy(node: NodePlan) -> str | None:
                 self._copy_image(first, node, tag)
-            return self._image_id(node, tag)
+                return self._image_id(node, tag)
 
-        ids = run_all(ensure, plan.nodes)
-        differing = [n.host.name for n, i in zip(plan.nodes, ids) if i != reference]
-        if differing:
-            raise RunFailed(f"image {tag} has a different id on {', '.join(differing)} than on "
-                            f"{first.host.name} ({reference})")
+            differing = [n.host.name for n, i in zip(lacking, run_all(copy, lacking)) if i != reference]
+            if differing:
+                raise RunFailed(f"image {tag} has a different id on {', '.join(differing)} than on "
+                                f"{first.host.name} ({reference})")
         return reference
 
     # -- launch, poll, stop -----------------------------------------------------------
@@ -249,7 +266,9 @@ class DockerSshBackend(ClusterBackend):
             folder.mkdir(parents=True, exist_ok=True)
             transport = self.transport(node.host)
             exit_code: int | None = None
-            inspect = transport.run([*node.docker, "inspect", node.container_name], timeout=QUICK_S)
+            inspect, logs = run_all(lambda argv: transport.run(argv, timeout=300),
+                                    [[*node.docker, "inspect", node.container_name],
+                                     [*node.docker, "logs", node.container_name]])
             if inspect.ok:
                 (folder / "container.json").write_text(inspect.output, encoding="utf-8")
                 try:
@@ -258,7 +277,6 @@ class DockerSshBackend(ClusterBackend):
                         exit_code = int(state["ExitCode"])
                 except (ValueError, KeyError, IndexError):
                     pass
-            logs = transport.run([*node.docker, "logs", node.container_name], timeout=300)
             container_log = logs.output if logs.ok else ""
             (folder / "container.log").write_text(container_log, encoding="utf-8")
             transport.get_tree(node.host_log_dir, folder)

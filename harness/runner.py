@@ -229,7 +229,8 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     finally:
         with clock.phase("collect"):
             backend.stop_monitors()
-            backend.stop(plan, [n.node_rank for n in plan.nodes])
+            if not outcome.ok:
+                backend.stop(plan, [n.node_rank for n in plan.nodes])
             try:
                 nodes = backend.collect(plan, out_dir)
             finally:
