@@ -545,8 +545,20 @@ class MonitorSampler:
     def _system_power(self) -> float | None:
         if not self.system_power:
             return None
-        output = self._run("ipmitool", IPMI_POWER_ARGV)
-        return parse_ipmitool_power(output) if output is not None else None
+        try:
+            result = self.transport.run(list(IPMI_POWER_ARGV), timeout=self.timeout_s)
+        except Exception as exc:  # a transport that raises must not kill the sampler
+            self._failed("ipmitool", f"{type(exc).__name__}: {exc}")
+            return None
+        if result.exit_code in (127, 1) and not result.output.strip().startswith("Instantaneous"):
+            # No ipmitool, or no BMC behind it: system power is simply not available here.
+            self.system_power = False
+            self.last_errors["ipmitool"] = result.output.strip()[-200:] or "not available"
+            return None
+        if not result.ok:
+            self._failed("ipmitool", f"exited {result.exit_code}: {result.output.strip()[-200:]}")
+            return None
+        return parse_ipmitool_power(result.output)
 
     # -- one sample, the loop
 

@@ -14,6 +14,7 @@ import pytest
 from harness.errors import UserError
 from harness.monitor import (
     CSV_COLUMNS,
+    IPMI_POWER_ARGV,
     SMI_TOOLS,
     DeviceSample,
     MonitorSampler,
@@ -295,3 +296,25 @@ def test_sampler_system_power_row(tmp_path: Path) -> None:
     assert read_csv(path)[-1]["system_power_w"] == "215"
     used, total = peak_memory(path)  # type: ignore[misc]
     assert (round(used, 1), total) == (88.3, 96.0)
+
+
+def test_system_power_is_sampled_when_ipmitool_answers_and_dropped_quietly_when_absent(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reading = (FIXTURES / "ipmitool_dcmi_power_activated.txt").read_text()
+    with_bmc = ReplayTransport({tuple(IPMI_POWER_ARGV): [reading]})
+    sampler = MonitorSampler(with_bmc, None, tmp_path / "bmc.csv", host_stats="none", system_power=True)
+    sampler.sample_once()
+    sampler.sample_once()
+    sampler.stop()
+    assert [float(row["system_power_w"]) for row in read_csv(tmp_path / "bmc.csv")] == \
+        [parse_ipmitool_power(reading)] * 2
+
+    caplog.set_level(logging.WARNING, logger="harness.monitor")
+    without = ReplayTransport({})  # every command: 127, not found
+    sampler = MonitorSampler(without, None, tmp_path / "none.csv", host_stats="none", system_power=True)
+    sampler.sample_once()
+    sampler.sample_once()
+    sampler.stop()
+    assert sampler.system_power is False and "ipmitool" in sampler.last_errors
+    assert [call for call in without.calls if call[0] == "ipmitool"] == [list(IPMI_POWER_ARGV)]  # tried once
+    assert not [r for r in caplog.records if "ipmitool" in r.getMessage()]
