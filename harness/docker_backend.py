@@ -11,14 +11,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import paramiko
+
 from harness.backend import ClusterBackend, NodeState, PreflightReport
 from harness.environment import EnvironmentInfo, capture_environment
-from harness.errors import HostUnreachable, RemoteCommandError, RunFailed, UserError
+from harness.errors import HarnessError, HostUnreachable, RemoteCommandError, RunFailed, UserError
 from harness.image import ImagePlan, write_context
 from harness.inventory import Host, Inventory
 from harness.job import Job
-from harness.monitor import MonitorSampler
 from harness.launch import LABEL_PREFIX, NodePlan, RunPlan, docker_cli, plan_run
+from harness.monitor import MonitorSampler
 from harness.parallel import run_all
 from harness.results import NodeOutcome
 from harness.ssh import open_transport
@@ -262,6 +264,15 @@ class DockerSshBackend(ClusterBackend):
     # -- collect, cleanup -------------------------------------------------------------
     def collect(self, plan: RunPlan, dest: Path) -> list[NodeOutcome]:
         def collect_one(node: NodePlan) -> NodeOutcome:
+            try:
+                return collect_reachable(node)
+            except (HarnessError, OSError, paramiko.SSHException) as exc:
+                # A lost host must not cost the other nodes' logs.
+                return NodeOutcome(host=node.host.name, node_rank=node.node_rank, container=node.container_name,
+                                   exit_code=None, log_dir=str(dest / node_dir_name(node)),
+                                   last_lines=[f"logs could not be collected: {exc}"])
+
+        def collect_reachable(node: NodePlan) -> NodeOutcome:
             folder = dest / node_dir_name(node)
             folder.mkdir(parents=True, exist_ok=True)
             transport = self.transport(node.host)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
+from harness.monitor import xpu_smi_rows
 from harness.parallel import run_all
 from harness.transport import Transport
 
@@ -246,22 +247,11 @@ def parse_xpu_smi_inventory(text: str) -> tuple[list[str], list[float], str | No
     """(model per device, memory total MiB per device, driver version) from the
     default ``xpu_smi`` table."""
     driver_match = re.search(r"^Driver Version:\s*(\S+)", text, re.MULTILINE)
-    header: list[str] | None = None
     models: list[str] = []
     totals: list[float] = []
-    for line in text.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.strip().startswith("|") else []
-        if header is None:
-            if "DevID" in cells and "Model" in cells and "PCI Addr" in cells:
-                header = cells
+    for row in xpu_smi_rows(text):
+        if "Model" not in row:
             continue
-        if not cells:
-            if models:
-                break
-            continue
-        if len(cells) != len(header) or not cells[0].isdigit():
-            continue
-        row = dict(zip(header, cells))
         models.append(row["Model"])
         memory = re.search(r"/\s*(\d+(?:\.\d+)?)\s*MB", row.get("Memory", ""))
         if memory:

@@ -205,13 +205,12 @@ def parse_smi_table(text: str) -> list[DeviceSample]:
 _XPU_MEMORY = re.compile(r"(?P<used>\d+(?:\.\d+)?)\s*/\s*(?P<total>\d+(?:\.\d+)?)\s*MB")
 
 
-def parse_xpu_smi_table(text: str) -> list[DeviceSample]:
-    """The DEVICES table of Kunlunxin's ``xpu_smi``. Columns are found by their
-    header (``DevID``, ``UseRate``, ``Memory``, ``Power(W)``, ``Temp``), since
-    driver versions print different sets; memory is ``used / total MB`` (MiB)."""
+def xpu_smi_rows(text: str) -> list[dict[str, str]]:
+    """The device rows of ``xpu_smi``'s default DEVICES table, each as
+    {column header: cell}. Columns are found by their header, since driver
+    versions print different sets."""
     header: list[str] | None = None
-    rows_started = False
-    samples: list[DeviceSample] = []
+    rows: list[dict[str, str]] = []
     for line in text.splitlines():
         cells = _table_cells(line)
         if header is None:
@@ -219,13 +218,20 @@ def parse_xpu_smi_table(text: str) -> list[DeviceSample]:
                 header = cells
             continue
         if not cells:
-            if rows_started:
+            if rows:
                 break
             continue
         if len(cells) != len(header) or not cells[0].isdigit():
             continue
-        rows_started = True
-        row = dict(zip(header, cells))
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def parse_xpu_smi_table(text: str) -> list[DeviceSample]:
+    """The DEVICES table of Kunlunxin's ``xpu_smi`` (``DevID``, ``UseRate``,
+    ``Memory``, ``Power(W)``, ``Temp``); memory is ``used / total MB`` (MiB)."""
+    samples: list[DeviceSample] = []
+    for row in xpu_smi_rows(text):
         memory = _XPU_MEMORY.search(row.get("Memory", ""))
         samples.append(
             DeviceSample(

@@ -213,6 +213,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     outcome = WaitOutcome(False, "interrupted before the run finished")
     interrupted = False
     nodes: list[NodeOutcome] = []
+    removed: list[str] = []
     try:
         with clock.phase("launch"):
             backend.launch(plan)
@@ -234,7 +235,11 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
             try:
                 nodes = backend.collect(plan, out_dir)
             finally:
-                removed = backend.cleanup(plan)
+                try:
+                    removed = backend.cleanup(plan)
+                except RunFailed as exc:
+                    console.print(Text.assemble(("warning: ", "yellow"), f"{exc}; remove leftovers later with "
+                                                f"`python -m harness clean --run-id {job.run_id}`"))
         if removed:
             console.print(f"[dim]removed containers: {', '.join(removed)}[/dim]")
 

@@ -143,3 +143,29 @@ def test_interrupt_during_training_cleans_up_and_records(make_hosts_yaml: Callab
     assert (out / "node1_noderank0" / "container.log").is_file()
     assert (out / "node2_noderank1" / "container.log").is_file()
     assert containers_of(run_id) == []
+
+
+def test_clean_finds_leftover_containers_by_label(make_hosts_yaml: Callable[..., Path]) -> None:
+    base = "bench-base/debian:bookworm"
+    started = [
+        subprocess.run(["docker", "run", "--detach", "--net=host", "--name", f"bench-e2e-leftover-{i}",
+                        "--label", "bench.run_id=e2e-leftover", base, "sleep", "300"],
+                       capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        for i in range(2)
+    ]
+    unrelated = subprocess.run(["docker", "run", "--detach", "--net=host", "--name", "not-ours-e2e", base,
+                                "sleep", "300"], capture_output=True, text=True, timeout=60, check=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "harness", "clean", "--hosts", str(make_hosts_yaml()),
+                               "--run-id", "e2e-leftover"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "removed 2 container(s)" in proc.stderr
+        assert all(cid[:12] in proc.stderr for cid in started)
+        assert containers_of("e2e-leftover") == []
+        still = subprocess.run(["docker", "ps", "-q", "--filter", "name=not-ours-e2e"],
+                               capture_output=True, text=True, timeout=30, check=True)
+        assert still.stdout.strip(), "a container without our labels was removed"
+    finally:
+        subprocess.run(["docker", "rm", "--force", unrelated.stdout.strip(), *started],
+                       capture_output=True, timeout=60, check=False)
