@@ -33,6 +33,7 @@ TRANSFER_S = 3600.0
 MAX_CLOCK_SKEW_S = 2.0
 MIN_FREE_DISK_GIB = 5.0
 MONITOR_INTERVAL_S = 2.0
+_CONTAINER_ID_RE = re.compile(r"[0-9a-f]{12,64}")
 _IMAGE_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _STATE_RE = re.compile(r"state=(\w+) exit=(-?\d+)")
 
@@ -126,7 +127,7 @@ class DockerSshBackend(ClusterBackend):
             if "data" in done and not done["data"].ok:
                 raise UserError(f"data directory {host.data_dir} does not exist on {host.name}",
                                 file=self.inventory.source, field=f"{field}.data_dir")
-            if done["leftovers"].ok and done["leftovers"].output.strip():
+            if done["leftovers"].ok and _CONTAINER_ID_RE.search(done["leftovers"].output):
                 raise UserError(f"a container named {node.container_name} already exists on {host.name}",
                                 field=field)
             port = done.get("port")
@@ -320,7 +321,7 @@ def remove_labelled(backend: DockerSshBackend, hosts: list[Host], run_id: str | 
         transport = backend.transport(host)
         docker = docker_cli(host)
         listed = transport.run([*docker, "ps", "-aq", "--filter", f"label={label}"], timeout=QUICK_S)
-        ids = listed.output.split() if listed.ok else []
+        ids = [word for word in listed.output.split() if _CONTAINER_ID_RE.fullmatch(word)] if listed.ok else []
         if ids:
             # Hosts may share one engine; a container already removed by the other is fine.
             transport.run([*docker, "rm", "--force", *ids], timeout=120)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -147,23 +148,24 @@ def test_interrupt_during_training_cleans_up_and_records(make_hosts_yaml: Callab
 
 def test_clean_finds_leftover_containers_by_label(make_hosts_yaml: Callable[..., Path]) -> None:
     base = "bench-base/debian:bookworm"
+    run_id = f"e2e-leftover-{uuid.uuid4().hex[:8]}"
     started = [
-        subprocess.run(["docker", "run", "--detach", "--net=host", "--name", f"bench-e2e-leftover-{i}",
-                        "--label", "bench.run_id=e2e-leftover", base, "sleep", "300"],
+        subprocess.run(["docker", "run", "--detach", "--net=host", "--name", f"bench-{run_id}-{i}",
+                        "--label", f"bench.run_id={run_id}", base, "sleep", "300"],
                        capture_output=True, text=True, timeout=60, check=True).stdout.strip()
         for i in range(2)
     ]
-    unrelated = subprocess.run(["docker", "run", "--detach", "--net=host", "--name", "not-ours-e2e", base,
+    unrelated = subprocess.run(["docker", "run", "--detach", "--net=host", "--name", f"not-ours-{run_id}", base,
                                 "sleep", "300"], capture_output=True, text=True, timeout=60, check=True)
     try:
         proc = subprocess.run([sys.executable, "-m", "harness", "clean", "--hosts", str(make_hosts_yaml()),
-                               "--run-id", "e2e-leftover"],
+                               "--run-id", run_id],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr
         assert "removed 2 container(s)" in proc.stderr
         assert all(cid[:12] in proc.stderr for cid in started)
-        assert containers_of("e2e-leftover") == []
-        still = subprocess.run(["docker", "ps", "-q", "--filter", "name=not-ours-e2e"],
+        assert containers_of(run_id) == []
+        still = subprocess.run(["docker", "ps", "-q", "--filter", f"name=not-ours-{run_id}"],
                                capture_output=True, text=True, timeout=30, check=True)
         assert still.stdout.strip(), "a container without our labels was removed"
     finally:
