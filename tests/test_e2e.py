@@ -122,7 +122,7 @@ def test_interrupt_during_training_cleans_up_and_records(make_hosts_yaml: Callab
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu", "--config", "2x1",
          "--hosts", str(make_hosts_yaml()), "--results", str(tmp_path), "--run-id", run_id,
-         "--fix-hp", f"{TINY},max_steps=100000"],
+         "--fix-hp", f"{TINY},epochs=1000"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -171,3 +171,16 @@ def test_clean_finds_leftover_containers_by_label(make_hosts_yaml: Callable[...,
     finally:
         subprocess.run(["docker", "rm", "--force", unrelated.stdout.strip(), *started],
                        capture_output=True, timeout=60, check=False)
+
+
+def test_timeout_stops_the_run_and_reports_it(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    run_id = "e2e-timeout"
+    started = time.monotonic()
+    proc = bench(make_hosts_yaml(hosts=["node1"]), tmp_path, run_id, "--config", "1x1", "--timeout", "12",
+                 "--fix-hp", f"{TINY},epochs=1000")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert time.monotonic() - started < 60
+    result = json.loads((tmp_path / run_id / "resnet50" / "1x1" / "results.json").read_text())
+    assert result["status"] == "failed" and "timed out after 12 s" in result["failure"]
+    assert (tmp_path / run_id / "resnet50" / "1x1" / "node1_noderank0" / "events_rank0.log").is_file()
+    assert containers_of(run_id) == []
