@@ -48,6 +48,8 @@ class TestInfra:
     hosts: list[TestHost]
     site_packages: Path
     base_image: str = BASE_IMAGE
+    # A second Docker engine with its own image store (tests/infra/setup.sh).
+    second_engine: str = "unix:///run/bench-engine2/docker.sock"
     # Nothing listens here, ever: the "unreachable host" of the tests.
     unreachable: TestHost = field(default=TestHost("unreachable", "127.0.0.9", 2222))
 
@@ -93,6 +95,10 @@ def _infra_problems(infra: TestInfra) -> list[str]:
             problems.append(f"base image {infra.base_image} is missing")
     except (OSError, subprocess.TimeoutExpired) as exc:
         problems.append(f"`docker info` failed: {exc}")
+    engine2 = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                             timeout=30, check=False, env={**os.environ, "DOCKER_HOST": infra.second_engine})
+    if engine2.returncode != 0:
+        problems.append(f"second docker engine {infra.second_engine} does not answer")
     for host in infra.hosts:
         if not _port_open(host.address, host.port):
             problems.append(f"test host {host.name} ({host.address}:{host.port}) accepts no connections")

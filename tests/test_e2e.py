@@ -4,6 +4,7 @@ processes (gloo on CPU), logs back over SFTP."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -184,3 +185,31 @@ def test_timeout_stops_the_run_and_reports_it(make_hosts_yaml: Callable[..., Pat
     assert result["status"] == "failed" and "timed out after 12 s" in result["failure"]
     assert (tmp_path / run_id / "resnet50" / "1x1" / "node1_noderank0" / "events_rank0.log").is_file()
     assert containers_of(run_id) == []
+
+
+def test_image_is_copied_to_a_host_with_its_own_engine(make_hosts_yaml: Callable[..., Path], tmp_path: Path,
+                                                       infra: "TestInfra") -> None:
+    engine2 = {**os.environ, "DOCKER_HOST": infra.second_engine}
+
+    def bench_images(env: dict[str, str] | None = None) -> dict[str, str]:
+        listed = subprocess.run(["docker", "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
+                                 "bench/cpu"], capture_output=True, text=True, timeout=30, check=True, env=env)
+        return dict(line.split() for line in listed.stdout.splitlines())
+
+    # node2 starts with no bench image at all: the harness must bring it.
+    for tag in bench_images(engine2):
+        subprocess.run(["docker", "rmi", "--force", tag], capture_output=True, timeout=60, check=True, env=engine2)
+    hosts = make_hosts_yaml(hosts=["node1"], extra_hosts=[{"name": "node2", "address": "127.0.0.3",
+                                                           "docker_host": infra.second_engine}])
+    run_id = "e2e-two-engines"
+    proc = bench(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{TINY},max_steps=2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    result = json.loads((tmp_path / run_id / "resnet50" / "2x1" / "results.json").read_text())
+    tag, image_id = result["image"].split(" (")[0], result["image"].split(" (")[1].rstrip(")")
+    assert bench_images()[tag] == image_id
+    assert bench_images(engine2)[tag] == image_id  # loaded, not rebuilt: the same id
+    assert result["metrics"]["world_size"] == 2
+    listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=bench.run_id={run_id}"],
+                            capture_output=True, text=True, timeout=30, check=True, env=engine2)
+    assert listed.stdout.split() == []

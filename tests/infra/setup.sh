@@ -125,6 +125,32 @@ step_dockerd() {
     docker version >/dev/null 2>&1 || die "plain \`docker\` ($(command -v docker)) cannot talk to the daemon"
 }
 
+# --- a second Docker engine ----------------------------------------------------
+# Test host node2 can be pointed at it (docker_host) to play a machine with its
+# own image store: the harness must then copy the image there (docker save/load).
+ENGINE2_DIR=/run/bench-engine2
+ENGINE2_SOCK=unix://$ENGINE2_DIR/docker.sock
+engine2_up() { DOCKER_HOST=$ENGINE2_SOCK docker info >/dev/null 2>&1; }
+
+step_engine2() {
+    if engine2_up; then
+        say engine2 "already running ($ENGINE2_SOCK)"
+        return
+    fi
+    local t=$EPOCHREALTIME
+    mkdir -p "$ENGINE2_DIR" /var/lib/bench-engine2
+    setsid -f dockerd --host "$ENGINE2_SOCK" --data-root /var/lib/bench-engine2 \
+        --exec-root "$ENGINE2_DIR/exec" --pidfile "$ENGINE2_DIR/docker.pid" \
+        --bridge=none --iptables=false --ip6tables=false \
+        >>"$CACHE/engine2.log" 2>&1 </dev/null 9>&-
+    local deadline=$((SECONDS + 60))
+    until engine2_up; do
+        ((SECONDS < deadline)) || { tail -n 20 "$CACHE/engine2.log" >&2; die "second dockerd did not answer (log: .cache/engine2.log)"; }
+        sleep 0.5
+    done
+    say engine2 "started $ENGINE2_SOCK ($(elapsed "$t") s)"
+}
+
 # --- base image --------------------------------------------------------------
 step_base_image() {
     # The key names the debootstrap inputs: change --include and the tarball is rebuilt.
@@ -276,5 +302,8 @@ step_venv
 step_dockerd
 step_base_image
 # scripts/setup.sh (what `make bench` needs) stops here.
-[[ ${1:-} == --no-test-hosts ]] || step_ssh_hosts
+if [[ ${1:-} != --no-test-hosts ]]; then
+    step_engine2
+    step_ssh_hosts
+fi
 say done "in $(elapsed "$T0") s"
