@@ -18,11 +18,12 @@ from harness.docker_backend import DockerSshBackend, remove_labelled
 from harness.errors import HarnessError, UserError
 from harness.inventory import load_inventory
 from harness.job import make_job
+from harness.readme_page import build_readme
 from harness.report import print_result, write_reports
 from harness.results import RunResult
 from harness.runner import RunInterrupted, build_plan, run_job
 from harness.vendor import VendorSpec, load_vendor
-from harness.vendor_page import VendorPage, render_page
+from harness.vendor_page import VendorPage, read_page, render_page
 
 DEFAULT_HOSTS = REPO_ROOT / "hosts.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -118,7 +119,7 @@ def _repro_pins(args: argparse.Namespace, vendor: VendorSpec,
         if args.allow_drift:
             _warn(console, "--allow-drift has no effect without --repro")
         return None, {}
-    page = repro.load_page(args.repro)
+    page = read_page(args.repro)
     pins = repro.framework_pins(page, vendor, str(args.repro))
     framework = page.software.framework
     if not pins:
@@ -206,8 +207,8 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_readme(args: argparse.Namespace, console: Console) -> int:
     results = load_results(args.results)
-    reference = repro.load_page(args.reference) if args.reference else None
-    readme = repro.build_readme(results, reference, include_failed=args.include_failed)
+    reference = read_page(args.reference) if args.reference else None
+    readme = build_readme(results, reference, include_failed=args.include_failed)
     for result in readme.excluded:
         reason = (result.failure or "unknown failure").strip().splitlines()[0]
         console.print(Text(f"excluded failed run {result.run_id} ({result.case} {result.vendor} "
@@ -235,7 +236,7 @@ def _cmd_env(args: argparse.Namespace, console: Console) -> int:
         payload = {host: info.model_dump() for host, info in environments.items()}
         sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         return 0
-    page = repro.load_page(args.page)
+    page = read_page(args.page)
     vendor = load_vendor(args.vendor) if args.vendor else repro.vendor_for_page(page)
     if vendor is not None and not args.vendor:
         console.print(f"vendor {vendor.name} (it pins {page.software.framework})", highlight=False)

@@ -15,7 +15,13 @@ import paramiko
 
 from harness.backend import ClusterBackend, NodeState, PreflightReport
 from harness.environment import EnvironmentInfo, capture_environment
-from harness.errors import HarnessError, HostUnreachable, RemoteCommandError, RunFailed, UserError
+from harness.errors import (
+    HarnessError,
+    HostUnreachable,
+    RemoteCommandError,
+    RunFailed,
+    UserError,
+)
 from harness.image import ImagePlan, write_context
 from harness.inventory import Host, Inventory
 from harness.job import Job

@@ -1,10 +1,9 @@
 """Reproducing a vendor page.
 
-A vendor README page (harness/vendor_page.py) is three things to this harness:
-the format its own runs are published in, the environment a run has to stand
-in, and the numbers a run is measured against.
+A vendor README page (harness/vendor_page.py) is, besides the format our own
+runs are published in (harness/readme_page.py), the environment a run has to
+stand in and the numbers it is measured against.
 
-    runs (results.json)       -> build_readme    -> VendorPage (``readme``)
     page + captured hosts     -> host_drift      -> HostDrift  (``env diff``, the REPRO check)
     page + vendor.yaml        -> framework_pins  -> Job.template_overrides (REPRO)
     page + finished run       -> compare         -> Comparison (reference.md, results.json)
@@ -22,265 +21,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from harness import REPO_ROOT
 from harness.docker_backend import DockerSshBackend
-from harness.environment import UNKNOWN, DriftRow, EnvironmentInfo, capture_environment, differences, drift
+from harness.environment import (
+    DriftRow,
+    EnvironmentInfo,
+    capture_environment,
+    drift,
+)
 from harness.errors import UserError
-from harness.events import Event, last, parse_lines, read_event_files
 from harness.inventory import Host, Inventory
 from harness.launch import RunPlan
 from harness.parallel import run_all
 from harness.results import RunResult
-from harness.vendor import VendorSpec, available_vendors, load_vendor
+from harness.vendor import VendorSpec, load_vendor, vendors_pinning
 from harness.vendor_page import (
-    ABSENT_TEXTS,
-    GeneralMetricRow,
-    GeneralMetrics,
-    HardwareEnv,
-    LabelStyle,
     MetricRow,
-    SoftwareEnv,
     VendorPage,
     env_spec_from_page,
-    page_from_results,
-    parse_page,
+    fix_hp_params,
+    label_style_of,
     render_table,
     row_from_result,
 )
 
 FRAMEWORK_FIELD = "训练框架版本"
 
-
-def load_page(path: Path) -> VendorPage:
-    """A vendor page from disk; unreadable or malformed -> UserError naming the file (and line)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read the vendor page: {exc.strerror or exc}", file=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise UserError(f"the vendor page is not UTF-8 text: {exc.reason}", file=str(path)) from exc
-    return parse_page(text, str(path))
-
-
-def _known(value: str | None) -> str | None:
-    return value if value and value != UNKNOWN else None
-
-
-# --------------------------------------------------------------------------- runs -> page
-
-# The 模型 cell the reference pages write for each case.
-CASE_MODEL_NAMES = {
-    "resnet50": "resnet50",
-    "mobilenetv2": "MobilenetV2",
-    "vit": "Vision Transformer",
-    "bigtransfer": "Big Transfer",
-}
-DEFAULT_DATASET = "ImageNet2012"
-SYNTHETIC_SUFFIX = " (synthetic)"
-DEPENDENCY_NAMES = ("cuda", "cudnn", "nccl")
-
-
-def hardware_from_environment(env: EnvironmentInfo) -> HardwareEnv:
-    """The 硬件环境 list of one captured host; unknown fields are left out."""
-    return HardwareEnv.build(
-        machine_model=_known(env.machine_model),
-        accelerator_model=_known(env.accelerator_model),
-        cpu_model=_known(env.cpu_model),
-        network_type=_known(env.network_type),
-        network_rate=_known(env.network_rate),
-    )
-
-
-def framework_string(torch_version: str | None) -> str | None:
-    """``pytorch-1.8.0a0+52ea372``, as the pages write the framework."""
-    return f"pytorch-{torch_version}" if torch_version else None
-
-
-def software_from_environment(
-    env: EnvironmentInfo, *, torch_version: str | None = None, image: str | None = None
-) -> SoftwareEnv:
-    """The 软件环境 list of one captured host. The framework is the host's probed
-    torch, else ``torch_version`` (what the training processes reported);
-    the dependencies are the probed cuda/cudnn/nccl, ``无`` when none is known."""
-    versions = env.framework
-    dependencies = {name: getattr(versions, name) for name in DEPENDENCY_NAMES if _known(getattr(versions, name))}
-    return SoftwareEnv.build(
-        os=_known(env.os),
-        kernel=_known(env.kernel),
-        driver=_known(env.accelerator_driver),
-        docker_version=_known(env.docker_version),
-        docker_image=image,
-        framework=framework_string(_known(versions.torch) or torch_version),
-        dependencies=dependencies,
-    )
-
-
-def run_environments(result: RunResult) -> dict[str, EnvironmentInfo]:
-    """The per-host environments recorded in results.json (hosts whose record
-    does not validate are skipped)."""
-    found: dict[str, EnvironmentInfo] = {}
-    for host, data in result.environment.items():
-        try:
-            found[host] = EnvironmentInfo.model_validate(data)
-        except ValidationError:
-            continue
-    return found
-
-
-def torch_from_events(result: RunResult) -> str | None:
-    """torch.__version__ as the training processes reported it (the ``world``
-    event): from the collected event logs, else the log tail kept in results.json."""
-    for node in result.nodes:
-        events: list[Event] = []
-        folder = Path(node.log_dir)
-        if folder.is_dir():
-            for rank_events in read_event_files(folder).values():
-                events += rank_events
-        events += parse_lines(node.last_lines)
-        world = last(events, "world")
-        if world is not None and world.value.get("torch"):
-            return str(world.value["torch"])
-    return None
-
-
-def image_tag(result: RunResult) -> str | None:
-    """``bench/cpu:f50b2d847e8ee0cf`` from ``bench/cpu:f50b... (sha256:...)``."""
-    tag = result.image.partition(" (")[0].strip()
-    return tag or None
-
-
-def _label_style(page: VendorPage) -> LabelStyle:
-    first = page.metric_rows[0].config if page.metric_rows else ""
-    return "ascii" if "(" in first and "（" not in first else "fullwidth"
-
-
-def _fix_hp_params(fix_hp: str) -> dict[str, str]:
-    if fix_hp.strip() in ABSENT_TEXTS:
-        return {}
-    pairs = (item.split("=", 1) for item in fix_hp.split(",") if "=" in item)
-    return {name.strip(): value.strip() for name, value in pairs}
-
-
-@dataclass
-class Readme:
-    page: VendorPage
-    excluded: list[RunResult] = field(default_factory=list)  # failed runs left out of the table
-    notes: list[str] = field(default_factory=list)  # warnings for the user
-
-
-def _general_from_reference(general: GeneralMetrics, dataset: str, device_short_name: str) -> GeneralMetrics:
-    """The reference page's 通用指标 wording, with the two cells that describe
-    the runs themselves (数据集, 硬件设备简称) set to ours."""
-    rows: list[GeneralMetricRow] = []
-    for row in general.rows:
-        name = row.name.strip("* ")
-        if name == "数据集":
-            row = row.model_copy(update={"value": dataset})
-        elif name == "硬件设备简称":
-            row = row.model_copy(update={"value": device_short_name})
-        rows.append(row)
-    return GeneralMetrics(header=list(general.header), rows=rows)
-
-
-@dataclass
-class _Wording:
-    """What a page says about the runs besides their numbers."""
-
-    model_name: str
-    dataset: str
-    device_short_name: str
-    title: str | None = None  # None: "<vendor> 配置与运行信息参考"
-    acc_header: str = "acc"
-    preamble: str = ""
-    label_style: LabelStyle = "fullwidth"
-
-
-def _wording(case: str, vendor: str, accelerator: str, reference: VendorPage | None) -> _Wording:
-    wording = _Wording(CASE_MODEL_NAMES.get(case, case), DEFAULT_DATASET, accelerator)
-    if reference is None:
-        return wording
-    general = reference.general_metrics
-    if general is not None:
-        wording.model_name = general.get("模型") or wording.model_name
-        wording.dataset = general.get("数据集") or wording.dataset
-        short_name = general.get("硬件设备简称")
-        if short_name and accelerator.lower() in short_name.lower():
-            wording.device_short_name = short_name
-    wording.acc_header = reference.acc_header
-    wording.preamble = reference.preamble
-    wording.label_style = _label_style(reference)
-    framework = reference.software.framework
-    if framework and vendor in pinning_vendors(framework):
-        wording.title = reference.title  # the same vendor's page: its heading fits ours
-    return wording
-
-
-def _page_environment(candidates: Sequence[RunResult]) -> tuple[RunResult, EnvironmentInfo, list[str]]:
-    """The run and host whose environment the page shows, and notes about that choice."""
-    source = next((result for result in candidates if run_environments(result)), candidates[0])
-    environments = run_environments(source)
-    env = next(iter(environments.values()), EnvironmentInfo(host="unknown"))
-    notes: list[str] = []
-    if not environments:
-        notes.append(f"run {source.run_id} recorded no environment: the environment section is left empty")
-    for difference in differences(environments):
-        values = ", ".join(f"{host}={value}" for host, value in difference.values.items())
-        notes.append(f"hosts of run {source.run_id} differ in {difference.field} ({values}); "
-                     f"the page shows {env.host}'s")
-    return source, env, notes
-
-
-def build_readme(
-    results: Sequence[RunResult], reference: VendorPage | None = None, *, include_failed: bool = False
-) -> Readme:
-    """The vendor page of one case's runs on one vendor, one 性能指标 row per
-    run in the order given. The environment is the first host's of the first
-    included run that recorded one. With ``reference``, its title (same
-    vendor), preamble, model name, dataset and 通用指标 wording are used.
-    Failed runs are left out unless ``include_failed``."""
-    if not results:
-        raise UserError("no runs to write a page for", field="RESULTS")
-    cases = sorted({result.case for result in results})
-    vendors = sorted({result.vendor for result in results})
-    if len(cases) > 1 or len(vendors) > 1:
-        raise UserError(
-            f"a page is one case on one vendor; these results hold cases {', '.join(cases)} "
-            f"on vendors {', '.join(vendors)}: pass the results of one case and vendor",
-            field="RESULTS",
-        )
-    chosen = [result for result in results if include_failed or result.status == "success"]
-    excluded = [result for result in results if not include_failed and result.status != "success"]
-    source, env, notes = _page_environment(chosen or list(results))
-    if not chosen:
-        notes.append("no successful run: the 性能指标 table is empty")
-    wording = _wording(cases[0], vendors[0], source.accelerator, reference)
-    if any(result.effective_config.get("synthetic") for result in chosen):
-        wording.dataset += SYNTHETIC_SUFFIX
-    page = page_from_results(
-        list(results),
-        hardware_from_environment(env),
-        software_from_environment(env, torch_version=torch_from_events(source), image=image_tag(source)),
-        wording.model_name,
-        wording.dataset,
-        device_short_name=wording.device_short_name,
-        title=wording.title,
-        acc_header=wording.acc_header,
-        preamble=wording.preamble,
-        label_style=wording.label_style,
-        include_failed=include_failed,
-    )
-    if reference is not None and reference.general_metrics is not None:
-        page.general_metrics = _general_from_reference(
-            reference.general_metrics, wording.dataset, wording.device_short_name)
-    return Readme(page=page, excluded=excluded, notes=notes)
-
-
-# --------------------------------------------------------------------------- page -> image pins
+FRAMEWORK_FIELD = "训练框架版本"
 
 
 def _vendor_file(vendor: VendorSpec) -> str:
@@ -291,15 +63,10 @@ def _vendor_file(vendor: VendorSpec) -> str:
         return str(path)
 
 
-def pinning_vendors(framework: str) -> list[str]:
-    """The vendors whose vendor.yaml pins this framework string."""
-    return [name for name in available_vendors() if framework.strip() in load_vendor(name).framework_pins]
-
-
 def vendor_for_page(page: VendorPage) -> VendorSpec | None:
     """The one vendor that pins the page's framework, if exactly one does."""
     framework = page.software.framework
-    names = pinning_vendors(framework) if framework else []
+    names = vendors_pinning(framework) if framework else []
     return load_vendor(names[0]) if len(names) == 1 else None
 
 
@@ -314,7 +81,7 @@ def framework_pins(page: VendorPage, vendor: VendorSpec, source: str) -> dict[st
     if pins is not None:
         return dict(pins)
     known = ", ".join(sorted(vendor.framework_pins)) or "none"
-    others = [name for name in pinning_vendors(framework) if name != vendor.name]
+    others = [name for name in vendors_pinning(framework) if name != vendor.name]
     hint = (f"; VENDOR={others[0]} pins it" if others
             else f"; add it to framework_pins in {_vendor_file(vendor)} with the template_params that build it")
     raise UserError(
@@ -498,7 +265,7 @@ def pick_row(page: VendorPage, nnodes: int, nproc: int, fix_hp: str) -> MetricRo
     same = [row for row in page.metric_rows if (row.nnodes, row.nproc) == (nnodes, nproc)]
     if not same:
         return None
-    wanted = _fix_hp_params(fix_hp)
+    wanted = fix_hp_params(fix_hp)
     return next((row for row in same if row.fix_hp_params == wanted), same[0])
 
 
@@ -533,7 +300,7 @@ def _ratio(ours: float | None, theirs: float | None) -> float | None:
 def compare(result: RunResult, page: VendorPage, source: str) -> Comparison:
     """The finished run beside the page's row for the same config: both cells
     and ours/page per column (mem: used GiB)."""
-    ours = row_from_result(result, _label_style(page))
+    ours = row_from_result(result, label_style_of(page))
     metrics = result.metrics
     our_values: dict[str, float | None] = {
         "e2e_time": metrics.e2e_time if metrics else None,
@@ -558,7 +325,7 @@ def compare(result: RunResult, page: VendorPage, source: str) -> Comparison:
             "e2e_time": row.e2e_time.value, "p_whole": row.p_whole.value, "p_train": row.p_train.value,
             "p_core": row.p_core.value, "acc": row.acc.percent, "mem": row.mem.used_gib,
         }
-        if row.fix_hp_params != _fix_hp_params(result.fix_hp):
+        if row.fix_hp_params != fix_hp_params(result.fix_hp):
             notes.append(f"the page has no {result.config_name} row with fix_hp {result.fix_hp}; "
                          f"compared with its first {result.config_name} row (fix_hp {row.fix_hp})")
         if row.precision.strip().lower() != result.precision.strip().lower():

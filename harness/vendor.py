@@ -92,3 +92,8 @@ def load_vendor(name: str) -> VendorSpec:
     if not spec.template_path.is_file():
         raise UserError(f"template {spec.template} not found", file=str(path), field="template")
     return spec
+
+
+def vendors_pinning(framework: str) -> list[str]:
+    """The vendors whose vendor.yaml pins this framework string (a page's 训练框架版本)."""
+    return [name for name in available_vendors() if framework.strip() in load_vendor(name).framework_pins]

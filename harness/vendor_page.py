@@ -20,6 +20,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
@@ -506,6 +507,14 @@ def config_label(accelerator: str, nnodes: int, nproc: int, style: LabelStyle = 
     return f"{accelerator}{machines}{cards}（{nnodes}x{nproc}）"
 
 
+def fix_hp_params(fix_hp: str) -> dict[str, str]:
+    """``bs=256,lr=0.72`` -> {"bs": "256", "lr": "0.72"}; ``/`` or empty -> {}."""
+    if fix_hp.strip() in ABSENT_TEXTS:
+        return {}
+    pairs = (item.split("=", 1) for item in fix_hp.split(",") if "=" in item)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
 class MetricRow(BaseModel):
     """One row of the 性能指标 table."""
 
@@ -528,10 +537,7 @@ class MetricRow(BaseModel):
 
     @property
     def fix_hp_params(self) -> dict[str, str]:
-        if self.fix_hp.strip() in ABSENT_TEXTS:
-            return {}
-        pairs = (item.split("=", 1) for item in self.fix_hp.split(",") if "=" in item)
-        return {name.strip(): value.strip() for name, value in pairs}
+        return fix_hp_params(self.fix_hp)
 
     def cells(self, lang: Lang = "zh") -> list[str]:
         label = self.config if lang == "zh" else config_label(self.accelerator, self.nnodes, self.nproc, "en")
@@ -1163,3 +1169,20 @@ def env_spec_from_page(page: VendorPage) -> dict[str, str | float | dict[str, st
         "framework": software.framework,
         "dependencies": software.dependencies,
     }
+
+
+def label_style_of(page: VendorPage) -> LabelStyle:
+    """The bracket style the page's row labels use: ``（1x8）`` or ``(1x8)``."""
+    first = page.metric_rows[0].config if page.metric_rows else ""
+    return "ascii" if "(" in first and "（" not in first else "fullwidth"
+
+
+def read_page(path: Path) -> VendorPage:
+    """A vendor page from disk; unreadable or malformed -> UserError naming the file (and line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read the vendor page: {exc.strerror or exc}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"the vendor page is not UTF-8 text: {exc.reason}", file=str(path)) from exc
+    return parse_page(text, str(path))

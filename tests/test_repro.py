@@ -1,5 +1,5 @@
-"""Reproducing a vendor page (harness/repro.py): the page of our own runs, the
-framework pins, the environment check before a run and the comparison after
+"""Reproducing a vendor page (harness/repro.py) and the page of our own runs
+(harness/readme_page.py): framework pins, the environment check before a run and the comparison after
 it. Nothing here needs Docker or a host: run_job runs on a stand-in backend."""
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from harness.image import ImagePlan
 from harness.inventory import Inventory, load_inventory
 from harness.job import Job, make_job
 from harness.launch import RunPlan, plan_run
+from harness.readme_page import build_readme
 from harness.repro import (
     EnvironmentGate,
-    build_readme,
     compare,
     comparison_markdown,
     framework_pins,
     host_drift,
-    load_page,
     pick_row,
     record_reference,
     vendor_for_page,
@@ -34,7 +33,7 @@ from harness.repro import (
 from harness.results import Metrics, NodeOutcome, RunResult
 from harness.runner import build_plan, run_job
 from harness.vendor import VendorSpec, load_vendor
-from harness.vendor_page import parse_page, render_page, split_table_row
+from harness.vendor_page import parse_page, read_page, render_page, split_table_row
 
 PAGES = Path(__file__).parent / "fixtures" / "vendor_pages"
 PAGE_NAMES = sorted(path.name for path in PAGES.glob("*.md"))
@@ -199,7 +198,7 @@ def test_readme_takes_the_framework_from_the_training_processes_and_dependencies
 
 
 def test_readme_with_a_reference_page_takes_its_wording() -> None:
-    reference = load_page(PAGES / "nvidia-bigtransfer.md")
+    reference = read_page(PAGES / "nvidia-bigtransfer.md")
     page = build_readme([make_result()], reference).page
     text = render_page(page)
     lines = lines_of(text)
@@ -235,12 +234,12 @@ def test_readme_refuses_mixed_cases() -> None:
     ],
 )
 def test_pins_of_the_reference_pages(page_name: str, vendor: str, pins: dict[str, str]) -> None:
-    page = load_page(PAGES / page_name)
+    page = read_page(PAGES / page_name)
     assert framework_pins(page, load_vendor(vendor), page_name) == pins
 
 
 def test_unknown_pin_names_the_page_the_field_and_the_known_pins() -> None:
-    page = load_page(PAGES / "nvidia-resnet50.md")
+    page = read_page(PAGES / "nvidia-resnet50.md")
     with pytest.raises(UserError) as raised:
         framework_pins(page, load_vendor("cpu"), "page.md")
     message = str(raised.value)
@@ -268,7 +267,7 @@ def inventory_file(tmp_path: Path, hosts: int = 1) -> Path:
 
 
 def nvidia_job(overrides: dict[str, str] | None = None) -> Job:
-    pins = framework_pins(load_page(PAGES / "nvidia-resnet50.md"), load_vendor("nvidia"), "page")
+    pins = framework_pins(read_page(PAGES / "nvidia-resnet50.md"), load_vendor("nvidia"), "page")
     return make_job("resnet50", "nvidia", "A100", "1x8", fix_hp="bs=256,lr=0.8",
                     template_overrides={**pins, **(overrides or {})}, run_id="20261125-000000-cccccc")
 
@@ -332,7 +331,7 @@ def quiet() -> Console:
 
 
 def gate_for(allow_drift: bool, console: Console | None = None) -> EnvironmentGate:
-    page = load_page(PAGES / "nvidia-resnet50.md")
+    page = read_page(PAGES / "nvidia-resnet50.md")
     return EnvironmentGate(page, "nvidia-resnet50.md", allow_drift, console or quiet())
 
 
@@ -399,7 +398,7 @@ def test_host_drift_without_an_accelerator_on_the_page_skips_device_memory() -> 
 
 
 def test_comparison_p_core_twice_the_page_is_ratio_2() -> None:
-    page = load_page(PAGES / "nvidia-resnet50.md")
+    page = read_page(PAGES / "nvidia-resnet50.md")
     result = make_result(nproc=1, fix_hp="bs=256,lr=0.8", p_core=1598.0, p_train=795.0, p_whole=None,
                          e2e_time=1000.0, acc=None, mem_used_gib=55.2)
     comparison = compare(result, page, "nvidia-resnet50.md")
@@ -418,7 +417,7 @@ def test_comparison_p_core_twice_the_page_is_ratio_2() -> None:
 
 @pytest.mark.parametrize("page_name", PAGE_NAMES)
 def test_comparison_against_every_reference_page_row(page_name: str) -> None:
-    page = load_page(PAGES / page_name)
+    page = read_page(PAGES / page_name)
     for row in page.metric_rows:
         doubled = {column: 2 * cell.value if cell.value is not None else None
                    for column, cell in (("e2e_time", row.e2e_time), ("p_whole", row.p_whole),
@@ -438,7 +437,7 @@ def test_comparison_against_every_reference_page_row(page_name: str) -> None:
 
 
 def test_row_choice_by_config_and_fix_hp() -> None:
-    page = load_page(PAGES / "nvidia-resnet50.md")
+    page = read_page(PAGES / "nvidia-resnet50.md")
     assert pick_row(page, 1, 8, "bs=256,lr=0.8").p_core.value == 6105  # type: ignore[union-attr]
     assert pick_row(page, 1, 8, "lr=0.8,bs=256").p_core.value == 6105  # type: ignore[union-attr]
     assert pick_row(page, 1, 8, "/").p_core.value == 4659  # type: ignore[union-attr]
@@ -454,7 +453,7 @@ def test_row_choice_by_config_and_fix_hp() -> None:
 def test_record_reference_writes_reference_md_and_results_json(tmp_path: Path) -> None:
     inventory = load_inventory(inventory_file(tmp_path))
     plan = build_plan(nvidia_job(), inventory, StandInBackend({}))
-    page = load_page(PAGES / "nvidia-resnet50.md")
+    page = read_page(PAGES / "nvidia-resnet50.md")
     gate = gate_for(allow_drift=True)
     gate(plan, {"node1": a100_host(accelerator_driver="535.104.05")})
     result = make_result(nproc=8, fix_hp="bs=256,lr=0.8", p_core=12210.0)
@@ -483,14 +482,14 @@ def test_bad_page_is_a_user_error_with_file_and_line(tmp_path: Path) -> None:
     text = (PAGES / "nvidia-resnet50.md").read_text(encoding="utf-8").replace("| 28661 |", "| 2x8661 |")
     bad.write_text(text, encoding="utf-8")
     with pytest.raises(UserError) as raised:
-        load_page(bad)
+        read_page(bad)
     line = next(i for i, row in enumerate(text.splitlines(), start=1) if "2x8661" in row)
     assert str(raised.value).startswith(f"{bad}: line {line}: e2e_time cell '2x8661' is not a number")
     with pytest.raises(UserError, match="cannot read the vendor page"):
-        load_page(tmp_path / "missing.md")
+        read_page(tmp_path / "missing.md")
 
 
 def test_every_reference_page_is_pinned_by_exactly_its_vendor() -> None:
     for name in PAGE_NAMES:
-        vendor = vendor_for_page(load_page(PAGES / name))
+        vendor = vendor_for_page(read_page(PAGES / name))
         assert vendor is not None and vendor.name == name.split("-")[0], name

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT
 from harness.errors import UserError
 from harness.results import Metrics, RunResult
 from harness.vendor_page import (
