@@ -13,7 +13,7 @@ ALLOW_DRIFT ?=
 PYTEST_ARGS ?=
 PY := .venv/bin/python
 
-.PHONY: setup bench test report clean help
+.PHONY: setup bench test lint report clean help
 
 help:
 	@$(PY) -m harness --help 2>/dev/null || echo "run 'make setup' first"
@@ -31,7 +31,11 @@ bench: setup
 # Everything the tests need (setup + two SSH test hosts), then the whole suite.
 test:
 	@bash tests/infra/setup.sh
+	$(PY) -m ruff check harness cases tests bench
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+
+lint:
+	$(PY) -m ruff check harness cases tests bench
 
 report:
 	$(PY) -m harness report results

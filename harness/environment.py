@@ -502,7 +502,9 @@ def capture_environment(
     run_all(lambda group: group(), groups)
     if image:
         info.framework = _capture_framework(
-            _Prober(transport, max(timeout, 120)), container_probe_argv(image, docker_args, python or DEFAULT_PYTHON), f"image {image} on {transport.host}"
+            _Prober(transport, max(timeout, 120)),
+            container_probe_argv(image, docker_args, python or DEFAULT_PYTHON),
+            f"image {image} on {transport.host}",
         )
     elif python is None:
         # The framework is the image's business; the training processes report it.

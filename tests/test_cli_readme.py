@@ -15,7 +15,14 @@ import yaml
 from harness import REPO_ROOT
 from harness.environment import EnvironmentInfo
 from harness.results import Metrics, RunResult
-from harness.vendor_page import HardwareEnv, SoftwareEnv, VendorPage, parse_page, render_page, split_table_row
+from harness.vendor_page import (
+    HardwareEnv,
+    SoftwareEnv,
+    VendorPage,
+    parse_page,
+    render_page,
+    split_table_row,
+)
 
 PAGES = Path(__file__).parent / "fixtures" / "vendor_pages"
 GOLDEN_HOSTS = Path(__file__).parent / "golden" / "hosts_2x2.yaml"

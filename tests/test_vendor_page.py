@@ -30,7 +30,6 @@ from harness.vendor_page import (
     split_table_row,
 )
 
-
 # Copies of ../shared/reference/vendor-readmes: the five published vendor pages.
 REFERENCE_DIR = Path(__file__).parent / "fixtures" / "vendor_pages"
 PAGE_NAMES = [
