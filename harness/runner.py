@@ -36,6 +36,7 @@ from harness.vendor import load_vendor
 
 POLL_S = 0.25
 PROGRESS_S = 5.0
+PROGRESS_LOG_S = 30.0
 # Consecutive failed polls of a host before it counts as lost.
 HOST_LOST_AFTER = 20
 
@@ -120,9 +121,11 @@ def wait_for_nodes(plan: RunPlan, backend: ClusterBackend, console: Console) -> 
                 return WaitOutcome(False, f"timed out after {plan.job.timeout_s:.0f} s")
             if time.monotonic() >= next_progress:
                 line = _progress_line(plan, backend)
-                if line:
+                if line and console.is_terminal:
                     status.update(f"training: {line}")
-                next_progress = time.monotonic() + PROGRESS_S
+                elif line:  # an overnight log has no spinner: a line now and then instead
+                    console.print(f"training: {line}")
+                next_progress = time.monotonic() + (PROGRESS_S if console.is_terminal else PROGRESS_LOG_S)
             time.sleep(POLL_S)
 
 

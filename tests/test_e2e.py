@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,6 +184,7 @@ def test_timeout_stops_the_run_and_reports_it(make_hosts_yaml: Callable[..., Pat
     assert time.monotonic() - started < 60
     result = json.loads((tmp_path / run_id / "resnet50" / "1x1" / "results.json").read_text())
     assert result["status"] == "failed" and "timed out after 12 s" in result["failure"]
+    assert re.search(r"training: epoch \d+ step \d+: [\d,.]+ samples/s", proc.stderr)  # live progress in a log
     assert (tmp_path / run_id / "resnet50" / "1x1" / "node1_noderank0" / "events_rank0.log").is_file()
     assert containers_of(run_id) == []
 
