@@ -215,3 +215,18 @@ def test_image_is_copied_to_a_host_with_its_own_engine(make_hosts_yaml: Callable
     listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=bench.run_id={run_id}"],
                             capture_output=True, text=True, timeout=30, check=True, env=engine2)
     assert listed.stdout.split() == []
+
+
+def test_accepting_unknown_host_keys_is_explicit_and_saves_them(make_hosts_yaml: Callable[..., Path],
+                                                               tmp_path: Path, infra: "TestInfra") -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    hosts = make_hosts_yaml(hosts=["node1"], cluster_overrides={"known_hosts": str(known),
+                                                                "accept_unknown_host_keys": True})
+    proc = subprocess.run([sys.executable, "-m", "harness", "env", "capture", "--hosts", str(hosts)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["node1"]["os"] != "unknown"
+    saved = known.read_text().split()
+    real = next(line.split() for line in infra.known_hosts.read_text().splitlines() if "127.0.0.2" in line)
+    assert saved[:3] == real[:3]  # [127.0.0.2]:2222, key type, the very key sshd presents
