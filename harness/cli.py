@@ -19,7 +19,7 @@ from harness.errors import HarnessError, UserError
 from harness.inventory import load_inventory
 from harness.job import make_job
 from harness.readme_page import build_readme
-from harness.report import print_result, write_reports
+from harness.report import print_results, write_reports
 from harness.results import RunResult
 from harness.runner import RunInterrupted, build_plan, run_job
 from harness.vendor import VendorSpec, load_vendor
@@ -162,7 +162,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         result, comparison = repro.record_reference(result, page, source, pins, gate, out_dir)
     write_reports([result], out_dir)
     out = _wide_console()
-    print_result(result, out)
+    print_results([result], out)
     if comparison is not None:
         out.print(repro.comparison_table(comparison))
         for note in comparison.notes:
@@ -200,8 +200,7 @@ def load_results(paths: list[Path]) -> list[RunResult]:
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
-    for result in load_results(args.results):
-        print_result(result, Console())
+    print_results(load_results(args.results), _wide_console())
     return 0
 
 

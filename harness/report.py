@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness import vendor_page  # noqa
+from harness import vendor_page
 from harness.results import RunResult
 
-COLUMNS = ("配置", "precision", "fix_hp", "e2e_time", "p_whole", "p_train", "p_core", "acc", "mem")
+LEFT_ALIGNED = {"precision", "fix_hp"}
 
 
 def metric_table_markdown(results: list[RunResult]) -> str:
@@ -20,23 +20,31 @@ def metric_table_markdown(results: list[RunResult]) -> str:
     return vendor_page.render_metric_table([vendor_page.row_from_result(r) for r in results])
 
 
-def print_result(result: RunResult, console: Console) -> None:
-    table = Table(title=f"{result.case} · {result.vendor} · run {result.run_id}", show_lines=False)
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("配置", "precision", "fix_hp") else "right")
-    row = vendor_page.row_from_result(result)
-    table.add_row(*vendor_page.row_cells(row))
+def print_results(results: list[RunResult], console: Console) -> None:
+    """One table of every run (failed ones included, their cells `/` where
+    nothing was measured), then what each run adds: step times, where mem came
+    from, the failure, where the logs are."""
+    title = " / ".join(sorted({f"{r.case} · {r.vendor}" for r in results}))
+    table = Table(title=title, show_lines=False)
+    table.add_column("run", justify="left", style="dim")
+    for index, column in enumerate(vendor_page.metric_header()):
+        table.add_column(column, justify="left" if index == 0 or column in LEFT_ALIGNED else "right")
+    for result in results:
+        cells = vendor_page.row_cells(vendor_page.row_from_result(result))
+        table.add_row(result.run_id, *cells, style=None if result.status == "success" else "red")
     console.print(table)
-    metrics = result.metrics
-    if metrics is not None:
-        extra = (f"world size {metrics.world_size} · {metrics.samples} samples in {metrics.steps} steps"
-                 f" · step time p50/p90/max {metrics.step_s_p50 or 0:.3f}/{metrics.step_s_p90 or 0:.3f}/"
-                 f"{metrics.step_s_max or 0:.3f} s · mem from {metrics.mem_source}")
-        console.print(Text(extra, style="dim"))
-    if result.status != "success":
-        console.print(Text.assemble(("FAILED: ", "bold red"), result.failure or "unknown failure"))
-    for node in result.nodes:
-        console.print(Text(f"logs of node {node.node_rank} ({node.host}): {node.log_dir}", style="dim"))
+    for result in results:
+        metrics = result.metrics
+        if metrics is not None:
+            console.print(Text(
+                f"{result.run_id}: world size {metrics.world_size} · {metrics.samples} samples in {metrics.steps} steps"
+                f" · step time p50/p90/max {metrics.step_s_p50 or 0:.3f}/{metrics.step_s_p90 or 0:.3f}/"
+                f"{metrics.step_s_max or 0:.3f} s · mem from {metrics.mem_source}", style="dim"))
+        if result.status != "success":
+            console.print(Text.assemble((f"{result.run_id} FAILED: ", "bold red"), result.failure or "unknown failure"))
+        for node in result.nodes:
+            console.print(Text(f"{result.run_id}: logs of node {node.node_rank} ({node.host}): {node.log_dir}",
+                               style="dim"))
 
 
 def write_reports(results: list[RunResult], folder: Path) -> Path:

@@ -999,10 +999,14 @@ def render_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def metric_header(acc_header: str = "acc", lang: Lang = "zh") -> list[str]:
+    """``配置 | precision | fix_hp | e2e_time | p_whole | p_train | p_core | acc | mem``."""
+    return [HEADINGS["config_column"][0 if lang == "zh" else 1], *METRIC_COLUMNS, acc_header, "mem"]
+
+
 def render_metric_table(rows: list[MetricRow], acc_header: str = "acc", lang: Lang = "zh") -> str:
     """The 性能指标 table: ``| 配置 | precision | fix_hp | ... | acc | mem |``."""
-    header = [HEADINGS["config_column"][0 if lang == "zh" else 1], *METRIC_COLUMNS, acc_header, "mem"]
-    return render_table(header, [row.cells(lang) for row in rows])
+    return render_table(metric_header(acc_header, lang), [row.cells(lang) for row in rows])
 
 
 def render_general_table(general: GeneralMetrics, lang: Lang = "zh") -> str:

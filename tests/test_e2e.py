@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import REPO_ROOT
+from harness.vendor_page import format_throughput
 
 if TYPE_CHECKING:  # pytest keeps one `conftest` module at a time: import for types only
     from conftest import TestInfra
@@ -71,6 +72,12 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
     assert "| 配置" in table and "（2x2）" in table
     assert "p_core" in proc.stdout and "2x2" in proc.stdout
     assert containers_of(run_id) == []
+    # The morning after: the table again, from results.json alone.
+    report = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert report.returncode == 0, report.stderr
+    assert run_id in report.stdout and "（2x2）" in report.stdout
+    assert format_throughput(metrics["p_core"]) in report.stdout
 
 
 def test_unreachable_host_fails_before_anything_starts(make_hosts_yaml: Callable[..., Path], tmp_path: Path,
