@@ -11,9 +11,10 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
-from harness import REPO_ROOT, repro
+from harness import REPO_ROOT, history, repro
 from harness.docker_backend import DockerSshBackend, remove_labelled
 from harness.errors import HarnessError, UserError
 from harness.inventory import load_inventory
@@ -23,7 +24,7 @@ from harness.report import print_results, write_reports
 from harness.results import RunResult
 from harness.runner import RunInterrupted, build_plan, run_job
 from harness.vendor import VendorSpec, load_vendor
-from harness.vendor_page import VendorPage, read_page, render_page
+from harness.vendor_page import VendorPage, format_acc, format_throughput, read_page, render_page
 
 DEFAULT_HOSTS = REPO_ROOT / "hosts.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove containers the harness left on the inventory's hosts")
     clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS)
     clean.add_argument("--run-id", help="only this run's containers (default: every run's)")
+
+    past = sub.add_parser("history", help="list past runs from the results database, newest first")
+    past.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
+    past.add_argument("--case", help="only this case")
+    past.add_argument("--vendor", help="only this vendor")
+    past.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
 
     report = sub.add_parser("report", help="print the metric table of finished runs")
     report.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding them")
@@ -161,14 +168,36 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     if page is not None and gate is not None:
         result, comparison = repro.record_reference(result, page, source, pins, gate, out_dir)
     write_reports([result], out_dir)
+    history_file = args.results / history.HISTORY_FILE
+    history.record(history_file, result, out_dir / "results.json")
     out = _wide_console()
     print_results([result], out)
+    for regression in history.regressions(history_file, result):
+        out.print(Text.assemble(("regression: ", "bold yellow"), regression.describe()))
     if comparison is not None:
         out.print(repro.comparison_table(comparison))
         for note in comparison.notes:
             out.print(Text(f"note: {note}", style="dim"))
         out.print(Text(f"written to {out_dir / 'reference.md'}", style="dim"))
     return 0 if result.status == "success" else 1
+
+
+def _cmd_history(args: argparse.Namespace, console: Console) -> int:
+    rows = history.runs(args.results / history.HISTORY_FILE, args.case, args.vendor, args.limit)
+    if not rows:
+        console.print(f"no runs recorded in {args.results / history.HISTORY_FILE}")
+        return 0
+    table = Table(title=f"runs in {args.results}")
+    for column in ("run", "finished", "case", "vendor", "config", "precision", "fix_hp", "status",
+                   "p_core", "p_train", "p_whole", "acc"):
+        table.add_column(column, justify="right" if column.startswith("p_") or column == "acc" else "left")
+    for row in rows:
+        numbers = [format_throughput(value) for value in (row.p_core, row.p_train, row.p_whole)]
+        table.add_row(row.run_id, row.finished_at, row.case, row.vendor, f"{row.accelerator} {row.config}",
+                      row.precision, row.fix_hp, row.status, *numbers, format_acc(row.acc),
+                      style=None if row.status == "success" else "red")
+    _wide_console().print(table)
+    return 0
 
 
 def _cmd_clean(args: argparse.Namespace, console: Console) -> int:
@@ -254,6 +283,7 @@ def _cmd_env(args: argparse.Namespace, console: Console) -> int:
 
 COMMANDS = {
     "bench": _cmd_bench,
+    "history": _cmd_history,
     "clean": _cmd_clean,
     "report": _cmd_report,
     "readme": _cmd_readme,

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import REPO_ROOT
+from harness.history import HISTORY_FILE
+from harness.history import runs as history_runs
 from harness.vendor_page import format_throughput
 
 if TYPE_CHECKING:  # pytest keeps one `conftest` module at a time: import for types only
@@ -78,6 +80,7 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
     assert report.returncode == 0, report.stderr
     assert run_id in report.stdout and "（2x2）" in report.stdout
     assert format_throughput(metrics["p_core"]) in report.stdout
+    assert [(row.run_id, row.status) for row in history_runs(tmp_path / HISTORY_FILE)] == [(run_id, "success")]
 
 
 def test_unreachable_host_fails_before_anything_starts(make_hosts_yaml: Callable[..., Path], tmp_path: Path,
