@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jinja2
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from harness import vendor_page
+from harness.environment import EnvironmentInfo
 from harness.results import RunResult
 
 LEFT_ALIGNED = {"precision", "fix_hp"}
@@ -47,8 +49,37 @@ def print_results(results: list[RunResult], console: Console) -> None:
                                style="dim"))
 
 
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+    autoescape=True,  # failure text and log lines are arbitrary
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _environment_rows(result: RunResult) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    hosts = sorted(result.environment)
+    envs = [EnvironmentInfo.model_validate(result.environment[h]).comparable_fields() for h in hosts]
+    fields = list(envs[0]) if envs else []
+    return hosts, [(name, [env.get(name, "") for env in envs]) for name in fields]
+
+
+def report_html(results: list[RunResult]) -> str:
+    runs = []
+    for result in results:
+        hosts, rows = _environment_rows(result)
+        runs.append({"result": result, "cells": vendor_page.row_cells(vendor_page.row_from_result(result)),
+                     "hosts": hosts, "environment_rows": rows})
+    title = " / ".join(sorted({f"{r.case} · {r.vendor} · {r.config_name}" for r in results}))
+    return _TEMPLATES.get_template("report.html.j2").render(title=title, header=vendor_page.metric_header(), runs=runs)
+
+
 def write_reports(results: list[RunResult], folder: Path) -> Path:
+    """README.md (the 性能指标 table in the pages' format) and report.html (the
+    same table with each run's failure, phases, nodes and environment)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "README.md"
     path.write_text("* 性能指标\n\n" + metric_table_markdown(results), encoding="utf-8")
+    (folder / "report.html").write_text(report_html(results), encoding="utf-8")
     return path

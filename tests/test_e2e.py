@@ -70,6 +70,7 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
         assert env["os"] != "unknown" and env["docker_version"] != "unknown"
         assert env["framework"]["torch"].startswith("2.14.1")
         assert env["framework"]["source"].startswith("training process in container bench-e2e-2x2-ok")
+    assert run_id in (out / "report.html").read_text()
     table = (out / "README.md").read_text()
     assert "| 配置" in table and "（2x2）" in table
     assert "p_core" in proc.stdout and "2x2" in proc.stdout
