@@ -149,10 +149,15 @@ class DockerSshBackend(ClusterBackend):
 
     # -- environment and monitors -----------------------------------------------------
     def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
-        def capture(node: NodePlan) -> EnvironmentInfo:
-            return capture_environment(self.transport(node.host), smi=plan.vendor.smi, python=None)
+        return self.capture_hosts([node.host for node in plan.nodes], plan.vendor.smi)
 
-        return {n.host.name: info for n, info in zip(plan.nodes, run_all(capture, plan.nodes))}
+    def capture_hosts(self, hosts: list[Host], smi: str | None) -> dict[str, EnvironmentInfo]:
+        """Each host's environment, all hosts at once. No framework probe on the
+        host: the image carries the framework, and the training processes report it."""
+        def capture(host: Host) -> EnvironmentInfo:
+            return capture_environment(self.transport(host), smi=smi, python=None)
+
+        return {host.name: info for host, info in zip(hosts, run_all(capture, hosts))}
 
     def start_monitors(self, plan: RunPlan, dest: Path) -> None:
         # Monitors get their own connections so that a slow smi call never
@@ -189,24 +194,32 @@ class DockerSshBackend(ClusterBackend):
                             context_remote], timeout=BUILD_S)
         self.transport(node.host).run(["rm", "-rf", "--", context_remote], timeout=QUICK_S)
 
-    def _copy_image(self, source: NodePlan, target: NodePlan, tag: str) -> None:
-        """docker save on the source host, through the controller, docker load on the target."""
-        name = tag.replace("/", "_").replace(":", "_") + ".tar"
-        src_dir = f"{source.host.work_dir}/images"
-        dst_dir = f"{target.host.work_dir}/images"
-        self.transport(source.host).run(["mkdir", "-p", src_dir], timeout=QUICK_S).check()
-        self._docker(source, ["save", "--output", f"{src_dir}/{name}", tag], timeout=TRANSFER_S)
-        with tempfile.TemporaryDirectory(prefix="bench-img-") as tmp:
-            got = self.transport(source.host).get_tree(src_dir, Path(tmp))
-            if not any(p.name == name for p in got):
-                raise RunFailed(f"docker save of {tag} on {source.host.name} produced no file")
-            keep = Path(tmp) / "only"
-            keep.mkdir()
-            (Path(tmp) / name).rename(keep / name)
-            self.transport(target.host).put_tree(keep, dst_dir)
-        self._docker(target, ["load", "--input", f"{dst_dir}/{name}"], timeout=TRANSFER_S)
-        for node, folder in ((source, src_dir), (target, dst_dir)):
-            self.transport(node.host).run(["rm", "-f", f"{folder}/{name}"], timeout=QUICK_S)
+    def _copy_image(self, source: NodePlan, targets: list[NodePlan], tag: str) -> None:
+        """docker save once on the source host, through the controller, docker load on every target."""
+        name = tag.replace("/", "_").replace(":", "_")
+        # A folder of its own per tag and node (hosts may share a disk): put_tree
+        # replaces it whole, get_tree fetches only it.
+        def folder(node: NodePlan) -> str:
+            return f"{node.host.work_dir}/images/{name}-n{node.node_rank}"
+
+        self.transport(source.host).run(["mkdir", "-p", folder(source)], timeout=QUICK_S).check()
+        self._docker(source, ["save", "--output", f"{folder(source)}/image.tar", tag], timeout=TRANSFER_S)
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-img-") as tmp:
+                got = self.transport(source.host).get_tree(folder(source), Path(tmp))
+                if [p.name for p in got] != ["image.tar"]:
+                    raise RunFailed(f"docker save of {tag} on {source.host.name} produced no file")
+
+                def load(target: NodePlan) -> None:
+                    try:
+                        self.transport(target.host).put_tree(Path(tmp), folder(target))
+                        self._docker(target, ["load", "--input", f"{folder(target)}/image.tar"], timeout=TRANSFER_S)
+                    finally:
+                        self.transport(target.host).run(["rm", "-rf", "--", folder(target)], timeout=QUICK_S)
+
+                run_all(load, targets)
+        finally:
+            self.transport(source.host).run(["rm", "-rf", "--", folder(source)], timeout=QUICK_S)
 
     def prepare_image(self, plan: RunPlan) -> str:
         tag = plan.image.tag
@@ -220,11 +233,9 @@ class DockerSshBackend(ClusterBackend):
             raise RunFailed(f"image {tag} is missing on {first.host.name} right after its build")
         lacking = [node for node, image_id in zip(plan.nodes, ids) if image_id != reference]
         if lacking:
-            def copy(node: NodePlan) -> str | None:
-                self._copy_image(first, node, tag)
-                return self._image_id(node, tag)
-
-            differing = [n.host.name for n, i in zip(lacking, run_all(copy, lacking)) if i != reference]
+            self._copy_image(first, lacking, tag)
+            copied = run_all(lambda node: self._image_id(node, tag), lacking)
+            differing = [n.host.name for n, i in zip(lacking, copied) if i != reference]
             if differing:
                 raise RunFailed(f"image {tag} has a different id on {', '.join(differing)} than on "
                                 f"{first.host.name} ({reference})")
