@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _wide_console() -> Console:
-    return Console(width=max(Console().width, 140))
+def _wide_console(stderr: bool = False) -> Console:
+    """Tables keep their columns in a log file or a pipe too."""
+    return Console(stderr=stderr, width=max(Console(stderr=stderr).width, 140))
 
 
 def _warn(console: Console, message: str) -> None:
@@ -153,7 +154,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     )
     if page is not None and repro.pick_row(page, job.nnodes, job.nproc_per_node, job.fix_hp or "/") is None:
         _warn(console, f"{source} has no row for {job.config_name}: there will be nothing to compare with")
-    tables = Console(stderr=True, width=max(Console(stderr=True).width, 140))
+    tables = _wide_console(stderr=True)
     gate = repro.EnvironmentGate(page, source, args.allow_drift, tables) if page is not None else None
     backend = DockerSshBackend(inventory)
     try:

@@ -212,7 +212,9 @@ def build_readme(
     page = page_from_results(
         list(results),
         hardware_from_environment(env),
-        software_from_environment(env, torch_version=torch_from_events(source), image=image_tag(source)),
+        # Older results.json files hold no container framework: fall back to the event logs.
+        software_from_environment(env, torch_version=None if _known(env.framework.torch) else torch_from_events(source),
+                                  image=image_tag(source)),
         wording.model_name,
         wording.dataset,
         device_short_name=wording.device_short_name,

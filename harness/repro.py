@@ -31,13 +31,11 @@ from harness.docker_backend import DockerSshBackend
 from harness.environment import (
     DriftRow,
     EnvironmentInfo,
-    capture_environment,
     drift,
 )
 from harness.errors import UserError
-from harness.inventory import Host, Inventory
+from harness.inventory import Inventory
 from harness.launch import RunPlan
-from harness.parallel import run_all
 from harness.results import RunResult
 from harness.vendor import VendorSpec, load_vendor, vendors_pinning
 from harness.vendor_page import (
@@ -199,18 +197,12 @@ def drift_markdown(report: HostDrift) -> str:
 
 
 def capture_hosts(inventory: Inventory, smi: str | None) -> dict[str, EnvironmentInfo]:
-    """Every inventory host's environment, captured as a run captures it
-    (no framework probe on the host: the image carries the framework)."""
+    """Every inventory host's environment, captured as a run captures it."""
     backend = DockerSshBackend(inventory)
-
-    def capture(host: Host) -> EnvironmentInfo:
-        return capture_environment(backend.transport(host), smi=smi, python=None)
-
     try:
-        infos = run_all(capture, inventory.hosts)
+        return backend.capture_hosts(inventory.hosts, smi)
     finally:
         backend.close()
-    return {host.name: info for host, info in zip(inventory.hosts, infos)}
 
 
 @dataclass
