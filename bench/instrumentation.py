@@ -49,7 +49,7 @@ from cases.data import SyntheticImages  # noqa: E402
 from cases.devices import get_device_spec  # noqa: E402
 from cases.distributed import World  # noqa: E402
 from cases.driver import CoreTimer, make_step  # noqa: E402
-from cases.events import PREFIX  # noqa: E402
+from cases.protocol import PREFIX  # noqa: E402
 from cases.recorder import Recorder  # noqa: E402
 
 CONFIG = "benchx1x1"  # no hardware file: the case's defaults plus the overrides below

@@ -17,7 +17,6 @@ vendor images ship an old interpreter.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type
@@ -26,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cases.errors import ConfigError
+from cases.protocol import GrammarError, HardwareConfig, parse_hardware_config, split_fix_hp
 
 CASES_DIR = Path(__file__).resolve().parent
 FIX_HP_SOURCE = "--fix-hp"
@@ -95,20 +95,10 @@ class CaseConfig(BaseModel):
 
 
 @dataclass(frozen=True)
-class ConfigName:
-    """``A100x1x8`` -> accelerator A100, 1 node, 8 processes per node."""
-
-    name: str
-    accelerator: str
-    nnodes: Optional[int]
-    nproc: Optional[int]
-
-
-@dataclass(frozen=True)
 class LoadedConfig:
     case: str
     vendor: str
-    name: ConfigName
+    name: HardwareConfig
     values: CaseConfig
     files: List[str]
     hardware_file: Optional[str]
@@ -150,44 +140,22 @@ def _render(value: Any) -> str:
     return str(value)
 
 
-def parse_config_name(name: str) -> ConfigName:
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ConfigError(f"--config: {name!r} is not a config name like A100x1x8")
-    match = re.search(r"x(\d+)x(\d+)$", name)
-    nnodes, nproc = (int(match.group(1)), int(match.group(2))) if match else (None, None)
-    return ConfigName(name=name, accelerator=name.split("x", 1)[0], nnodes=nnodes, nproc=nproc)
-
-
-def _split_top_level(text: str) -> List[str]:
-    """Split on commas that are not inside [...] (so lr_milestones=[30,60] works)."""
-    parts, depth, current = [], 0, []
-    for char in text:
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
+def parse_config_name(name: str) -> HardwareConfig:
+    try:
+        return parse_hardware_config(name)
+    except GrammarError as exc:
+        raise ConfigError(f"--config: {exc}") from exc
 
 
 def parse_fix_hp(text: Optional[str]) -> Dict[str, Any]:
-    """``"bs=256,lr=0.72"`` -> ``{"batch_size": 256, "lr": 0.72}`` (aliases resolved)."""
+    """``"bs=256,lr=0.72"`` -> ``{"batch_size": 256, "lr": 0.72}`` (aliases resolved,
+    values read by YAML rules)."""
+    try:
+        pairs = split_fix_hp(text)
+    except GrammarError as exc:
+        raise ConfigError(f"{FIX_HP_SOURCE}: {str(exc).split(': ', 1)[1]}") from exc
     result: Dict[str, Any] = {}
-    for item in _split_top_level(text or ""):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, raw = item.partition("=")
-        key, raw = key.strip(), raw.strip()
-        if not sep or not key:
-            raise ConfigError(f"{FIX_HP_SOURCE}: expected key=value, got {item!r}")
-        if not raw:
-            raise ConfigError(f"{FIX_HP_SOURCE}: {key}: empty value (write null to unset a key)")
+    for key, raw in pairs:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
@@ -239,7 +207,7 @@ def _validate(model: Type[CaseConfig], data: Dict[str, Any], source: str) -> Cas
         raise ConfigError(f"{source}: {key}: {first['msg']}{got}") from exc
 
 
-def hardware_file(case_dir: Path, vendor: str, name: ConfigName) -> Optional[Path]:
+def hardware_file(case_dir: Path, vendor: str, name: HardwareConfig) -> Optional[Path]:
     folder = case_dir / "configs" / vendor
     for stem in (name.name, name.accelerator):
         path = folder / f"{stem}.yaml"

@@ -42,7 +42,7 @@ class Terminated(Exception):
 
 def framework_versions() -> dict:
     """What this process trains with, as the environment record names it
-    (harness/environment.py FrameworkVersions): strings, "unknown" when absent."""
+    (harness/hostinfo/environment.py FrameworkVersions): strings, "unknown" when absent."""
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "cuda": str(torch.version.cuda or "unknown")}
     probes = {

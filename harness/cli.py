@@ -14,17 +14,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness import REPO_ROOT, history, repro
-from harness.docker_backend import DockerSshBackend, remove_labelled
+from harness import REPO_ROOT
+from harness.backends.docker import DockerSshBackend, remove_labelled
+from harness.core.inventory import load_inventory
+from harness.core.job import make_job
+from harness.core.results import RunResult
+from harness.core.runner import RunInterrupted, build_plan, run_job
+from harness.core.vendor import VendorSpec, load_vendor
 from harness.errors import HarnessError, UserError
-from harness.inventory import load_inventory
-from harness.job import make_job
-from harness.readme_page import build_readme
-from harness.report import print_results, write_reports
-from harness.results import RunResult
-from harness.runner import RunInterrupted, build_plan, run_job
-from harness.vendor import VendorSpec, load_vendor
-from harness.vendor_page import VendorPage, format_acc, format_throughput, read_page, render_page
+from harness.pages import repro
+from harness.pages.readme import build_readme
+from harness.pages.vendor_page import VendorPage, format_acc, format_throughput, read_page, render_page
+from harness.report import history
+from harness.report.tables import print_results, write_reports
 
 DEFAULT_HOSTS = REPO_ROOT / "hosts.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"

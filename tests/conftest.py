@@ -5,7 +5,7 @@ image, the venv's site-packages that containers mount). Tests that need it skip
 with a reason when it is not up, except under CI=true, where they fail: CI must
 never pass by skipping the real tests.
 
-`make_hosts_yaml` writes an inventory (harness/inventory.py's schema) for those
+`make_hosts_yaml` writes an inventory (harness/core/inventory.py's schema) for those
 hosts, with a free master port and a fresh work_dir per call.
 """
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from harness import REPO_ROOT
-from harness.environment import EnvironmentInfo
-from harness.results import Metrics, RunResult
-from harness.vendor_page import (
+from harness.core.results import Metrics, RunResult
+from harness.hostinfo.environment import EnvironmentInfo
+from harness.pages.vendor_page import (
     HardwareEnv,
     SoftwareEnv,
     VendorPage,

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import REPO_ROOT
-from harness.history import HISTORY_FILE
-from harness.history import runs as history_runs
-from harness.vendor_page import format_throughput
+from harness.pages.vendor_page import format_throughput
+from harness.report.history import HISTORY_FILE
+from harness.report.history import runs as history_runs
 
 if TYPE_CHECKING:  # pytest keeps one `conftest` module at a time: import for types only
     from conftest import TestInfra

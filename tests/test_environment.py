@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from rich.table import Table
 
-from harness.environment import (
+from harness.backends.transport import CommandResult, LocalTransport, Transport
+from harness.hostinfo.environment import (
     PYTHON_PROBE,
     UNKNOWN,
     EnvironmentInfo,
@@ -40,8 +41,7 @@ from harness.environment import (
     split_package_version,
     version_matches,
 )
-from harness.transport import CommandResult, LocalTransport, Transport
-from harness.vendor_page import env_spec_from_page, parse_page
+from harness.pages.vendor_page import env_spec_from_page, parse_page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smi"
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from harness import REPO_ROOT
-from harness.history import HISTORY_FILE, record, regressions, runs
-from harness.results import Metrics, RunResult
+from harness.core.results import Metrics, RunResult
+from harness.report.history import HISTORY_FILE, record, regressions, runs
 
 
 def run(run_id: str, p_core: float, *, finished: str, status: str = "success", fix_hp: str = "bs=256,lr=0.8",

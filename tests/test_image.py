@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import image as image_module
+from harness.backends import image as image_module
+from harness.backends.image import content_hash, plan_image, render_dockerfile, write_context
+from harness.core.vendor import available_vendors, load_vendor
 from harness.errors import UserError
-from harness.image import content_hash, plan_image, render_dockerfile, write_context
-from harness.vendor import available_vendors, load_vendor
 
 
 def test_cpu_template_renders_with_partials() -> None:
@@ -49,7 +49,7 @@ def test_context_holds_dockerfile_and_payload_without_bytecode(tmp_path: Path) -
     plan = plan_image(load_vendor("cpu"), {})
     folder = write_context(plan, tmp_path / "ctx")
     assert (folder / "Dockerfile").read_text() == plan.dockerfile
-    assert (folder / "cases" / "events.py").is_file()
+    assert (folder / "cases" / "protocol.py").is_file()
     assert not list(folder.rglob("__pycache__"))
     assert set(image_module.PAYLOAD_DIRS) <= {p.name for p in folder.iterdir()}
 

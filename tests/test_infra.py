@@ -117,7 +117,7 @@ def test_base_image_runs_venv_torch(infra: TestInfra) -> None:
 
 
 def test_hosts_yaml_is_a_valid_inventory(infra: TestInfra, make_hosts_yaml) -> None:
-    from harness.inventory import load_inventory
+    from harness.core.inventory import load_inventory
 
     path = make_hosts_yaml(extra_hosts=[{"name": "ghost", "address": infra.unreachable.address}])
     inventory = load_inventory(path)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness import REPO_ROOT
+from harness.core.inventory import load_inventory
 from harness.errors import UserError
-from harness.inventory import load_inventory
 
 GOOD = """
 cluster:

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.errors import UserError
-from harness.monitor import (
+from harness.backends.transport import CommandResult, LocalTransport, Transport
+from harness.devices.monitor import (
     CSV_COLUMNS,
     IPMI_POWER_ARGV,
     SMI_TOOLS,
@@ -31,7 +31,7 @@ from harness.monitor import (
     sample_local_host,
     smi_tool,
 )
-from harness.transport import CommandResult, LocalTransport, Transport
+from harness.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smi"
 
@@ -252,7 +252,7 @@ def test_sampler_host_rows_from_proc_on_this_machine(tmp_path: Path) -> None:
 
 def test_sampler_survives_a_missing_tool_and_logs_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "local.csv"
-    caplog.set_level(logging.WARNING, logger="harness.monitor")
+    caplog.set_level(logging.WARNING, logger="harness.devices.monitor")
     with MonitorSampler(LocalTransport(), "xpu_smi", path, interval_s=0.02, system_power=True) as sampler:
         deadline = time.monotonic() + 5
         while sampler.samples_taken < 4 and time.monotonic() < deadline:
@@ -309,7 +309,7 @@ def test_system_power_is_sampled_when_ipmitool_answers_and_dropped_quietly_when_
     assert [float(row["system_power_w"]) for row in read_csv(tmp_path / "bmc.csv")] == \
         [parse_ipmitool_power(reading)] * 2
 
-    caplog.set_level(logging.WARNING, logger="harness.monitor")
+    caplog.set_level(logging.WARNING, logger="harness.devices.monitor")
     without = ReplayTransport({})  # every command: 127, not found
     sampler = MonitorSampler(without, None, tmp_path / "none.csv", host_stats="none", system_power=True)
     sampler.sample_once()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from pathlib import Path
 
-from harness.report import write_reports
-from harness.results import Metrics, NodeOutcome, RunResult
+from harness.core.results import Metrics, NodeOutcome, RunResult
+from harness.report.tables import write_reports
 
 
 class Cells(HTMLParser):

@@ -1,5 +1,5 @@
-"""Reproducing a vendor page (harness/repro.py) and the page of our own runs
-(harness/readme_page.py): framework pins, the environment check before a run and the comparison after
+"""Reproducing a vendor page (harness/pages/repro.py) and the page of our own runs
+(harness/pages/readme.py): framework pins, the environment check before a run and the comparison after
 it. Nothing here needs Docker or a host: run_job runs on a stand-in backend."""
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ import pytest
 import yaml
 from rich.console import Console
 
-from harness.backend import ClusterBackend, NodeState, PreflightReport
-from harness.environment import EnvironmentInfo, FrameworkVersions
+from harness.backends.base import ClusterBackend, NodeState, PreflightReport
+from harness.backends.image import ImagePlan
+from harness.backends.launch import RunPlan, plan_run
+from harness.core.inventory import Inventory, load_inventory
+from harness.core.job import Job, make_job
+from harness.core.results import Metrics, NodeOutcome, RunResult
+from harness.core.runner import build_plan, run_job
+from harness.core.vendor import VendorSpec, load_vendor
 from harness.errors import UserError
-from harness.image import ImagePlan
-from harness.inventory import Inventory, load_inventory
-from harness.job import Job, make_job
-from harness.launch import RunPlan, plan_run
-from harness.readme_page import build_readme
-from harness.repro import (
+from harness.hostinfo.environment import EnvironmentInfo, FrameworkVersions
+from harness.pages.readme import build_readme
+from harness.pages.repro import (
     EnvironmentGate,
     compare,
     comparison_markdown,
@@ -30,10 +33,7 @@ from harness.repro import (
     record_reference,
     vendor_for_page,
 )
-from harness.results import Metrics, NodeOutcome, RunResult
-from harness.runner import build_plan, run_job
-from harness.vendor import VendorSpec, load_vendor
-from harness.vendor_page import parse_page, read_page, render_page, split_table_row
+from harness.pages.vendor_page import parse_page, read_page, render_page, split_table_row
 
 PAGES = Path(__file__).parent / "fixtures" / "vendor_pages"
 PAGE_NAMES = sorted(path.name for path in PAGES.glob("*.md"))

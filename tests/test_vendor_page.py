@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.core.results import Metrics, RunResult
 from harness.errors import UserError
-from harness.results import Metrics, RunResult
-from harness.vendor_page import (
+from harness.pages.vendor_page import (
     HardwareEnv,
     MetricRow,
     SoftwareEnv,

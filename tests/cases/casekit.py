@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from cases.events import PREFIX  # noqa: E402
+from cases.protocol import PREFIX  # noqa: E402
 
 # 4 classes of noisy solid colours: learnable in one epoch, not by chance.
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)]

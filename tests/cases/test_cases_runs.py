@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from casekit import metrics, read_events
 
-from cases.events import KEYS
+from cases.protocol import EVENT_KEYS as KEYS
 
 NON_ZERO_RANK_KEYS = {"process_start", "world", "train_start", "train_stop", "summary", "run_stop"}
 # tiny synthetic runs: 64 samples / (4 per device x 2) = 8 steps, plus a small eval

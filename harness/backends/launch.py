@@ -9,11 +9,11 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from harness.backends.image import ImagePlan
+from harness.core.inventory import Host, Inventory
+from harness.core.job import Job
+from harness.core.vendor import VendorSpec
 from harness.errors import UserError
-from harness.image import ImagePlan
-from harness.inventory import Host, Inventory
-from harness.job import Job
-from harness.vendor import VendorSpec
 
 CONTAINER_LOG_DIR = "/bench/logs"
 CONTAINER_DATA_DIR = "/bench/data"

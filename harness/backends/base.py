@@ -1,8 +1,8 @@
 """The cluster backend seam: how a Job's containers get onto machines and how
-their logs come back. SSH + Docker (harness/docker_backend.py) is the one we
+their logs come back. SSH + Docker (harness/backends/docker.py) is the one we
 have; a Slurm or Kubernetes backend implements the same methods and nothing in
 parsing, metrics or reporting changes. The fixed flow around it is
-harness/runner.py.
+harness/core/runner.py.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.environment import EnvironmentInfo
-from harness.image import ImagePlan
-from harness.inventory import Inventory
-from harness.job import Job
-from harness.launch import RunPlan
-from harness.results import NodeOutcome
-from harness.vendor import VendorSpec
+from harness.backends.image import ImagePlan
+from harness.backends.launch import RunPlan
+from harness.core.inventory import Inventory
+from harness.core.job import Job
+from harness.core.results import NodeOutcome
+from harness.core.vendor import VendorSpec
+from harness.hostinfo.environment import EnvironmentInfo
 
 
 @dataclass(frozen=True)

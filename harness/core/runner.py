@@ -21,18 +21,18 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from harness.backend import ClusterBackend, NodeState
-from harness.environment import EnvironmentInfo, FrameworkVersions, differences
+from harness.backends.base import ClusterBackend, NodeState
+from harness.backends.image import plan_image
+from harness.backends.launch import RunPlan
+from harness.core.events import Event, last, parse_lines, read_event_files
+from harness.core.inventory import Inventory
+from harness.core.job import Job
+from harness.core.metrics import compute_metrics
+from harness.core.results import Metrics, NodeOutcome, RunResult
+from harness.core.vendor import load_vendor
+from harness.devices.monitor import peak_memory
 from harness.errors import HarnessError, HostUnreachable, RemoteCommandError, RunFailed
-from harness.events import Event, last, parse_lines, read_event_files
-from harness.image import plan_image
-from harness.inventory import Inventory
-from harness.job import Job
-from harness.launch import RunPlan
-from harness.metrics import compute_metrics
-from harness.monitor import peak_memory
-from harness.results import Metrics, NodeOutcome, RunResult
-from harness.vendor import load_vendor
+from harness.hostinfo.environment import EnvironmentInfo, FrameworkVersions, differences
 
 POLL_S = 0.25
 PROGRESS_S = 5.0

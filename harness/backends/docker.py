@@ -13,8 +13,16 @@ from pathlib import Path
 
 import paramiko
 
-from harness.backend import ClusterBackend, NodeState, PreflightReport
-from harness.environment import EnvironmentInfo, capture_environment
+from harness.backends.base import ClusterBackend, NodeState, PreflightReport
+from harness.backends.image import ImagePlan, write_context
+from harness.backends.launch import LABEL_PREFIX, NodePlan, RunPlan, docker_cli, plan_run
+from harness.backends.ssh import open_transport
+from harness.backends.transport import Transport
+from harness.core.inventory import Host, Inventory
+from harness.core.job import Job
+from harness.core.results import NodeOutcome
+from harness.core.vendor import VendorSpec
+from harness.devices.monitor import MonitorSampler
 from harness.errors import (
     HarnessError,
     HostUnreachable,
@@ -22,16 +30,8 @@ from harness.errors import (
     RunFailed,
     UserError,
 )
-from harness.image import ImagePlan, write_context
-from harness.inventory import Host, Inventory
-from harness.job import Job
-from harness.launch import LABEL_PREFIX, NodePlan, RunPlan, docker_cli, plan_run
-from harness.monitor import MonitorSampler
+from harness.hostinfo.environment import EnvironmentInfo, capture_environment
 from harness.parallel import run_all
-from harness.results import NodeOutcome
-from harness.ssh import open_transport
-from harness.transport import Transport
-from harness.vendor import VendorSpec
 
 QUICK_S = 30.0
 BUILD_S = 3 * 3600.0

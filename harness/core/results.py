@@ -52,12 +52,12 @@ class RunResult(BaseModel):
     nodes: list[NodeOutcome] = Field(default_factory=list)
     image: str = ""
     effective_config: dict[str, Any] = Field(default_factory=dict)
-    environment: dict[str, Any] = Field(default_factory=dict)  # per host, see harness/environment.py
+    environment: dict[str, Any] = Field(default_factory=dict)  # per host, see harness/hostinfo/environment.py
     phase_seconds: dict[str, float] = Field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
     # `bench --repro PAGE`: the page, its pins, the environment drift and the
-    # comparison with the page's row (harness/repro.py); empty otherwise.
+    # comparison with the page's row (harness/pages/repro.py); empty otherwise.
     reference: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import REPO_ROOT
+from cases.case import available_cases
+from cases.protocol import GrammarError, hardware_config_name, join_fix_hp, parse_run_config, split_fix_hp
 from harness.errors import UserError
-
-CASES_DIR = REPO_ROOT / "cases"
-_CONFIG_RE = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
-_FIX_HP_ITEM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=[^,=\s]+$")
 
 
 @dataclass(frozen=True)
@@ -36,34 +32,25 @@ class Job:
     @property
     def hardware_config(self) -> str:
         """The case's per-hardware config name, e.g. A100x1x8."""
-        return f"{self.accelerator}x{self.nnodes}x{self.nproc_per_node}"
+        return hardware_config_name(self.accelerator, self.nnodes, self.nproc_per_node)
 
     @property
     def world_size(self) -> int:
         return self.nnodes * self.nproc_per_node
 
 
-def available_cases() -> list[str]:
-    return sorted(p.parent.name for p in CASES_DIR.glob("*/defaults.yaml"))
-
-
 def parse_config_name(value: str) -> tuple[int, int]:
-    match = _CONFIG_RE.match(value.strip())
-    if not match:
-        raise UserError(
-            f"expected <nnodes>x<nproc_per_node> such as 1x1, 1x8 or 2x8, got {value!r}", field="CONFIG"
-        )
-    return int(match.group(1)), int(match.group(2))
+    try:
+        return parse_run_config(value)
+    except GrammarError as exc:
+        raise UserError(str(exc), field="CONFIG") from exc
 
 
 def validate_fix_hp(value: str | None) -> str | None:
-    if value is None or value.strip() in ("", "/"):
-        return None
-    items = [item.strip() for item in value.split(",")]
-    for item in items:
-        if not _FIX_HP_ITEM_RE.match(item):
-            raise UserError(f"expected comma-separated key=value pairs, got {item!r}", field="FIX_HP")
-    return ",".join(items)
+    try:
+        return join_fix_hp(split_fix_hp(value)) or None
+    except GrammarError as exc:
+        raise UserError(str(exc).removeprefix("fix_hp: "), field="FIX_HP") from exc
 
 
 def new_run_id() -> str:

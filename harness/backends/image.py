@@ -17,8 +17,8 @@ from typing import Any
 import jinja2
 
 from harness import REPO_ROOT
+from harness.core.vendor import DOCKERFILES_DIR, VendorSpec
 from harness.errors import UserError
-from harness.vendor import DOCKERFILES_DIR, VendorSpec
 
 PARTIALS_DIR = DOCKERFILES_DIR / "partials"
 # What the image carries besides its Dockerfile: the training code.

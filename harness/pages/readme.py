@@ -10,12 +10,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from harness.environment import UNKNOWN, EnvironmentInfo, differences
+from harness.core.events import Event, last, parse_lines, read_event_files
+from harness.core.results import RunResult
+from harness.core.vendor import vendors_pinning
 from harness.errors import UserError
-from harness.events import Event, last, parse_lines, read_event_files
-from harness.results import RunResult
-from harness.vendor import vendors_pinning
-from harness.vendor_page import (
+from harness.hostinfo.environment import UNKNOWN, EnvironmentInfo, differences
+from harness.pages.vendor_page import (
     GeneralMetricRow,
     GeneralMetrics,
     HardwareEnv,

@@ -1,17 +1,13 @@
-"""Read the training processes' event logs (format: cases/events.py)."""
+"""Read the training processes' event logs (the line format is cases/protocol.py)."""
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cases.events import PREFIX
-
-_RANK_FILE_RE = re.compile(r"^events_rank(\d+)\.log$")
+from cases.protocol import EVENT_FILE_RE, decode_event
 
 
 @dataclass(frozen=True)
@@ -24,26 +20,14 @@ class Event:
 
 def parse_lines(lines: Iterable[str]) -> list[Event]:
     """Events from any text: lines without the prefix, or broken JSON, are skipped."""
-    events: list[Event] = []
-    for line in lines:
-        start = line.find(PREFIX)
-        if start < 0:
-            continue
-        try:
-            record = json.loads(line[start + len(PREFIX):])
-            value = record.get("value")
-            events.append(Event(int(record["time_ms"]), str(record["key"]), int(record.get("rank", 0)),
-                                value if isinstance(value, dict) else {"value": value}))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return events
+    return [Event(*decoded) for line in lines if (decoded := decode_event(line)) is not None]
 
 
 def read_event_files(folder: Path) -> dict[int, list[Event]]:
     """rank -> its events, from every events_rank<N>.log below folder."""
     by_rank: dict[int, list[Event]] = {}
     for path in sorted(folder.rglob("events_rank*.log")):
-        match = _RANK_FILE_RE.match(path.name)
+        match = EVENT_FILE_RE.match(path.name)
         if match:
             text = path.read_text(encoding="utf-8", errors="replace")
             by_rank.setdefault(int(match.group(1)), []).extend(parse_lines(text.splitlines()))

@@ -25,8 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from harness.core.results import RunResult
 from harness.errors import UserError
-from harness.results import RunResult
 
 EMPTY_CELL = "/"
 ABSENT_TEXTS = frozenset({"", "/", "-", "n/a", "N/A"})

@@ -17,9 +17,9 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
+from harness.backends.transport import CommandResult, Transport
+from harness.core.inventory import Cluster, Host
 from harness.errors import HostUnreachable
-from harness.inventory import Cluster, Host
-from harness.transport import CommandResult, Transport
 
 KEEPALIVE_S = 15
 _READ_CHUNK = 32768
@@ -175,7 +175,7 @@ class SshTransport(Transport):
 
 def open_transport(host: Host, cluster: Cluster) -> Transport:
     if host.transport == "local":
-        from harness.transport import LocalTransport
+        from harness.backends.transport import LocalTransport
 
         return LocalTransport(host.name)
     return SshTransport(host, cluster)

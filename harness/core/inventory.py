@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.core.vendor import Mount
 from harness.errors import UserError
-from harness.vendor import Mount
 from harness.yamlfile import load_model
 
 

@@ -1,7 +1,7 @@
 """How the controller runs a command or moves a file on one host.
 
 Two implementations: LocalTransport (subprocess, for the controller's own
-machine) and SshTransport (paramiko, harness/ssh.py). Commands are argv lists;
+machine) and SshTransport (paramiko, harness/backends/ssh.py). Commands are argv lists;
 SshTransport quotes every argument with shlex.quote.
 """
 

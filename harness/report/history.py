@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results import RunResult
+from harness.core.results import RunResult
 
 HISTORY_FILE = "history.sqlite"
 # A throughput this far below the baseline median is reported as a regression.

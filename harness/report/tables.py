@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness import vendor_page
-from harness.environment import EnvironmentInfo
-from harness.results import RunResult
+from harness.core.results import RunResult
+from harness.hostinfo.environment import EnvironmentInfo
+from harness.pages import vendor_page
 
 LEFT_ALIGNED = {"precision", "fix_hp"}
 

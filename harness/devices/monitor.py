@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import psutil
 
+from harness.backends.transport import LocalTransport, Transport
 from harness.errors import UserError
-from harness.transport import LocalTransport, Transport
 
 log = logging.getLogger(__name__)
 

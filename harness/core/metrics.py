@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from harness.core.events import Event, last
+from harness.core.results import Metrics
 from harness.errors import RunFailed
-from harness.events import Event, last
-from harness.results import Metrics
 
 
 def _required(events: list[Event], key: str) -> Event:

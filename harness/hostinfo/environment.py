@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from harness.monitor import xpu_smi_rows
+from harness.backends.transport import Transport
+from harness.devices.monitor import xpu_smi_rows
 from harness.parallel import run_all
-from harness.transport import Transport
 
 UNKNOWN = "unknown"
 DEFAULT_PYTHON = "python3"

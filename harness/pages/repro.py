@@ -1,7 +1,7 @@
 """Reproducing a vendor page.
 
-A vendor README page (harness/vendor_page.py) is, besides the format our own
-runs are published in (harness/readme_page.py), the environment a run has to
+A vendor README page (harness/pages/vendor_page.py) is, besides the format our own
+runs are published in (harness/pages/readme.py), the environment a run has to
 stand in and the numbers it is measured against.
 
     page + captured hosts     -> host_drift      -> HostDrift  (``env diff``, the REPRO check)
@@ -27,18 +27,18 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import REPO_ROOT
-from harness.docker_backend import DockerSshBackend
-from harness.environment import (
+from harness.backends.docker import DockerSshBackend
+from harness.backends.launch import RunPlan
+from harness.core.inventory import Inventory
+from harness.core.results import RunResult
+from harness.core.vendor import VendorSpec, load_vendor, vendors_pinning
+from harness.errors import UserError
+from harness.hostinfo.environment import (
     DriftRow,
     EnvironmentInfo,
     drift,
 )
-from harness.errors import UserError
-from harness.inventory import Inventory
-from harness.launch import RunPlan
-from harness.results import RunResult
-from harness.vendor import VendorSpec, load_vendor, vendors_pinning
-from harness.vendor_page import (
+from harness.pages.vendor_page import (
     MetricRow,
     VendorPage,
     env_spec_from_page,
