@@ -80,7 +80,8 @@ def content_hash(dockerfile: str, files: dict[str, Path]) -> str:
 
 
 def plan_image(vendor: VendorSpec, overrides: dict[str, Any]) -> ImagePlan:
-    params = {**vendor.template_params, **overrides}
+    # The interpreter is a vendor fact the launch needs too: one field, seen by the template as `python`.
+    params = {"python": vendor.python, **vendor.template_params, **overrides}
     dockerfile = render_dockerfile(vendor, params)
     files = _payload_files()
     digest = content_hash(dockerfile, files)

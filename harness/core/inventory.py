@@ -6,7 +6,6 @@ remote and so must be absolute) are resolved against the file's own folder.
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -46,15 +45,6 @@ class Host(BaseModel):
         if not value.startswith("/"):
             raise ValueError("expected an absolute path on that host")
         return value.rstrip("/") or "/"
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.address == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.address).is_loopback
-        except ValueError:
-            return False
 
 
 class Cluster(BaseModel):

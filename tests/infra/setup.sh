@@ -70,15 +70,18 @@ step_venv() {
     [[ $pyver == 3.11 ]] || die ".venv has Python $pyver; the base image has 3.11 (remove .venv, use a python3.11)"
 
     local want stamp=.venv/.requirements.sha256
-    want=$(sha256sum requirements.txt | cut -d' ' -f1)
+    want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
     if [[ -z $created && -f $stamp && $(<"$stamp") == "$want" ]]; then
-        say venv "up to date (requirements.txt unchanged)"
+        say venv "up to date (requirements.txt, pyproject.toml unchanged)"
         return
     fi
     local t=$EPOCHREALTIME
     .venv/bin/python -m pip install -q -r requirements.txt
+    # The `bench` command (pyproject's entry point). compat mode is a plain .pth
+    # path entry: the containers that mount this site-packages just ignore it.
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
     echo "$want" >"$stamp"
-    say venv "${created}installed requirements.txt ($(elapsed "$t") s)"
+    say venv "${created}installed requirements.txt and the bench command ($(elapsed "$t") s)"
 }
 
 # --- docker engine ---------------------------------------------------------
