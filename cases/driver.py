@@ -10,15 +10,20 @@ Per step (DESIGN.md's p_core)::
 epoch's start) to this t1, so it includes data loading. Evaluation happens
 between epochs, outside every step. Hence sum(core_s) <= training time
 without evals <= train_stop - train_start, i.e. p_core >= p_train >= p_whole.
+
+Heartbeats (cases/heartbeat.py) cover the wait for each epoch's first batch and
+each evaluation's local pass, nothing else: not the fences' barriers, not the
+evaluation's all-reduce, so a rank hung in a collective writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, List, Optional
+from typing import Callable, ContextManager, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -28,6 +33,7 @@ from cases.config import CaseConfig
 from cases.data import Data
 from cases.devices import DeviceSpec, PrecisionPlan
 from cases.distributed import World
+from cases.heartbeat import Heartbeat
 from cases.recorder import Recorder
 from cases.schedule import LrSchedule
 
@@ -43,6 +49,7 @@ class Trainer:
     world: World
     events: Recorder
     lr: float
+    heartbeat: Optional[Heartbeat] = None  # None: one on `events`, at the default interval
 
 
 @dataclass
@@ -111,14 +118,16 @@ class CoreTimer:
         return time.perf_counter()
 
 
-def evaluate(t: Trainer, module: nn.Module) -> tuple:
-    """Top-1 percent over the whole val set, (correct, count) summed over ranks."""
+def evaluate(t: Trainer, module: nn.Module, heartbeat: Optional[Heartbeat] = None) -> tuple:
+    """Top-1 percent over the whole val set, (correct, count) summed over ranks.
+    The local pass heartbeats; the all-reduce that follows does not."""
     assert t.data.val is not None
     autocast = (torch.autocast(device_type=t.spec.device_type, dtype=t.plan.autocast_dtype)
                 if t.plan.autocast_dtype is not None else contextlib.nullcontext())
     correct = torch.zeros(2, dtype=torch.int64, device=t.device)
+    beating = heartbeat.waiting("eval") if heartbeat is not None else contextlib.nullcontext()
     module.eval()
-    with torch.no_grad(), autocast:
+    with beating, torch.no_grad(), autocast:
         for images, targets in t.data.val:
             images = _to_device(images, t)
             targets = targets.to(t.device, non_blocking=True)
@@ -134,6 +143,18 @@ def evaluate(t: Trainer, module: nn.Module) -> tuple:
 def _to_device(images: torch.Tensor, t: Trainer) -> torch.Tensor:
     fmt = torch.channels_last if t.cfg.channels_last else torch.contiguous_format
     return images.to(t.device, non_blocking=True, memory_format=fmt)
+
+
+def _batches(loader: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+             heartbeat: Heartbeat) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches; heartbeats while the first one is awaited (workers
+    starting, a cold file system), not after."""
+    with heartbeat.waiting("first_batch"):
+        batches = iter(loader)
+        first = next(batches, None)
+    if first is None:
+        return iter(())
+    return itertools.chain([first], batches)
 
 
 def _limit_reached(cfg: CaseConfig, result: Result) -> str:
@@ -154,6 +175,7 @@ def train(t: Trainer) -> Result:
     schedule = LrSchedule.from_config(cfg, t.lr, t.data.steps_per_epoch, global_batch)
     step_fn = make_step(t.model, criterion, optimizer, t.spec, t.plan)
     timer = CoreTimer(t.spec, t.device, world)
+    heartbeat = t.heartbeat or Heartbeat(events)
     result = Result()
     t.model.train()
 
@@ -165,7 +187,7 @@ def train(t: Trainer) -> Result:
         t.data.sampler.set_epoch(epoch)
         epoch_steps = 0
         mark = time.perf_counter()
-        for images, targets in t.data.train:
+        for images, targets in _batches(t.data.train, heartbeat):
             if world.rank == cfg.fail_rank and result.steps + 1 == cfg.fail_step:
                 raise RuntimeError(f"injected failure at step {cfg.fail_step} on rank {world.rank}")
             lr = schedule.at(result.steps)
@@ -183,11 +205,12 @@ def train(t: Trainer) -> Result:
             epoch_steps += 1
             result.core_s.append(stop - start)
             result.step_s.append(stop - mark)
-            if world.is_main:
-                events.step(result.steps, {
-                    "epoch": epoch, "step": result.steps, "samples": global_batch,
-                    "step_s": stop - mark, "core_s": stop - start, "lr": lr, "loss": float(loss.item()),
-                })
+            # Every rank logs its steps (the stall watchdog watches each rank, and a
+            # hung rank's last step shows where it stopped); only rank 0 echoes them.
+            events.step(result.steps, {
+                "epoch": epoch, "step": result.steps, "samples": global_batch,
+                "step_s": stop - mark, "core_s": stop - start, "lr": lr, "loss": float(loss.item()),
+            })
             mark = stop
             result.stop_reason = _limit_reached(cfg, result)
             if result.stop_reason:
@@ -195,7 +218,7 @@ def train(t: Trainer) -> Result:
 
         if epoch_steps == t.data.steps_per_epoch and t.data.val is not None:
             events.emit("eval_start", {"epoch": epoch})
-            acc, count = evaluate(t, module)
+            acc, count = evaluate(t, module, heartbeat)
             result.acc = acc
             events.emit("eval_stop", {"epoch": epoch, "acc": acc, "samples": count})
             if cfg.target_acc is not None and acc is not None and acc >= cfg.target_acc:

@@ -10,6 +10,10 @@ images with old interpreters as well as in the controller.
 - The config-name grammars: a run's ``<nnodes>x<nproc>`` (``2x8``) and a hardware
   config ``<accelerator>x<nnodes>x<nproc>`` (``A100x1x8``, ``BI-V100x2x8``) or a
   bare accelerator name (``A100``).
+- The stall watchdog's two hooks: ``heartbeat`` events every ``HEARTBEAT_S``
+  while a rank waits for data or evaluates, and a Python stack dump of every
+  thread into ``stacks_rank<rank>.log`` when a training process gets
+  ``STACKS_SIGNAL`` (``python -m cases.stacks`` sends it inside a container).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ EVENT_KEYS: Dict[str, str] = {
     "config": "the effective, fully layered config (dict)",
     "world": "{world_size, rank, local_rank, node_rank, backend, device, precision, framework}",
     "train_start": "{}",
+    "heartbeat": "{phase: first_batch|eval, waited_s}; while a rank waits for an epoch's first batch "
+                 "or evaluates (one when the wait begins, then every HEARTBEAT_S), never in a collective",
     "epoch_start": "{epoch}",
     "step": "{epoch, step, samples (global, this step), step_s, core_s}",
     "eval_start": "{epoch}",
@@ -40,10 +46,33 @@ PROGRESS_KEYS = frozenset({"process_start", "config", "world", "train_start", "e
                            "heartbeat", "eval_start", "eval_stop", "epoch_stop", "train_stop"})
 
 EVENT_FILE_RE = re.compile(r"^events_rank(\d+)\.log$")
+STACKS_FILE_RE = re.compile(r"^stacks_rank(\d+)\.log$")
+
+# Seconds between heartbeat events; the environment variable overrides it (tests).
+HEARTBEAT_S = 30.0
+HEARTBEAT_ENV = "BENCH_HEARTBEAT_S"
+# The signal that makes a training process dump every thread's Python stack
+# (faulthandler) into stacks_file_name(rank) in its log folder.
+STACKS_SIGNAL = "SIGUSR1"
 
 
 def event_file_name(rank: int) -> str:
     return "events_rank{}.log".format(rank)
+
+
+def stacks_file_name(rank: int) -> str:
+    """Where a rank's stack dumps go (empty: no dump was asked for)."""
+    return "stacks_rank{}.log".format(rank)
+
+
+def is_training_command(argv: List[str]) -> bool:
+    """Whether a command line is a training process (``python [-u] -m cases.run ...``),
+    not torchrun's agent, whose own arguments hold ``-m cases.run`` further on
+    (a signal it does not handle would kill it)."""
+    if len(argv) < 3 or not argv[0].rsplit("/", 1)[-1].startswith("python"):
+        return False
+    rest = argv[2:] if argv[1] == "-u" else argv[1:]
+    return rest[:2] == ["-m", "cases.run"]
 
 
 def encode_event(time_ms: int, key: str, rank: int, value: Any) -> str:

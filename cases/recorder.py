@@ -2,12 +2,14 @@
 
 Every event goes to ``<log-dir>/events_rank<rank>.log``; rank 0 also echoes to
 stdout, step events only every ``log_every`` steps. Logging never raises into
-the training loop: a failed write is dropped.
+the training loop: a failed write is dropped. Safe to call from several threads
+(the heartbeat thread writes too): each line is written whole.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any, List, Optional
@@ -19,6 +21,7 @@ class Recorder:
     def __init__(self, log_dir: Optional[Path], rank: int, echo: bool) -> None:
         self.rank = rank
         self.log_every = 1
+        self._lock = threading.Lock()
         self._file: Optional[IO[str]] = None
         self._echo: Optional[IO[str]] = sys.stdout if echo else None
         if log_dir is not None:
@@ -31,14 +34,15 @@ class Recorder:
 
     def _write(self, streams: List[Optional[IO[str]]], key: str, value: Any, time_ms: Optional[int]) -> None:
         line = encode_event(time_ms if time_ms is not None else int(time.time() * 1000), key, self.rank, value)
-        for stream in streams:
-            if stream is None:
-                continue
-            try:
-                stream.write(line)
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        with self._lock:
+            for stream in streams:
+                if stream is None:
+                    continue
+                try:
+                    stream.write(line)
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
 
     def emit(self, key: str, value: Any = None, time_ms: Optional[int] = None) -> None:
         self._write([self._file, self._echo], key, value, time_ms)
@@ -49,9 +53,10 @@ class Recorder:
         self._write([self._file, echo], "step", value, None)
 
     def close(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
+                self._file = None

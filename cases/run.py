@@ -6,6 +6,11 @@
 alone, or one per device under ``torchrun ... -m cases.run ...``. Without
 ``--data`` the run is synthetic (throughput only). Exit status: 0 on success, 2
 on bad input (one line on stderr), 1 (with the traceback) on a crash.
+
+SIGUSR1 (``python -m cases.stacks`` in the container) makes the process write
+every thread's Python stack to ``<log-dir>/stacks_rank<rank>.log`` (stderr
+without a log dir) and carry on: the controller asks for it before it stops a
+stalled run.
 """
 
 import time
@@ -13,6 +18,7 @@ import time
 PROCESS_START = time.time()  # first thing: e2e_time counts from here, before torch loads
 
 import argparse  # noqa: E402
+import faulthandler  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
@@ -20,7 +26,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import List, Optional  # noqa: E402
+from typing import IO, List, Optional  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -32,6 +38,7 @@ from cases.devices import apply_precision, get_device_spec  # noqa: E402
 from cases.distributed import World, world_from_env  # noqa: E402
 from cases.driver import Trainer, summarize, train  # noqa: E402
 from cases.errors import CaseError, ConfigError  # noqa: E402
+from cases.protocol import STACKS_SIGNAL, stacks_file_name  # noqa: E402
 from cases.recorder import Recorder  # noqa: E402
 
 
@@ -42,7 +49,7 @@ class Terminated(Exception):
 
 def framework_versions() -> dict:
     """What this process trains with, as the environment record names it
-    (harness/hostinfo/environment.py FrameworkVersions): strings, "unknown" when absent."""
+    (harness/hostinfo/model.py FrameworkVersions): strings, "unknown" when absent."""
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "cuda": str(torch.version.cuda or "unknown")}
     probes = {
@@ -60,6 +67,38 @@ def framework_versions() -> dict:
 
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated(f"terminated by signal {signum}")
+
+
+def enable_stack_dumps(log_dir: Optional[Path], rank: int) -> Optional[IO[str]]:
+    """On STACKS_SIGNAL, faulthandler writes every thread's stack (from C, so a
+    rank blocked inside a collective answers too) to stacks_rank<rank>.log in
+    log_dir, else to stderr. Returns the file, which must stay open while the
+    handler is registered (disable_stack_dumps closes it)."""
+    signum = getattr(signal, STACKS_SIGNAL, None)
+    if signum is None or not hasattr(faulthandler, "register"):
+        return None  # a platform without the signal
+    stream: Optional[IO[str]] = None
+    if log_dir is not None:
+        path = log_dir / stacks_file_name(rank)
+        try:
+            stream = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            print(f"stack dumps go to stderr, cannot open {path}: {exc}", file=sys.stderr)
+    try:
+        faulthandler.register(signum, file=stream if stream is not None else sys.stderr, all_threads=True)
+    except (AttributeError, OSError, RuntimeError, ValueError):  # a stderr without a file descriptor
+        if stream is not None:
+            stream.close()
+        return None
+    return stream
+
+
+def disable_stack_dumps(stream: Optional[IO[str]]) -> None:
+    signum = getattr(signal, STACKS_SIGNAL, None)
+    if signum is not None and hasattr(faulthandler, "unregister"):
+        faulthandler.unregister(signum)
+    if stream is not None:
+        stream.close()
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -150,6 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     events = Recorder(args.log_dir, world.rank, echo=world.is_main)
     events.emit("process_start", {"pid": os.getpid(), "host": socket.gethostname()},
                 time_ms=int(PROCESS_START * 1000))
+    stacks = enable_stack_dumps(args.log_dir, world.rank)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
@@ -167,6 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         distributed.shutdown()
         events.close()
+        disable_stack_dumps(stacks)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 

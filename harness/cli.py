@@ -15,18 +15,22 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import REPO_ROOT
-from harness.backends.docker import DockerSshBackend, remove_labelled
+from harness.backends.docker import DockerSshBackend
 from harness.core.inventory import load_inventory
-from harness.core.job import make_job
+from harness.core.job import ensure_new_run_id, make_job
 from harness.core.results import RunResult
 from harness.core.runner import RunInterrupted, build_plan, run_job
 from harness.core.vendor import VendorSpec, load_vendor
+from harness.core.watch import WatchLimits
 from harness.errors import HarnessError, UserError
-from harness.pages import repro
+from harness.pages import compare, repro
+from harness.pages.cells import format_acc, format_throughput
+from harness.pages.model import VendorPage
+from harness.pages.parse import read_page
 from harness.pages.readme import build_readme
-from harness.pages.vendor_page import VendorPage, format_acc, format_throughput, read_page, render_page
+from harness.pages.render import render_page
 from harness.report import history
-from harness.report.tables import print_results, write_reports
+from harness.report.tables import print_results
 
 DEFAULT_HOSTS = REPO_ROOT / "hosts.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -61,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--param", action="append", type=_param, default=[], metavar="KEY=VALUE",
                        help="override a Dockerfile template parameter (repeatable)")
     bench.add_argument("--timeout", type=float, default=24 * 3600.0, help="seconds before the run is stopped")
+    bench.add_argument("--stall-timeout", type=float, metavar="SECONDS",
+                       help="stop the run as stalled when no rank wrote a progress event for this long "
+                            "(default: the inventory's cluster.stall_timeout_s, 900)")
+    bench.add_argument("--clean-orphans", action="store_true",
+                       help="remove containers that other (killed) runs left on these hosts instead of refusing")
     bench.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
     bench.add_argument("--run-id", help="use this run id instead of a new one (names containers and folders)")
     bench.add_argument("--dry-run", action="store_true",
@@ -74,7 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     clean = sub.add_parser("clean", help="remove containers the harness left on the inventory's hosts")
     clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS)
-    clean.add_argument("--run-id", help="only this run's containers (default: every run's)")
+    clean.add_argument("--run-id", help="only this run's containers (default: every run's stopped ones)")
+    clean.add_argument("--all", action="store_true",
+                       help="without --run-id: running containers too (another controller's live run!)")
+
+    collect = sub.add_parser("collect", help="bring back the logs a run left on its hosts, then remove its containers",
+                             description="For a run whose host was lost (or a controller that was killed): "
+                                         "collect what its remote run folders hold into "
+                                         "RESULTS/RUN_ID/collected/<host>/ and remove its containers.")
+    collect.add_argument("run_id", help="the run id (results/<run_id>)")
+    collect.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS, help="inventory file (default hosts.yaml)")
+    collect.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
 
     past = sub.add_parser("history", help="list past runs from the results database, newest first")
     past.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
@@ -154,32 +173,41 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         fix_hp=args.fix_hp, synthetic=not args.real_data, timeout_s=args.timeout,
         template_overrides={**pins, **dict(args.param)}, run_id=args.run_id,
     )
-    if page is not None and repro.pick_row(page, job.nnodes, job.nproc_per_node, job.fix_hp or "/") is None:
+    if page is not None and compare.pick_row(page, job.nnodes, job.nproc_per_node, job.fix_hp or "/") is None:
         _warn(console, f"{source} has no row for {job.config_name}: there will be nothing to compare with")
     tables = _wide_console(stderr=True)
     gate = repro.EnvironmentGate(page, source, args.allow_drift, tables) if page is not None else None
+    comparison: list[compare.Comparison] = []
+
+    def annotate(result: RunResult, out_dir: Path) -> RunResult:
+        if page is None or gate is None:
+            return result
+        result, found = compare.record_reference(result, page, source, pins, gate, out_dir)
+        comparison.append(found)
+        return result
+
+    limits = WatchLimits(timeout_s=args.timeout,
+                         stall_timeout_s=args.stall_timeout or inventory.cluster.stall_timeout_s,
+                         host_lost_s=inventory.cluster.host_lost_s)
     backend = DockerSshBackend(inventory)
     try:
         if args.dry_run:
             sys.stdout.write(build_plan(job, inventory, backend).render())
             return 0
-        result = run_job(job, inventory, backend, args.results, console, check_environment=gate)
+        ensure_new_run_id(args.results, job.run_id)
+        result = run_job(job, inventory, backend, args.results, console, check_environment=gate,
+                         limits=limits, clean_orphans=args.clean_orphans, annotate=annotate)
     finally:
         backend.close()
     out_dir = args.results / job.run_id / job.case / job.config_name
-    comparison = None
-    if page is not None and gate is not None:
-        result, comparison = repro.record_reference(result, page, source, pins, gate, out_dir)
-    write_reports([result], out_dir)
     history_file = args.results / history.HISTORY_FILE
-    history.record(history_file, result, out_dir / "results.json")
     out = _wide_console()
     print_results([result], out)
     for regression in history.regressions(history_file, result):
         out.print(Text.assemble(("regression: ", "bold yellow"), regression.describe()))
-    if comparison is not None:
-        out.print(repro.comparison_table(comparison))
-        for note in comparison.notes:
+    for found in comparison:
+        out.print(compare.comparison_table(found))
+        for note in found.notes:
             out.print(Text(f"note: {note}", style="dim"))
         out.print(Text(f"written to {out_dir / 'reference.md'}", style="dim"))
     return 0 if result.status == "success" else 1
@@ -207,11 +235,33 @@ def _cmd_clean(args: argparse.Namespace, console: Console) -> int:
     inventory = load_inventory(args.hosts)
     backend = DockerSshBackend(inventory)
     try:
-        removed = remove_labelled(backend, inventory.hosts, args.run_id)
+        found = backend.leftovers(inventory.hosts, args.run_id)
+        # Without a run id, a running container may be another controller's live run.
+        chosen = found if args.run_id or args.all else [c for c in found if c.state != "running"]
+        for spared in (c for c in found if c not in chosen):
+            console.print(f"left running: {spared.describe()} (--all removes it too)", highlight=False)
+        removed = backend.remove(chosen)
     finally:
         backend.close()
     console.print(f"removed {len(removed)} container(s)" + (f": {', '.join(removed)}" if removed else ""))
     return 0
+
+
+def _cmd_collect(args: argparse.Namespace, console: Console) -> int:
+    inventory = load_inventory(args.hosts)
+    dest = args.results / args.run_id / "collected"
+    backend = DockerSshBackend(inventory)
+    try:
+        nodes = backend.collect_again(args.run_id, inventory.hosts, dest)
+    finally:
+        backend.close()
+    for node in nodes:
+        state = "collected" if node.collected else "NOT collected"
+        console.print(f"{node.host}: {state} into {node.log_dir}" + "".join(f"; {n}" for n in node.notes),
+                      highlight=False)
+    if not nodes:
+        console.print(f"nothing of run {args.run_id} found on {', '.join(h.name for h in inventory.hosts)}")
+    return 0 if all(node.collected for node in nodes) else 1
 
 
 def load_results(paths: list[Path]) -> list[RunResult]:
@@ -288,6 +338,7 @@ COMMANDS = {
     "bench": _cmd_bench,
     "history": _cmd_history,
     "clean": _cmd_clean,
+    "collect": _cmd_collect,
     "report": _cmd_report,
     "readme": _cmd_readme,
     "env": _cmd_env,
@@ -302,7 +353,8 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
         return COMMANDS[args.command](args, console)
     except UserError as exc:

@@ -38,5 +38,19 @@ class RemoteCommandError(HarnessError):
         super().__init__(f"{host}: `{' '.join(argv)}` {status}\n{tail}")
 
 
+class ConnectionLost(HostUnreachable):
+    """The connection to a host dropped, or the host stopped answering, during a
+    call: what that call did on the host is unknown. Unlike RemoteCommandError
+    (the command ran and failed), this is the host or the network failing.
+    Not bad input: a run that meets it has started (exit status 1)."""
+
+    exit_code = 1
+
+
+class RemoteTimeout(RemoteCommandError):
+    """A command was started and did not finish within its timeout (exit_code None);
+    `output` holds what it printed until then."""
+
+
 class RunFailed(HarnessError):
     """The training job ran but did not finish successfully."""

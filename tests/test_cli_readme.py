@@ -14,15 +14,11 @@ import yaml
 
 from harness import REPO_ROOT
 from harness.core.results import Metrics, RunResult
-from harness.hostinfo.environment import EnvironmentInfo
-from harness.pages.vendor_page import (
-    HardwareEnv,
-    SoftwareEnv,
-    VendorPage,
-    parse_page,
-    render_page,
-    split_table_row,
-)
+from harness.hostinfo.model import EnvironmentInfo
+from harness.pages.env_section import HardwareEnv, SoftwareEnv
+from harness.pages.model import VendorPage
+from harness.pages.parse import parse_page, split_table_row
+from harness.pages.render import render_page
 
 PAGES = Path(__file__).parent / "fixtures" / "vendor_pages"
 GOLDEN_HOSTS = Path(__file__).parent / "golden" / "hosts_2x2.yaml"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import REPO_ROOT
-from harness.pages.vendor_page import format_throughput
+from harness.pages.cells import format_throughput
 from harness.report.history import HISTORY_FILE
 from harness.report.history import runs as history_runs
 
@@ -62,7 +62,7 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
     for node, ranks in (("node1_noderank0", (0, 1)), ("node2_noderank1", (2, 3))):
         assert (out / node / "container.log").stat().st_size > 0
         for rank in ranks:
-            assert (out / node / f"events_rank{rank}.log").is_file()
+            assert (out / node / "container" / f"events_rank{rank}.log").is_file()
     assert len(list(out.rglob("stdout.log"))) == 4
     # Each host's environment, with the framework the containers actually ran.
     for host in ("node1", "node2"):
@@ -124,8 +124,8 @@ def test_crash_on_one_node_stops_the_other_and_keeps_the_logs(make_hosts_yaml: C
     assert nodes[1]["exit_code"] not in (0, None)
     # node 0 was blocked in a collective; it was stopped, not left to its 30-minute gloo timeout
     assert nodes[0]["exit_code"] != 0
-    assert (out / "node1_noderank0" / "events_rank0.log").is_file()
-    assert (out / "node2_noderank1" / "events_rank3.log").is_file()
+    assert (out / "node1_noderank0" / "container" / "events_rank0.log").is_file()
+    assert (out / "node2_noderank1" / "container" / "events_rank3.log").is_file()
     assert containers_of(run_id) == []
 
 
@@ -196,7 +196,7 @@ def test_timeout_stops_the_run_and_reports_it(make_hosts_yaml: Callable[..., Pat
     result = json.loads((tmp_path / run_id / "resnet50" / "1x1" / "results.json").read_text())
     assert result["status"] == "failed" and "timed out after 12 s" in result["failure"]
     assert re.search(r"training: epoch \d+ step \d+: [\d,.]+ samples/s", proc.stderr)  # live progress in a log
-    assert (tmp_path / run_id / "resnet50" / "1x1" / "node1_noderank0" / "events_rank0.log").is_file()
+    assert (tmp_path / run_id / "resnet50" / "1x1" / "node1_noderank0" / "container" / "events_rank0.log").is_file()
     assert containers_of(run_id) == []
 
 

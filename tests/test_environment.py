@@ -5,43 +5,38 @@ comparisons across hosts and against a vendor page."""
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from rich.table import Table
 
 from harness.backends.transport import CommandResult, LocalTransport, Transport
-from harness.hostinfo.environment import (
-    PYTHON_PROBE,
-    UNKNOWN,
-    EnvironmentInfo,
-    FrameworkVersions,
-    capture_environment,
-    capture_framework,
-    capture_in_container,
-    container_probe_argv,
+from harness.hostinfo.compare import (
     cpu_matches,
     differences,
     drift,
-    drift_text,
     kernel_matches,
     names_match,
     os_matches,
+    split_package_version,
+    version_matches,
+)
+from harness.hostinfo.model import UNKNOWN, EnvironmentInfo, FrameworkVersions
+from harness.hostinfo.parsers import (
     parse_cpuinfo_model,
     parse_framework_probe,
     parse_ibstat,
     parse_nic_speeds,
     parse_os_release,
-    parse_query_csv,
-    parse_xpu_smi_inventory,
-    render_drift_table,
-    split_package_version,
-    version_matches,
 )
-from harness.pages.vendor_page import env_spec_from_page, parse_page
+from harness.hostinfo.probes import PYTHON_PROBE, capture_environment, container_probe_argv
+from harness.pages.parse import parse_page
+from harness.pages.repro import HostDrift, drift_table, env_spec_from_page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smi"
 
@@ -52,6 +47,13 @@ REFERENCE_DIR = Path(__file__).parent / "fixtures" / "vendor_pages"
 
 def fixture(name: str) -> str:
     return (FIXTURES / name).read_text(encoding="utf-8")
+
+
+def table_text(table: Table) -> str:
+    """A rich table as plain text, the way a log or report shows it."""
+    console = Console(width=140, record=True, color_system=None, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def test_capture_on_this_machine(local_env: EnvironmentInfo) -> None:
 
 
 def test_framework_probe_with_this_python() -> None:
-    versions = capture_framework(LocalTransport(), python=sys.executable)
+    versions = capture_environment(LocalTransport(), python=sys.executable).framework
     assert versions.python == ".".join(str(part) for part in sys.version_info[:3])
     try:
         torch_version = importlib.metadata.version("torch")
@@ -102,7 +104,7 @@ def test_framework_probe_with_this_python() -> None:
 
 
 def test_framework_probe_with_a_missing_python() -> None:
-    versions = capture_framework(LocalTransport(), python="/nonexistent/python3")
+    versions = capture_environment(LocalTransport(), python="/nonexistent/python3").framework
     assert versions.torch == UNKNOWN and "not found" in versions.unknown_reasons["torch"]
 
 
@@ -112,7 +114,7 @@ def test_container_probe() -> None:
     assert argv[6:10] == ["-v", "/data:/data:ro", "--gpus", "all"]
     assert argv[10:] == ["harness/resnet50:abc", "-c", PYTHON_PROBE]
     # an image that is not there: unknown with docker's reason, nothing pulled
-    versions = capture_in_container(LocalTransport(), "harness-test/not-built:none", timeout=60)
+    versions = capture_environment(LocalTransport(), image="harness-test/not-built:none", timeout=60).framework
     assert versions.torch == UNKNOWN
     assert versions.source == "image harness-test/not-built:none on localhost"
     assert versions.unknown_reasons["torch"]
@@ -125,23 +127,6 @@ def test_ibstat() -> None:
     assert parse_ibstat(fixture("ibstat_mlx5_active_200.txt")) == ("InfiniBand", "200Gb/s")
     down = fixture("ibstat_mlx5_active_200.txt").replace("State: Active", "State: Down")
     assert parse_ibstat(down) is None
-
-
-def test_inventory_csv() -> None:
-    fields = (
-        "power.limit", "power.min_limit", "power.max_limit", "memory.total", "vbios_version", "driver_version", "name",
-        "gpu_uuid", "power.draw", "temperature.gpu", "temperature.memory", "clocks.current.graphics", "clocks.sm",
-        "clocks.mem", "utilization.gpu", "utilization.memory", "fan.speed", "pcie.link.width.current", "pstate",
-    )
-    (row,) = parse_query_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt"), fields)
-    assert (row["name"], row["memory.total"], row["driver_version"]) == ("GeForce RTX 2080", "7979", "440.64")
-
-
-def test_xpu_smi_inventory() -> None:
-    models, totals, driver = parse_xpu_smi_inventory(fixture("xpu_smi_table_k200_driver-4.0.txt"))
-    assert (models, totals, driver) == (["K200"] * 4, [8064.0] * 4, "4.0")
-    models, totals, driver = parse_xpu_smi_inventory(fixture("xpu_smi_table_r300_runtime-4.31.txt"))
-    assert (models, totals, driver) == (["R300", "R300"], [32768.0, 32768.0], "4.0")
 
 
 def test_nic_speeds() -> None:
@@ -267,7 +252,7 @@ def test_drift_against_the_resnet50_page() -> None:
     assert rows["network_type"].matches and rows["network_rate"].matches
     assert rows["docker_version"].matches is False  # 20.10.16 on the page
     assert rows["machine_model"].expected == "NVIDIA_A100-SXM4-40GB"
-    text = drift_text(list(rows.values()), title="resnet50")
+    text = table_text(drift_table(HostDrift(host=host.host, rows=list(rows.values())), title="resnet50"))
     assert "✗" in text and "docker_version" in text and "20.10.24" in text
 
 
@@ -278,7 +263,7 @@ def test_drift_of_this_machine_from_the_pages(local_env: EnvironmentInfo) -> Non
     assert rows["os"].actual == local_env.os and rows["os"].matches is (local_env.os.startswith("Ubuntu 20.04"))
     assert rows["framework"].expected == "torch-1.13.1+corex.3.1.0" and rows["framework"].matches is False
     assert rows["accelerator_model"].actual == local_env.accelerator_model
-    table = render_drift_table(list(rows.values()))
+    table = drift_table(HostDrift(host=local_env.host, rows=list(rows.values())))
     assert isinstance(table, Table) and table.row_count == len(rows)
 
     kunlunxin = parse_page((REFERENCE_DIR / "kunlunxin-mobilenetv2.md").read_text(), "kunlunxin-mobilenetv2.md")

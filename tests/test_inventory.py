@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import REPO_ROOT
-from harness.core.inventory import load_inventory
+from harness.core.inventory import FromEnv, load_inventory
 from harness.errors import UserError
 
 GOOD = """
@@ -78,3 +78,53 @@ def test_cli_exits_2_on_malformed_inventory_without_traceback(tmp_path: Path) ->
     assert result.returncode == 2
     assert "hosts.node1.port" in result.stderr and str(path) in result.stderr.replace("\n", "")
     assert "Traceback" not in result.stderr
+
+
+def test_env_values_may_come_from_the_controllers_environment(tmp_path: Path) -> None:
+    inventory = load_inventory(write(tmp_path, """
+cluster:
+  env: {NCCL_IB_TIMEOUT: 22, HF_TOKEN: {from_env: CI_HF_TOKEN}, PLAIN: text}
+hosts:
+  - {name: a, address: h}
+"""))
+    env = inventory.cluster.env
+    assert env["NCCL_IB_TIMEOUT"] == "22" and env["PLAIN"] == "text"  # a YAML number is the variable's text
+    assert isinstance(env["HF_TOKEN"], FromEnv) and env["HF_TOKEN"].from_env == "CI_HF_TOKEN"
+    assert inventory.resolve_env({"CI_HF_TOKEN": "v"}) == (
+        {"NCCL_IB_TIMEOUT": "22", "HF_TOKEN": "v", "PLAIN": "text"}, {"HF_TOKEN": "CI_HF_TOKEN"})
+    with pytest.raises(UserError) as info:
+        inventory.resolve_env({})
+    assert str(info.value) == (f"{tmp_path / 'hosts.yaml'}: cluster.env.HF_TOKEN: environment variable CI_HF_TOKEN "
+                               "is not set on the controller (the value of HF_TOKEN is read from it)")
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "message"),
+    [
+        ("{'A B': x}", "cluster.env.A B", "should match pattern"),
+        ("{A: {from_env: 1BAD}}", "cluster.env.A", "expected {from_env: VARIABLE_NAME}"),
+        ("{A: {from_env: X, default: y}}", "cluster.env.A", "expected {from_env: VARIABLE_NAME}"),
+        ("{A: [x]}", "cluster.env.A", "expected a string, or {from_env: VARIABLE_NAME}"),
+        ("{A: true}", "cluster.env.A", "expected a string"),
+    ],
+)
+def test_bad_env_entries_name_the_field(tmp_path: Path, env: str, field: str, message: str) -> None:
+    path = write(tmp_path, f"cluster:\n  env: {env}\nhosts:\n  - {{name: a, address: h}}\n")
+    with pytest.raises(UserError) as info:
+        load_inventory(path)
+    assert str(path) in str(info.value) and field in str(info.value) and message in str(info.value)
+
+
+def test_template_params_take_lists_and_refuse_control_characters(tmp_path: Path) -> None:
+    inventory = load_inventory(write(tmp_path, """
+cluster:
+  template_params: {apt_packages: [curl, procps], base_image: "debian:12"}
+hosts:
+  - {name: a, address: h}
+"""))
+    assert inventory.cluster.template_params["apt_packages"] == ["curl", "procps"]
+    path = write(tmp_path, 'cluster:\n  template_params: {base_image: "debian:12\\nRUN curl x | sh"}\n'
+                           "hosts:\n  - {name: a, address: h}\n")
+    with pytest.raises(UserError) as info:
+        load_inventory(path)
+    assert f"{path}: cluster.template_params.base_image: the value holds a newline" in str(info.value)

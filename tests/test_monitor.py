@@ -12,25 +12,14 @@ import psutil
 import pytest
 
 from harness.backends.transport import CommandResult, LocalTransport, Transport
-from harness.devices.monitor import (
-    CSV_COLUMNS,
-    IPMI_POWER_ARGV,
-    SMI_TOOLS,
-    DeviceSample,
-    MonitorSampler,
-    cpu_percent_between,
-    parse_ipmitool_power,
-    parse_meminfo,
-    parse_nvidia_smi_csv,
-    parse_proc_stat,
-    parse_smi_table,
-    parse_xpu_smi_machine,
-    parse_xpu_smi_table,
-    peak_memory,
-    read_device_rows,
-    sample_local_host,
-    smi_tool,
-)
+from harness.devices.host import cpu_percent_between, parse_meminfo, parse_proc_stat, sample_local_host
+from harness.devices.ipmitool import IPMI_POWER_ARGV, parse_ipmitool_power
+from harness.devices.ixsmi import parse_smi_table
+from harness.devices.nvidia_smi import parse_nvidia_smi_csv, parse_query_csv
+from harness.devices.readings import DeviceSample
+from harness.devices.registry import SMI_TOOLS, smi_tool
+from harness.devices.sampler import CSV_COLUMNS, MonitorSampler, peak_memory, read_device_rows
+from harness.devices.xpu_smi import parse_xpu_smi_inventory, parse_xpu_smi_machine, parse_xpu_smi_table
 from harness.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smi"
@@ -65,16 +54,24 @@ def test_nvidia_csv_without_header_uses_the_query_fields(name: str) -> None:
     assert sample == DeviceSample(index=0, mem_used_mib=0, mem_total_mib=2004, util_pct=0, power_w=None, temp_c=44)
 
 
+# The 19 fields of the recorded query in nvidia-smi_csv_noheader_nounits_rtx2080.txt.
+RTX2080_QUERY_FIELDS = (
+    "power.limit", "power.min_limit", "power.max_limit", "memory.total", "vbios_version", "driver_version", "name",
+    "gpu_uuid", "power.draw", "temperature.gpu", "temperature.memory", "clocks.current.graphics", "clocks.sm",
+    "clocks.mem", "utilization.gpu", "utilization.memory", "fan.speed", "pcie.link.width.current", "pstate",
+)
+
+
 def test_nvidia_csv_many_fields() -> None:
-    fields = (
-        "power.limit", "power.min_limit", "power.max_limit", "memory.total", "vbios_version", "driver_version", "name",
-        "gpu_uuid", "power.draw", "temperature.gpu", "temperature.memory", "clocks.current.graphics", "clocks.sm",
-        "clocks.mem", "utilization.gpu", "utilization.memory", "fan.speed", "pcie.link.width.current", "pstate",
-    )
-    (sample,) = parse_nvidia_smi_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt"), fields)
+    (sample,) = parse_nvidia_smi_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt"), RTX2080_QUERY_FIELDS)
     assert sample == DeviceSample(index=0, mem_used_mib=None, mem_total_mib=7979, util_pct=86, power_w=176.98, temp_c=45)
     # the same line read with the default query's six columns has the wrong width: skipped, not misread
     assert parse_nvidia_smi_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt")) == []
+
+
+def test_inventory_csv() -> None:
+    (row,) = parse_query_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt"), RTX2080_QUERY_FIELDS)
+    assert (row["name"], row["memory.total"], row["driver_version"]) == ("GeForce RTX 2080", "7979", "440.64")
 
 
 # --------------------------------------------------------------------------- ixsmi
@@ -121,6 +118,13 @@ def test_xpu_smi_table_r300_short_columns_and_other_sections() -> None:
         DeviceSample(index=0, mem_used_mib=0, mem_total_mib=32768, util_pct=0),
         DeviceSample(index=1, mem_used_mib=0, mem_total_mib=32768, util_pct=0),
     ]
+
+
+def test_xpu_smi_inventory() -> None:
+    models, totals, driver = parse_xpu_smi_inventory(fixture("xpu_smi_table_k200_driver-4.0.txt"))
+    assert (models, totals, driver) == (["K200"] * 4, [8064.0] * 4, "4.0")
+    models, totals, driver = parse_xpu_smi_inventory(fixture("xpu_smi_table_r300_runtime-4.31.txt"))
+    assert (models, totals, driver) == (["R300", "R300"], [32768.0, 32768.0], "4.0")
 
 
 def test_xpu_smi_machine_mode() -> None:
@@ -252,7 +256,7 @@ def test_sampler_host_rows_from_proc_on_this_machine(tmp_path: Path) -> None:
 
 def test_sampler_survives_a_missing_tool_and_logs_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "local.csv"
-    caplog.set_level(logging.WARNING, logger="harness.devices.monitor")
+    caplog.set_level(logging.WARNING, logger="harness.devices.sampler")
     with MonitorSampler(LocalTransport(), "xpu_smi", path, interval_s=0.02, system_power=True) as sampler:
         deadline = time.monotonic() + 5
         while sampler.samples_taken < 4 and time.monotonic() < deadline:
@@ -309,7 +313,7 @@ def test_system_power_is_sampled_when_ipmitool_answers_and_dropped_quietly_when_
     assert [float(row["system_power_w"]) for row in read_csv(tmp_path / "bmc.csv")] == \
         [parse_ipmitool_power(reading)] * 2
 
-    caplog.set_level(logging.WARNING, logger="harness.devices.monitor")
+    caplog.set_level(logging.WARNING, logger="harness.devices.sampler")
     without = ReplayTransport({})  # every command: 127, not found
     sampler = MonitorSampler(without, None, tmp_path / "none.csv", host_stats="none", system_power=True)
     sampler.sample_once()

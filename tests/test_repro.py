@@ -1,4 +1,4 @@
-"""Reproducing a vendor page (harness/pages/repro.py) and the page of our own runs
+"""Reproducing a vendor page (harness/pages/repro.py, compare.py) and the page of our own runs
 (harness/pages/readme.py): framework pins, the environment check before a run and the comparison after
 it. Nothing here needs Docker or a host: run_job runs on a stand-in backend."""
 
@@ -12,28 +12,22 @@ import pytest
 import yaml
 from rich.console import Console
 
-from harness.backends.base import ClusterBackend, NodeState, PreflightReport
+from harness.backends.base import ClusterBackend, Leftover, NodeState, PreflightReport
 from harness.backends.image import ImagePlan
 from harness.backends.launch import RunPlan, plan_run
-from harness.core.inventory import Inventory, load_inventory
+from harness.core.events import Event
+from harness.core.inventory import Host, Inventory, load_inventory
 from harness.core.job import Job, make_job
 from harness.core.results import Metrics, NodeOutcome, RunResult
 from harness.core.runner import build_plan, run_job
 from harness.core.vendor import VendorSpec, load_vendor
 from harness.errors import UserError
-from harness.hostinfo.environment import EnvironmentInfo, FrameworkVersions
+from harness.hostinfo.model import EnvironmentInfo, FrameworkVersions
+from harness.pages.compare import compare, comparison_markdown, pick_row, record_reference
+from harness.pages.parse import parse_page, read_page, split_table_row
 from harness.pages.readme import build_readme
-from harness.pages.repro import (
-    EnvironmentGate,
-    compare,
-    comparison_markdown,
-    framework_pins,
-    host_drift,
-    pick_row,
-    record_reference,
-    vendor_for_page,
-)
-from harness.pages.vendor_page import parse_page, read_page, render_page, split_table_row
+from harness.pages.render import render_page
+from harness.pages.repro import EnvironmentGate, framework_pins, host_drift, vendor_for_page
 
 PAGES = Path(__file__).parent / "fixtures" / "vendor_pages"
 PAGE_NAMES = sorted(path.name for path in PAGES.glob("*.md"))
@@ -282,7 +276,7 @@ class StandInBackend(ClusterBackend):
     def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
         return plan_run(job, inventory, vendor, image)
 
-    def preflight(self, plan: RunPlan) -> PreflightReport:
+    def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         self.calls.append("preflight")
         return PreflightReport()
 
@@ -307,9 +301,16 @@ class StandInBackend(ClusterBackend):
     def launch(self, plan: RunPlan) -> None:
         self._started("launch")
 
-    def poll(self, plan: RunPlan) -> list[NodeState]:
+    def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
         self._started("poll")
         return []
+
+    def progress(self, plan: RunPlan, node_ranks: list[int]) -> dict[int, Event]:
+        self._started("progress")
+        return {}
+
+    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
+        self._started("dump_stacks")
 
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         self.calls.append("stop")
@@ -317,12 +318,21 @@ class StandInBackend(ClusterBackend):
     def tail(self, plan: RunPlan, node_rank: int, lines: int) -> list[str]:
         return []
 
-    def collect(self, plan: RunPlan, dest: Path) -> list[NodeOutcome]:
+    def collect(self, plan: RunPlan, dest: Path, node_ranks: list[int]) -> list[NodeOutcome]:
         self.calls.append("collect")
         return []
 
-    def cleanup(self, plan: RunPlan) -> list[str]:
+    def cleanup(self, plan: RunPlan, node_ranks: list[int]) -> list[str]:
         self.calls.append("cleanup")
+        return []
+
+    def collect_again(self, run_id: str, hosts: list[Host], dest: Path) -> list[NodeOutcome]:
+        return []
+
+    def leftovers(self, hosts: list[Host], run_id: str | None = None) -> list[Leftover]:
+        return []
+
+    def remove(self, leftovers: list[Leftover]) -> list[str]:
         return []
 
 

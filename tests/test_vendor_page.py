@@ -9,28 +9,23 @@ import pytest
 
 from harness.core.results import Metrics, RunResult
 from harness.errors import UserError
-from harness.pages.vendor_page import (
-    HardwareEnv,
-    MetricRow,
-    SoftwareEnv,
-    VendorPage,
+from harness.pages.cells import (
     config_label,
-    env_spec_from_page,
     format_acc,
     format_e2e_time,
     format_mem,
     format_throughput,
-    page_from_results,
     parse_config_label,
-    parse_page,
-    render_metric_table,
-    render_page,
-    row_cells,
-    row_from_result,
-    split_table_row,
 )
+from harness.pages.env_section import HardwareEnv, SoftwareEnv
+from harness.pages.model import MetricRow, VendorPage
+from harness.pages.parse import parse_page, split_table_row
+from harness.pages.readme import page_from_results
+from harness.pages.render import render_metric_table, render_page
+from harness.pages.repro import env_spec_from_page
+from harness.pages.rows import row_from_result
 
-# Copies of ../shared/reference/vendor-readmes: the five published vendor pages.
+# The five published vendor pages (their source: SOURCE.txt there).
 REFERENCE_DIR = Path(__file__).parent / "fixtures" / "vendor_pages"
 PAGE_NAMES = [
     "iluvatar-mobilenetv2.md",
@@ -454,6 +449,6 @@ def test_page_from_results() -> None:
     assert render_page(again) == render_page(page)
     with_failed = page_from_results(results, hardware, software, "resnet50", "ImageNet2012", include_failed=True)
     assert with_failed.metric_rows[-1].cells()[3:] == ["/"] * 6
-    assert row_cells(row_from_result(results[1])) == cells[1]
-    assert row_cells(row_from_result(results[1], label_style="ascii"))[0] == "A100单机单卡(1x1)"
-    assert row_cells(row_from_result(results[1]), lang="en")[0] == "A100 1 node 1 card (1x1)"
+    assert row_from_result(results[1]).cells() == cells[1]
+    assert row_from_result(results[1], label_style="ascii").cells()[0] == "A100单机单卡(1x1)"
+    assert row_from_result(results[1]).cells(lang="en")[0] == "A100 1 node 1 card (1x1)"

@@ -10,22 +10,33 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from harness.backends.image import ImagePlan
 from harness.backends.launch import RunPlan
-from harness.core.inventory import Inventory
+from harness.core.events import Event
+from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
 from harness.core.results import NodeOutcome
 from harness.core.vendor import VendorSpec
-from harness.hostinfo.environment import EnvironmentInfo
+from harness.hostinfo.model import EnvironmentInfo
+
+# running: the container runs. exited: it finished (exit_code holds how).
+# gone: the engine answered and has no such container. unreachable: the host or
+# its engine did not answer this time (SSH down, engine frozen); not a verdict.
+NodeStatus = Literal["running", "exited", "gone", "unreachable"]
 
 
 @dataclass(frozen=True)
 class NodeState:
     node_rank: int
-    running: bool
-    exit_code: int | None  # None while running or when unknown
+    status: NodeStatus
+    exit_code: int | None = None  # set when exited
     detail: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
 
 
 @dataclass
@@ -35,14 +46,30 @@ class PreflightReport:
     facts: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """A container of the harness found on a host (by its labels)."""
+
+    host: str
+    container: str  # id
+    name: str
+    run_id: str
+    state: str  # running, exited, created, paused, ...
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.state}, run {self.run_id}) on {self.host}"
+
+
 class ClusterBackend(ABC):
     @abstractmethod
     def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
         """Everything that would be run, without touching any host (the dry run)."""
 
     @abstractmethod
-    def preflight(self, plan: RunPlan) -> PreflightReport:
-        """Check every host; raise a UserError subclass before anything starts."""
+    def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
+        """Check every host; raise a UserError subclass before anything starts.
+        Containers of other runs on these hosts are refused (OrphansFound) unless
+        clean_orphans, which removes them."""
 
     @abstractmethod
     def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
@@ -65,8 +92,19 @@ class ClusterBackend(ABC):
         """Start one container per node."""
 
     @abstractmethod
-    def poll(self, plan: RunPlan) -> list[NodeState]:
-        """The state of every node's container."""
+    def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
+        """The state of these nodes' containers. Never raises for one host's
+        trouble: that node is `unreachable` this time."""
+
+    @abstractmethod
+    def progress(self, plan: RunPlan, node_ranks: list[int]) -> dict[int, Event]:
+        """Global rank -> the last event its event log holds, for the ranks of
+        these nodes that could be read (the stall watchdog's input)."""
+
+    @abstractmethod
+    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
+        """Ask every training process of these nodes to write its Python stacks
+        into its logs (before a stalled run is stopped)."""
 
     @abstractmethod
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
@@ -77,12 +115,27 @@ class ClusterBackend(ABC):
         """The last lines of a node's output (progress, failure reports)."""
 
     @abstractmethod
-    def collect(self, plan: RunPlan, dest: Path) -> list[NodeOutcome]:
-        """Bring every node's logs back under dest/<host>_noderank<k>/."""
+    def collect(self, plan: RunPlan, dest: Path, node_ranks: list[int]) -> list[NodeOutcome]:
+        """Bring these nodes' logs back under dest/<host>_noderank<k>/; one
+        outcome per node, whatever failed (recorded in the outcome)."""
 
     @abstractmethod
-    def cleanup(self, plan: RunPlan) -> list[str]:
-        """Remove everything the run left on the hosts; return what was removed."""
+    def cleanup(self, plan: RunPlan, node_ranks: list[int]) -> list[str]:
+        """Remove these nodes' containers and, where their logs were collected,
+        their remote run folders; return the containers removed."""
+
+    @abstractmethod
+    def collect_again(self, run_id: str, hosts: list[Host], dest: Path) -> list[NodeOutcome]:
+        """Collect a finished or abandoned run's logs from the remote run folders
+        it left (a host that was lost and is back), then remove its containers."""
+
+    @abstractmethod
+    def leftovers(self, hosts: list[Host], run_id: str | None = None) -> list[Leftover]:
+        """The harness's containers on these hosts (of one run, or of any)."""
+
+    @abstractmethod
+    def remove(self, leftovers: list[Leftover]) -> list[str]:
+        """Remove these containers; return the ids removed."""
 
     def close(self) -> None:
         return None

@@ -3,6 +3,11 @@
 The image tag is a hash of the rendered Dockerfile and every file of the build
 context, so an edit to the template, a parameter or the training code gives a
 new tag (a rebuild), and an unchanged one is a cache hit on every host.
+
+Every parameter is checked before the template is rendered: the kind of the
+vendor's default, no control character (harness/core/vendor.py), and a refusal
+names where the value came from (the vendor spec, hosts.yaml's
+cluster.template_params, --param).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +23,57 @@ from typing import Any
 import jinja2
 
 from harness import REPO_ROOT
-from harness.core.vendor import DOCKERFILES_DIR, VendorSpec
+from harness.core.inventory import Inventory
+from harness.core.job import Job
+from harness.core.vendor import DOCKERFILES_DIR, VendorSpec, check_spec_params, template_value_problem
 from harness.errors import UserError
 
 PARTIALS_DIR = DOCKERFILES_DIR / "partials"
 # What the image carries besides its Dockerfile: the training code.
 PAYLOAD_DIRS = ("cases",)
 _IGNORED_PARTS = {"__pycache__", ".pytest_cache"}
+
+
+@dataclass(frozen=True)
+class ParamOrigin:
+    """Where a template parameter's value was set, as a UserError names it."""
+
+    file: str | None
+    field: str
+
+
+# When plan_image is not told where an override came from.
+def _unknown_origin(key: str) -> ParamOrigin:
+    return ParamOrigin(None, f"template parameter {key} (hosts.yaml cluster.template_params or --param)")
+
+
+def check_template_params(vendor: VendorSpec, overrides: Mapping[str, Any],
+                          origins: Mapping[str, ParamOrigin] | None = None) -> None:
+    """UserError for the first bad parameter: the vendor spec's own, then each
+    override against the vendor's default of the same name (any kind when the
+    vendor has none), named by its origin."""
+    check_spec_params(vendor, str(vendor.folder / "vendor.yaml"))
+    defaults = {"python": vendor.python, **vendor.template_params}
+    for key, value in overrides.items():
+        problem = (template_value_problem(key, value, defaults[key]) if key in defaults
+                   else template_value_problem(key, value))
+        if problem:
+            origin = (origins or {}).get(key) or _unknown_origin(key)
+            raise UserError(problem, file=origin.file, field=origin.field)
+
+
+def job_template_params(job: Job, inventory: Inventory) -> tuple[dict[str, Any], dict[str, ParamOrigin]]:
+    """The overrides of a job's image (hosts.yaml's cluster.template_params, then
+    the job's --param values, which win) and where each came from."""
+    params: dict[str, Any] = {}
+    origins: dict[str, ParamOrigin] = {}
+    for key, value in inventory.cluster.template_params.items():
+        params[key] = value
+        origins[key] = ParamOrigin(inventory.source or None, f"cluster.template_params.{key}")
+    for key, value in job.template_overrides.items():
+        params[key] = value
+        origins[key] = ParamOrigin(None, f"--param {key}")
+    return params, origins
 
 
 @dataclass(frozen=True)
@@ -49,7 +99,8 @@ def render_dockerfile(vendor: VendorSpec, params: dict[str, Any]) -> str:
     # Values that land in a RUN line are shell words: quote them (version specifiers hold < and >).
     env.filters["shquote"] = shlex.quote
     try:
-        return env.get_template(vendor.template).render(vendor=vendor, **params)
+        # The interpreter is a vendor fact the launch needs too: one field, seen by the template as `python`.
+        return env.get_template(vendor.template).render(vendor=vendor, **{"python": vendor.python, **params})
     except jinja2.UndefinedError as exc:
         raise UserError(
             f"template needs a parameter that is not set ({exc.message}); set it in "
@@ -79,9 +130,12 @@ def content_hash(dockerfile: str, files: dict[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def plan_image(vendor: VendorSpec, overrides: dict[str, Any]) -> ImagePlan:
-    # The interpreter is a vendor fact the launch needs too: one field, seen by the template as `python`.
-    params = {"python": vendor.python, **vendor.template_params, **overrides}
+def plan_image(vendor: VendorSpec, overrides: dict[str, Any],
+               origins: Mapping[str, ParamOrigin] | None = None) -> ImagePlan:
+    """The image of `vendor` with `overrides` of its template parameters; `origins`
+    (job_template_params) says where each override came from for the refusals."""
+    check_template_params(vendor, overrides, origins)
+    params = {**vendor.template_params, **overrides}
     dockerfile = render_dockerfile(vendor, params)
     files = _payload_files()
     digest = content_hash(dockerfile, files)
@@ -93,6 +147,12 @@ def plan_image(vendor: VendorSpec, overrides: dict[str, Any]) -> ImagePlan:
         context_files=files,
         content_hash=digest,
     )
+
+
+def plan_job_image(job: Job, inventory: Inventory, vendor: VendorSpec) -> ImagePlan:
+    """plan_image with the job's and the inventory's overrides, each refusal naming its origin."""
+    params, origins = job_template_params(job, inventory)
+    return plan_image(vendor, params, origins)
 
 
 def write_context(plan: ImagePlan, folder: Path) -> Path:

@@ -1,12 +1,17 @@
 """The launch plan: for every node, the exact `docker run` and torchrun argv.
 
 Pure functions of (Job, Inventory, VendorSpec, ImagePlan): this is what the
-dry-run prints and what the golden-file tests pin down.
+dry-run prints and what the golden-file tests pin down. Secret variables
+(harness/secrets.py) are the exception to "exact": their values are read when
+the plan is made, kept in NodePlan.secret_env only, and reach the container
+through an env file (NodePlan.env_file, `--env-file` in run_argv); the render
+shows their keys with ***.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from harness.backends.image import ImagePlan
@@ -14,10 +19,13 @@ from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
 from harness.core.vendor import VendorSpec
 from harness.errors import UserError
+from harness.secrets import SecretEnv, is_secret_key, line_breaker
 
 CONTAINER_LOG_DIR = "/bench/logs"
 CONTAINER_DATA_DIR = "/bench/data"
 LABEL_PREFIX = "bench."
+# In a node's run folder on its host, beside logs/ (never collected): the secret variables.
+ENV_FILE_NAME = "secret.env"
 
 
 @dataclass(frozen=True)
@@ -30,10 +38,21 @@ class NodePlan:
     docker: list[str]  # how to call the docker CLI on that host
     run_argv: list[str]  # docker run ... image <train_argv>
     train_argv: list[str]  # torchrun inside the container
+    # Secret variables: values in memory only (never in an argv, the render or any
+    # file of the harness); the container gets them from env_file.
+    secret_env: SecretEnv = field(default_factory=SecretEnv, repr=False, compare=False)
+    # {host_run_dir}/secret.env on that host when there are secrets (`--env-file` in
+    # run_argv): the backend writes it (0600) right before `docker run`, removes it right after.
+    env_file: str | None = None
 
     @property
     def host_log_dir(self) -> str:
         return f"{self.host_run_dir}/logs"
+
+    @property
+    def dir_name(self) -> str:
+        """The node's folder in the results: <host>_noderank<k>."""
+        return f"{self.host.name}_noderank{self.node_rank}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,8 @@ class RunPlan:
                 f"node {node.node_rank}: {host.name} ({where})",
                 f"  build: {shlex.join([*node.docker, 'build', '-t', self.image.tag, '<context>'])}",
                 f"  run:   {shlex.join(node.run_argv)}",
+                *([f"  secret env (in --env-file, 0600, removed once the container started): "
+                   f"{node.secret_env.describe()}"] if node.secret_env else []),
                 f"  train: {shlex.join(node.train_argv)}",
             ]
         lines += [f"note: {note}" for note in self.notes]
@@ -124,8 +145,35 @@ def train_argv(job: Job, vendor: VendorSpec, node_rank: int, master_addr: str, m
     return argv
 
 
+def container_env(job: Job, inventory: Inventory, vendor: VendorSpec) -> tuple[dict[str, str], SecretEnv]:
+    """(the variables every container gets on its command line, the secret ones):
+    the vendor's env, then cluster.env (from_env read now, UserError when unset),
+    then the visible-devices variable. A variable is secret when it came from
+    from_env or its key looks like a credential; a secret value must fit on an
+    env file line."""
+    resolved, sources = inventory.resolve_env()
+    env = {**vendor.env, **resolved}
+    if vendor.visible_devices_env:
+        env[vendor.visible_devices_env] = ",".join(str(i) for i in range(job.nproc_per_node))
+    secret_keys = sorted(k for k in env if k in sources or is_secret_key(k))
+    for key in secret_keys:
+        broken = line_breaker(env[key])
+        if broken:
+            from_vendor = key in vendor.env and key not in resolved
+            raise UserError(
+                f"the value of {key} holds {broken}; it is secret, so it goes through an env file, "
+                "whose lines cannot hold one",
+                file=str(vendor.folder / "vendor.yaml") if from_vendor else inventory.source,
+                field=f"env.{key}" if from_vendor else f"cluster.env.{key}",
+            )
+    visible = {k: v for k, v in env.items() if k not in secret_keys}
+    return visible, SecretEnv({k: env[k] for k in secret_keys}, sources)
+
+
 def docker_run_argv(job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan, host: Host,
-                    node_rank: int, run_dir: str, command: list[str]) -> list[str]:
+                    node_rank: int, run_dir: str, command: list[str], *, env: Mapping[str, str],
+                    env_file: str | None) -> list[str]:
+    """`env`: the visible variables (container_env); `env_file`: where the secret ones will be."""
     argv = [*docker_cli(host), "run", "--detach", "--name", container_name(job, node_rank)]
     for key, value in node_labels(job, host, node_rank).items():
         argv += ["--label", f"{key}={value}"]
@@ -141,9 +189,8 @@ def docker_run_argv(job: Job, inventory: Inventory, vendor: VendorSpec, image: I
     argv += ["--volume", f"{run_dir}/logs:{CONTAINER_LOG_DIR}:rw"]
     if host.data_dir and not job.synthetic:
         argv += ["--volume", f"{host.data_dir}:{CONTAINER_DATA_DIR}:ro"]
-    env = {**vendor.env, **inventory.cluster.env}
-    if vendor.visible_devices_env:
-        env[vendor.visible_devices_env] = ",".join(str(i) for i in range(job.nproc_per_node))
+    if env_file is not None:
+        argv += ["--env-file", env_file]
     for key in sorted(env):
         argv += ["--env", f"{key}={env[key]}"]
     argv += ["--workdir", "/workspace", image.tag, *command]
@@ -172,11 +219,13 @@ def plan_run(job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePla
     if job.nnodes > 1 and any(h.transport == "local" for h in hosts):
         notes.append("a multi-node run with a local host: every other host must reach its address")
     master = hosts[0]
+    visible_env, secret_env = container_env(job, inventory, vendor)
     nodes = []
     for rank, host in enumerate(hosts):
         run_dir = f"{host.work_dir}/runs/{job.run_id}/node{rank}"
         command = train_argv(job, vendor, rank, master.address, inventory.cluster.master_port,
                              with_data=not job.synthetic)
+        env_file = f"{run_dir}/{ENV_FILE_NAME}" if secret_env else None
         nodes.append(
             NodePlan(
                 host=host,
@@ -185,8 +234,11 @@ def plan_run(job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePla
                 labels=node_labels(job, host, rank),
                 host_run_dir=run_dir,
                 docker=docker_cli(host),
-                run_argv=docker_run_argv(job, inventory, vendor, image, host, rank, run_dir, command),
+                run_argv=docker_run_argv(job, inventory, vendor, image, host, rank, run_dir, command,
+                                         env=visible_env, env_file=env_file),
                 train_argv=command,
+                secret_env=secret_env,
+                env_file=env_file,
             )
         )
     return RunPlan(

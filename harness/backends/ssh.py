@@ -1,176 +1,726 @@
-"""SshTransport: commands and files on a remote host over paramiko.
+"""SshTransport: commands and files on a remote host over paramiko, made to last a night.
 
-Host keys are checked against the inventory's known_hosts; an unknown key is
-rejected unless the inventory sets accept_unknown_host_keys, in which case it
-is added and saved. stdout and stderr are merged on the channel so one reader
-drains both (two full pipes deadlock paramiko otherwise).
+Connections. One SSH connection per SshTransport, shared by its threads and
+opened on first use. A connection found dropped is opened again, retrying with
+exponential backoff for `reconnect_window_s` (the very first connection:
+`connect_window_s`), then HostUnreachable. A command is never sent twice: only
+a call that found the connection dead before sending its command retries.
+
+Host keys. known_hosts is read leniently and only ever appended to
+(KnownHostsFile). An unknown key is refused unless the inventory sets
+accept_unknown_host_keys; then exactly its line is appended. Keys on @revoked
+lines are refused always.
+
+Bounds: every call returns.
+- Requests the host must answer (open a channel, exec, every SFTP operation,
+  closing) run under a watchdog. A host that leaves one unanswered for
+  `response_timeout_s` gets its connection closed, which releases every paramiko
+  call blocked on it, and the call raises ConnectionLost.
+- A command's output is read against a deadline (its timeout). Past it the
+  channel is closed and the result is timed out (exit_code None) with the
+  output so far. While a command is silent the host is probed every
+  `keepalive_s` (a channel open it must answer within response_timeout_s), so
+  a frozen or vanished host is noticed within keepalive_s + response_timeout_s
+  even in a long command.
+- paramiko sends a keepalive every `keepalive_s`; the socket has TCP keepalive
+  and TCP_USER_TIMEOUT, so a peer that silently drops packets also ends an
+  idle connection, and the next call reconnects.
+
+The four durations are class attributes (defaults: the module constants);
+tests shorten them per instance.
+
+stdout and stderr are merged on the channel so one reader drains both (two full
+pipes deadlock paramiko otherwise).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shlex
 import socket
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import paramiko
+from paramiko.hostkeys import HostKeyEntry, HostKeys
 
-from harness.backends.transport import CommandResult, Transport
+from harness.backends.transport import CommandResult, FetchedFiles, Transport, read_tail
 from harness.core.inventory import Cluster, Host
-from harness.errors import HostUnreachable
+from harness.errors import ConnectionLost, HostUnreachable
 
-KEEPALIVE_S = 15
+KEEPALIVE_S = 15.0  # paramiko keepalive interval; silence before a liveness probe
+RESPONSE_TIMEOUT_S = 30.0  # the longest the host may leave one request unanswered
+CONNECT_WINDOW_S = 20.0  # first connection: keep trying this long (a restarting sshd)
+RECONNECT_WINDOW_S = 60.0  # a dropped connection: keep trying this long, then HostUnreachable
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 8.0
+TCP_USER_TIMEOUT_S = 45  # the kernel gives up on data the peer does not acknowledge
+
 _READ_CHUNK = 32768
+_SEGMENT = 32 << 20  # SFTP reads pipelined per segment of a file
+_POLL_S = 0.2
+_CLOSE_GRACE_S = 2.0  # after the exit status, how long to wait for the host to close the channel
+# What paramiko raises when the connection or a request on it fails.
+_TRANSPORT_ERRORS = (paramiko.SSHException, paramiko.SFTPError, EOFError, OSError)
 
 
 def quote_argv(argv: list[str]) -> str:
     return " ".join(shlex.quote(arg) for arg in argv)
 
 
+def _brief(argv: list[str]) -> str:
+    text = " ".join(argv)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _same_key(a: paramiko.PKey, b: paramiko.PKey) -> bool:
+    return a.get_name() == b.get_name() and a.asbytes() == b.asbytes()
+
+
+# ---------------------------------------------------------------------------------- known_hosts
+
+
+class HostKeyRejected(paramiko.SSHException):
+    """The host presented a key that known_hosts does not allow (unknown, or @revoked)."""
+
+
+def _parse_entry(fields: list[str]) -> HostKeyEntry | None:
+    if len(fields) < 3:
+        return None
+    try:
+        return HostKeyEntry.from_line(" ".join(fields[:3]))
+    except Exception:  # any line paramiko chokes on is skipped, never fatal
+        return None
+
+
+class KnownHostsFile:
+    """An OpenSSH known_hosts file, read leniently and only ever appended to.
+
+    Lines paramiko cannot use (comments, @cert-authority, key types it does not
+    know such as sk-ssh-ed25519@openssh.com, garbage) are skipped when reading
+    and left as they are in the file. Keys on @revoked lines are never accepted,
+    for any host. add() appends one line under an exclusive flock on
+    `<file>.lock`, after reading the file again under that lock, so parallel
+    connections (threads or processes) save each new key exactly once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+
+    def read(self) -> tuple[list[HostKeyEntry], list[paramiko.PKey]]:
+        """(usable entries, revoked keys). A missing file is empty."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return [], []
+        entries: list[HostKeyEntry] = []
+        revoked: list[paramiko.PKey] = []
+        for line in text.splitlines():
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            marker = None
+            if fields[0].startswith("@"):
+                marker, fields = fields[0], fields[1:]
+            entry = _parse_entry(fields)
+            if entry is None:
+                continue
+            if marker is None:
+                entries.append(entry)
+            elif marker == "@revoked":
+                revoked.append(entry.key)
+            # @cert-authority: paramiko cannot verify host certificates; the line stays, unused.
+        return entries, revoked
+
+    def load_into(self, keys: HostKeys) -> list[paramiko.PKey]:
+        """Add every usable, unrevoked key to `keys`; returns the revoked keys."""
+        entries, revoked = self.read()
+        for entry in entries:
+            if any(_same_key(entry.key, bad) for bad in revoked):
+                continue
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+        return revoked
+
+    def add(self, hostname: str, key: paramiko.PKey) -> bool:
+        """Append `hostname key` unless the file holds it already; True when appended.
+
+        Raises paramiko.BadHostKeyException when the file meanwhile holds another
+        key of that type for the host, HostKeyRejected when the key is revoked."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock_path.open("a") as lock:  # "a": create, never truncate
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            keys = HostKeys()
+            revoked = self.load_into(keys)
+            if any(_same_key(key, bad) for bad in revoked):
+                raise HostKeyRejected(f"the host key of {hostname} is marked @revoked in {self.path}")
+            if keys.check(hostname, key):
+                return False
+            known = keys.lookup(hostname)
+            if known is not None and key.get_name() in known:
+                raise paramiko.BadHostKeyException(hostname, key, known[key.get_name()])
+            line = f"{hostname} {key.get_name()} {key.get_base64()}\n".encode()
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # the last line had no newline: do not glue onto it
+                while line:
+                    line = line[os.write(fd, line):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+
+
+class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
+    """Called by paramiko for a host none of whose keys known_hosts holds."""
+
+    def __init__(self, known: KnownHostsFile, revoked: list[paramiko.PKey], accept: bool) -> None:
+        self.known = known
+        self.revoked = revoked
+        self.accept = accept
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if any(_same_key(key, bad) for bad in self.revoked):
+            raise HostKeyRejected(f"the host key of {hostname} is marked @revoked in {self.known.path}")
+        if not self.accept:
+            raise HostKeyRejected(f"Server {hostname!r} not found in known_hosts")
+        self.known.add(hostname, key)
+
+
+# ---------------------------------------------------------------------------------- watchdog
+
+
+class _Watchdog:
+    """Closes an SSH connection when, while armed, the call it guards sees no
+    progress for `limit` seconds: every paramiko call blocked on that
+    connection then returns (with an error) at once."""
+
+    def __init__(self, transport: paramiko.Transport, limit: float) -> None:
+        self._transport = transport
+        self.limit = limit
+        self.fired = False
+        self._since: float | None = time.monotonic()
+        self._done = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._watch, name="ssh-watchdog", daemon=True)
+
+    def __enter__(self) -> "_Watchdog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._cond:
+            self._done = True
+            self._cond.notify()
+        self._thread.join()
+
+    def arm(self) -> None:
+        with self._cond:
+            self._since = time.monotonic()
+            self._cond.notify()
+
+    def kick(self, *_progress: object) -> None:
+        """Progress while armed: the countdown starts again (a paramiko callback fits)."""
+        if self._since is not None:
+            self._since = time.monotonic()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._since = None
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._done:
+                if self._since is None:
+                    self._cond.wait()
+                    continue
+                left = self._since + self.limit - time.monotonic()
+                if left <= 0:
+                    self.fired = True
+                    break
+                self._cond.wait(left)
+        if self.fired:
+            self._transport.close()
+
+
+@dataclass
+class _SftpSession:
+    sftp: paramiko.SFTPClient
+    dog: _Watchdog
+    transport: paramiko.Transport
+
+    def healthy(self) -> bool:
+        return not self.dog.fired and self.transport.is_active()
+
+
+class _Transient(Exception):
+    """A connection attempt failed in a way worth retrying."""
+
+
+class _Refused(Exception):
+    """A connection attempt failed in a way retrying will not fix."""
+
+    def __init__(self, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+
+
+# ---------------------------------------------------------------------------------- transport
+
+
+def _drain(channel: paramiko.Channel, sink: Callable[[bytes], None]) -> None:
+    """Hand over whatever output the channel holds now, without waiting."""
+    channel.settimeout(0.0)
+    while True:
+        try:
+            data = channel.recv(_READ_CHUNK)
+        except socket.timeout:
+            return
+        if not data:
+            return
+        sink(data)
+
+
+def _tune_socket(sock: socket.socket, keepalive_s: float) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", max(1, int(keepalive_s))), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 6),
+                        ("TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_S * 1000)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
 class SshTransport(Transport):
+    keepalive_s: float = KEEPALIVE_S
+    response_timeout_s: float = RESPONSE_TIMEOUT_S
+    connect_window_s: float = CONNECT_WINDOW_S
+    reconnect_window_s: float = RECONNECT_WINDOW_S
+
     def __init__(self, host: Host, cluster: Cluster) -> None:
         self.host = host.name
         self._spec = host
         self._cluster = cluster
+        self._known_hosts = KnownHostsFile(Path(cluster.known_hosts))
+        self._where = f"{host.user}@{host.address}:{host.port}"
+        self._field = f"hosts.{host.name}"
         self._client: paramiko.SSHClient | None = None
-        self._lock = threading.Lock()
+        self._state_lock = threading.Lock()  # guards _client; held only briefly
+        self._connect_lock = threading.Lock()  # one connection attempt at a time
+        self._ever_connected = False
+        self._failure: tuple[float, _Refused] | None = None  # when the last attempt gave up, and why
+        self._probe_lock = threading.Lock()
+        self._last_alive = 0.0
 
-    def _connect(self) -> paramiko.SSHClient:
-        with self._lock:
-            if self._client is not None:
-                return self._client
-            client = paramiko.SSHClient()
-            known_hosts = Path(self._cluster.known_hosts)
-            if known_hosts.is_file():
-                client.load_host_keys(str(known_hosts))
-            if self._cluster.accept_unknown_host_keys:
-                known_hosts.parent.mkdir(parents=True, exist_ok=True)
-                known_hosts.touch(exist_ok=True)
-                client.load_host_keys(str(known_hosts))  # save_host_keys writes this set
-                client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-            else:
-                client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            where = f"{self._spec.user}@{self._spec.address}:{self._spec.port}"
-            try:
-                client.connect(
-                    self._spec.address,
-                    port=self._spec.port,
-                    username=self._spec.user,
-                    key_filename=self._spec.key,
-                    timeout=self._cluster.ssh_timeout_s,
-                    banner_timeout=self._cluster.ssh_timeout_s,
-                    auth_timeout=self._cluster.ssh_timeout_s,
-                    allow_agent=self._spec.key is None,
-                    look_for_keys=self._spec.key is None,
-                )
-            except paramiko.BadHostKeyException as exc:
-                raise HostUnreachable(
-                    f"host key of {where} does not match known_hosts ({exc})",
-                    file=self._cluster.known_hosts,
-                    field=f"hosts.{self.host}",
-                ) from exc
-            except paramiko.SSHException as exc:
-                hint = ""
-                if "not found in known_hosts" in str(exc):
-                    hint = (" (add it with ssh-keyscan, or set cluster.accept_unknown_host_keys: true"
-                            " to accept and save it)")
-                raise HostUnreachable(
-                    f"ssh to {where} failed: {exc}{hint}", field=f"hosts.{self.host}"
-                ) from exc
-            except (OSError, socket.timeout) as exc:
-                raise HostUnreachable(
-                    f"cannot reach {where}: {exc}", field=f"hosts.{self.host}"
-                ) from exc
-            if self._cluster.accept_unknown_host_keys:
-                client.save_host_keys(str(known_hosts))
-            transport = client.get_transport()
-            if transport is not None:
-                transport.set_keepalive(KEEPALIVE_S)
-            self._client = client
-            return client
-
+    # -- connection -------------------------------------------------------------------
     def connect(self) -> None:
-        self._connect()
+        self._active()
 
-    def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
-        client = self._connect()
-        transport = client.get_transport()
-        if transport is None or not transport.is_active():
-            raise HostUnreachable(f"ssh connection to {self.host} was lost", field=f"hosts.{self.host}")
-        channel = transport.open_session(timeout=self._cluster.ssh_timeout_s)
-        channel.set_combine_stderr(True)
-        channel.settimeout(0.2)
-        channel.exec_command(quote_argv(argv))
-        if stdin is not None:
-            channel.sendall(stdin)
-        channel.shutdown_write()
-        deadline = time.monotonic() + timeout
-        chunks: list[bytes] = []
-        timed_out = False
-        while True:
+    def _unreachable(self, failure: _Refused) -> HostUnreachable:
+        return HostUnreachable(str(failure), file=failure.file, field=self._field)
+
+    def _lost(self, what: str, why: object) -> ConnectionLost:
+        return ConnectionLost(f"ssh connection to {self._where} lost during {what}: {why} "
+                              "(what it did on the host is unknown)", field=self._field)
+
+    def _active(self) -> paramiko.Transport:
+        """The live connection, opened (with retries) when there is none."""
+        asked = time.monotonic()
+        with self._connect_lock:
+            with self._state_lock:
+                client = self._client
+            transport = client.get_transport() if client is not None else None
+            if transport is not None and transport.is_active():
+                return transport
+            if client is not None:
+                self._forget(transport)
+            # Callers that waited while an attempt gave up share its verdict.
+            if self._failure is not None and self._failure[0] >= asked:
+                raise self._unreachable(self._failure[1])
             try:
-                data = channel.recv(_READ_CHUNK)
-                if not data:
-                    break
-                chunks.append(data)
-            except socket.timeout:
-                pass
-            if time.monotonic() > deadline:
-                timed_out = True
-                break
-        exit_code: int | None = None
-        if not timed_out:
-            exit_code = channel.recv_exit_status()
-        channel.close()
+                client = self._connect_with_backoff()
+            except _Refused as failure:
+                self._failure = (time.monotonic(), failure)
+                raise self._unreachable(failure) from None
+            with self._state_lock:
+                self._client = client
+            self._ever_connected = True
+            self._last_alive = time.monotonic()
+            transport = client.get_transport()
+            assert transport is not None
+            return transport
+
+    def _forget(self, transport: paramiko.Transport | None) -> None:
+        """Close a connection that failed; the next call opens a new one."""
+        with self._state_lock:
+            client = self._client
+            if client is not None and client.get_transport() is transport:
+                self._client = None
+            else:
+                client = None
+        if client is not None:
+            client.close()
+        elif transport is not None:
+            transport.close()
+
+    def _connect_with_backoff(self) -> paramiko.SSHClient:
+        window = self.reconnect_window_s if self._ever_connected else self.connect_window_s
+        started = time.monotonic()
+        deadline = started + window
+        delay = BACKOFF_FIRST_S
+        attempts = 0
+        while True:
+            attempts += 1
+            remaining = deadline - time.monotonic()
+            try:
+                return self._connect_once(max(1.0, min(self._cluster.ssh_timeout_s, remaining)))
+            except _Transient as exc:
+                last = str(exc)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Refused(f"{last} (gave up after {attempts} attempt(s) in "
+                               f"{time.monotonic() - started:.0f} s)")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _connect_once(self, timeout: float) -> paramiko.SSHClient:
+        spec = self._spec
+        try:
+            sock = socket.create_connection((spec.address, spec.port), timeout=timeout)
+        except socket.gaierror as exc:
+            raise _Refused(f"cannot resolve {spec.address}: {exc.strerror or exc}") from exc
+        except OSError as exc:
+            raise _Transient(f"cannot reach {self._where}: {exc.strerror or exc}") from exc
+        _tune_socket(sock, self.keepalive_s)
+        client = paramiko.SSHClient()
+        try:
+            revoked = self._known_hosts.load_into(client.get_host_keys())
+        except OSError as exc:
+            sock.close()
+            raise _Refused(f"cannot read known_hosts: {exc.strerror or exc}", self._cluster.known_hosts) from exc
+        client.set_missing_host_key_policy(
+            _KnownHostsPolicy(self._known_hosts, revoked, self._cluster.accept_unknown_host_keys))
+        try:
+            client.connect(
+                spec.address,
+                port=spec.port,
+                username=spec.user,
+                key_filename=spec.key,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                channel_timeout=self.response_timeout_s,
+                allow_agent=spec.key is None,
+                look_for_keys=spec.key is None,
+                sock=sock,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise _Refused(f"host key of {self._where} does not match known_hosts ({exc})",
+                           self._cluster.known_hosts) from exc
+        except HostKeyRejected as exc:
+            client.close()
+            hint = ""
+            if "not found in known_hosts" in str(exc):
+                hint = (" (add it with ssh-keyscan, or set cluster.accept_unknown_host_keys: true"
+                        " to accept and save it)")
+            raise _Refused(f"ssh to {self._where} failed: {exc}{hint}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            # Still connected: the host answered and said no (authentication, key file).
+            # Gone: it dropped or timed out during the handshake, which is worth another try.
+            transport = client.get_transport()
+            answered = transport is not None and transport.is_active() and "timeout" not in str(exc).lower()
+            client.close()
+            if answered:
+                raise _Refused(f"ssh to {self._where} failed: {exc}") from exc
+            raise _Transient(f"ssh to {self._where} failed: {exc or type(exc).__name__}") from exc
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(max(1, round(self.keepalive_s)))
+        return client
+
+    def _open_channel(self, what: str) -> tuple[paramiko.Channel, paramiko.Transport]:
+        """A new session channel; a connection found dead is replaced once (nothing was sent on it)."""
+        for attempt in range(2):
+            transport = self._active()
+            try:
+                return transport.open_session(timeout=self.response_timeout_s), transport
+            except paramiko.ChannelException as exc:
+                raise HostUnreachable(f"{self._where} refused a new session: {exc}", field=self._field) from exc
+            except _TRANSPORT_ERRORS as exc:
+                dead = not transport.is_active()
+                self._forget(transport)
+                if not dead or attempt == 1:
+                    raise self._lost(what, f"no channel ({exc or type(exc).__name__})") from exc
+        raise AssertionError("unreachable")
+
+    def _check_alive(self, transport: paramiko.Transport, what: str) -> None:
+        """Probe a connection that has been quiet for keepalive_s: the host must
+        answer a channel open within response_timeout_s."""
+        if not self._probe_lock.acquire(blocking=False):
+            return  # another call is probing this connection right now
+        try:
+            if time.monotonic() - self._last_alive < self.keepalive_s:
+                return
+            try:
+                probe = transport.open_session(timeout=self.response_timeout_s)
+            except _TRANSPORT_ERRORS as exc:
+                self._forget(transport)
+                raise self._lost(what, f"the host stopped answering ({exc or type(exc).__name__})") from exc
+            with contextlib.suppress(*_TRANSPORT_ERRORS):
+                probe.close()
+            self._last_alive = time.monotonic()
+        finally:
+            self._probe_lock.release()
+
+    @contextlib.contextmanager
+    def _guarded(self, transport: paramiko.Transport, what: str) -> Iterator[_Watchdog]:
+        """Run a block under a watchdog; connection failures inside become ConnectionLost."""
+        dog = _Watchdog(transport, self.response_timeout_s)
+        try:
+            with dog:
+                yield dog
+        except _TRANSPORT_ERRORS as exc:
+            if dog.fired:
+                self._forget(transport)
+                raise self._lost(what, f"the host left a request unanswered for {self.response_timeout_s:g} s") from exc
+            if not transport.is_active() or not isinstance(exc, OSError) or isinstance(exc, TimeoutError):
+                self._forget(transport)
+                raise self._lost(what, exc or type(exc).__name__) from exc
+            raise  # a local file error, or the host's answer to an SFTP request (no such file, ...)
+
+    # -- commands ---------------------------------------------------------------------
+    def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
+        chunks: list[bytes] = []
+        exit_code = self._exec(argv, timeout, stdin, chunks.append)
         return CommandResult(self.host, argv, exit_code, b"".join(chunks).decode("utf-8", "replace"))
+
+    def run_to_file(self, argv: list[str], dest: Path, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with dest.open("wb") as out:
+            def sink(data: bytes) -> None:
+                out.write(data)
+                out.flush()
+
+            exit_code = self._exec(argv, timeout, stdin, sink)
+        return CommandResult(self.host, argv, exit_code, read_tail(dest), output_file=dest)
+
+    def _exec(self, argv: list[str], timeout: float, stdin: bytes | None, sink: Callable[[bytes], None]) -> int | None:
+        """Exit status of argv on the host, None when it ran past `timeout`; output to sink as it comes."""
+        deadline = time.monotonic() + timeout
+        what = f"`{_brief(argv)}`"
+        channel, transport = self._open_channel(what)
+        with self._guarded(transport, what) as dog:
+            try:
+                channel.set_combine_stderr(True)
+                channel.exec_command(quote_argv(argv))
+                dog.disarm()  # from here the command's own deadline and the probes bound the wait
+                return self._pump(channel, transport, what, deadline, stdin or b"", sink)
+            finally:
+                dog.arm()
+                with contextlib.suppress(*_TRANSPORT_ERRORS):
+                    channel.close()
+
+    def _pump(self, channel: paramiko.Channel, transport: paramiko.Transport, what: str, deadline: float,
+              stdin: bytes, sink: Callable[[bytes], None]) -> int | None:
+        sent = 0
+        if not stdin:
+            channel.shutdown_write()
+        quiet_since = time.monotonic()
+        while True:
+            if time.monotonic() >= deadline:
+                return None
+            sending = sent < len(stdin)
+            if sending:
+                # Input and output interleaved: a command that prints before it
+                # has read all its input must not deadlock us.
+                channel.settimeout(0.0)
+                try:
+                    sent += channel.send(stdin[sent:sent + _READ_CHUNK])
+                except socket.timeout:
+                    pass
+                except OSError:
+                    sent = len(stdin)  # the channel closed: the command no longer reads
+                if sent >= len(stdin):
+                    with contextlib.suppress(*_TRANSPORT_ERRORS):
+                        channel.shutdown_write()
+            channel.settimeout(0.0 if sending else _POLL_S)
+            try:
+                data: bytes | None = channel.recv(_READ_CHUNK)
+            except socket.timeout:
+                data = None
+            if data:
+                sink(data)
+                quiet_since = self._last_alive = time.monotonic()
+                continue
+            if data == b"":
+                break  # end of output: the command closed it, or the connection dropped
+            if not transport.is_active():
+                self._forget(transport)
+                raise self._lost(what, "the connection closed")
+            if channel.exit_status_ready() and time.monotonic() - quiet_since >= _CLOSE_GRACE_S:
+                break  # it exited, and something it started in the background keeps its output open
+            if time.monotonic() - quiet_since >= self.keepalive_s:
+                self._check_alive(transport, what)
+                quiet_since = time.monotonic()
+            if sending:
+                time.sleep(0.005)
+        return self._exit_status(channel, transport, what, deadline, sink)
+
+    def _exit_status(self, channel: paramiko.Channel, transport: paramiko.Transport, what: str,
+                     deadline: float, sink: Callable[[bytes], None]) -> int | None:
+        """After the end of output: the exit status, and any stderr the host sent
+        after its EOF (sshd may), up to the channel's close."""
+        quiet_since = time.monotonic()
+        while not channel.exit_status_ready():
+            _drain(channel, sink)
+            now = time.monotonic()
+            if now >= deadline:
+                return None
+            if not transport.is_active():
+                break
+            if now - quiet_since >= self.keepalive_s:
+                self._check_alive(transport, what)
+                quiet_since = time.monotonic()
+            channel.status_event.wait(min(_POLL_S, deadline - now))
+        exit_code = channel.recv_exit_status()  # ready: does not wait
+        if exit_code == -1 and not transport.is_active():
+            self._forget(transport)
+            raise self._lost(what, "the connection closed before the command's exit status came")
+        # The host closes the channel right after the status; what it sent before comes first.
+        closing = time.monotonic() + min(_CLOSE_GRACE_S, self.response_timeout_s)
+        while channel.eof_received and not channel.closed and transport.is_active() and time.monotonic() < closing:
+            _drain(channel, sink)
+            time.sleep(0.01)
+        _drain(channel, sink)
+        return exit_code  # -1: the host sent none (killed by a signal)
+
+    # -- files ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _sftp(self, what: str) -> Iterator[_SftpSession]:
+        channel, transport = self._open_channel(what)
+        with self._guarded(transport, what) as dog:
+            try:
+                channel.settimeout(2 * self.response_timeout_s)  # a backstop behind the watchdog
+                channel.invoke_subsystem("sftp")
+                sftp = paramiko.SFTPClient(channel)
+                dog.kick()
+                yield _SftpSession(sftp, dog, transport)
+            finally:
+                dog.arm()
+                with contextlib.suppress(*_TRANSPORT_ERRORS):
+                    channel.close()
 
     def put_tree(self, local: Path, remote: str) -> None:
         self.run(["rm", "-rf", "--", remote], timeout=60).check()
         self.run(["mkdir", "-p", "--", remote], timeout=30).check()
-        sftp = self._connect().open_sftp()
-        try:
+        with self._sftp(f"copying {local} to {remote}") as session:
+            sftp, dog = session.sftp, session.dog
             for path in sorted(local.rglob("*")):
                 target = str(PurePosixPath(remote) / path.relative_to(local).as_posix())
                 if path.is_dir():
                     sftp.mkdir(target)
                 elif path.is_file():
-                    sftp.put(str(path), target)
+                    sftp.put(str(path), target, callback=dog.kick)
+                    dog.kick()
                     sftp.chmod(target, path.stat().st_mode & 0o777)
-        finally:
-            sftp.close()
+                dog.kick()
 
-    def get_tree(self, remote: str, local: Path) -> list[Path]:
-        sftp = self._connect().open_sftp()
+    def get_tree(self, remote: str, local: Path) -> FetchedFiles:
+        """Every regular file under `remote`, copied under `local`. An entry that
+        cannot be copied (unreadable, vanished, not a regular file, local write
+        error) is listed in `skipped` and the rest still come; a transport
+        failure raises ConnectionLost, leaving the files copied so far."""
         written: list[Path] = []
-        try:
+        skipped: list[str] = []
+        with self._sftp(f"copying {remote} from the host") as session:
+            sftp, dog = session.sftp, session.dog
+
+            def skip(path: PurePosixPath, exc: OSError) -> None:
+                if not session.healthy() or isinstance(exc, TimeoutError):
+                    raise exc
+                skipped.append(f"{path}: {exc.strerror or exc}")
+
             try:
                 sftp.stat(remote)
             except FileNotFoundError:
-                return written
+                return FetchedFiles()
+            dog.kick()
             pending = [PurePosixPath(remote)]
             while pending:
                 folder = pending.pop()
-                for entry in sftp.listdir_attr(str(folder)):
+                try:
+                    entries = sftp.listdir_attr(str(folder))
+                except OSError as exc:
+                    skip(folder, exc)
+                    continue
+                dog.kick()
+                for entry in sorted(entries, key=lambda e: e.filename):
                     remote_path = folder / entry.filename
                     mode = entry.st_mode or 0
                     if stat.S_ISDIR(mode):
                         pending.append(remote_path)
-                    elif stat.S_ISREG(mode):
-                        dest = local / remote_path.relative_to(remote)
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        sftp.get(str(remote_path), str(dest))
-                        written.append(dest)
-        finally:
-            sftp.close()
-        return sorted(written)
+                        continue
+                    if not stat.S_ISREG(mode):
+                        skipped.append(f"{remote_path}: not a regular file")
+                        continue
+                    dest = local / remote_path.relative_to(remote)
+                    try:
+                        self._download(session, str(remote_path), entry.st_size or 0, dest)
+                    except OSError as exc:
+                        with contextlib.suppress(OSError):
+                            dest.unlink()
+                        skip(remote_path, exc)
+                        continue
+                    written.append(dest)
+        return FetchedFiles(written, skipped)
+
+    @staticmethod
+    def _download(session: _SftpSession, remote: str, size: int, dest: Path) -> None:
+        """Copy one file, pipelined a segment at a time: each segment's read
+        requests are all sent at once (paramiko's prefetch thread, done in a
+        moment) and then collected, so no prefetch thread is ever blocked on a
+        host that stops answering. Read to the end rather than sftp.get(): a log
+        that grows or shrinks meanwhile is copied as far as it goes."""
+        dog = session.dog
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with session.sftp.open(remote, "rb") as source, dest.open("wb") as out:
+            dog.kick()
+            offset = 0
+            try:
+                while True:
+                    end = min(offset + _SEGMENT, size)
+                    if offset < end:
+                        source.seek(offset)
+                        source.prefetch(end)  # read requests for [offset, end), sent at once
+                    else:
+                        end = offset + _SEGMENT  # past the listed size: it grew, read on unpipelined
+                    while offset < end:
+                        data = source.read(min(_READ_CHUNK, end - offset))
+                        if not data:
+                            return  # the end of the file
+                        out.write(data)
+                        offset += len(data)
+                        dog.kick()
+            except EOFError:
+                if not session.healthy():
+                    raise  # the connection, not the file, ended
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        with self._state_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def open_transport(host: Host, cluster: Cluster) -> Transport:
@@ -178,4 +728,7 @@ def open_transport(host: Host, cluster: Cluster) -> Transport:
         from harness.backends.transport import LocalTransport
 
         return LocalTransport(host.name)
-    return SshTransport(host, cluster)
+    transport = SshTransport(host, cluster)
+    # A dropped connection is retried for as long as the host may be silent before it counts as lost.
+    transport.reconnect_window_s = min(transport.reconnect_window_s, cluster.host_lost_s)
+    return transport

@@ -2,17 +2,25 @@
 
 Relative paths in the file (keys, known_hosts, mount sources, work dirs are
 remote and so must be absolute) are resolved against the file's own folder.
+
+A ``cluster.env`` value may be ``{from_env: NAME}``: read from the controller's
+environment when the run is planned (``Inventory.resolve_env``), never stored
+in the model or written anywhere; such values, and those of credential-like keys
+(harness/secrets.py), reach the containers through an env file, not an argv.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from harness.core.vendor import Mount
+from harness.core.vendor import Mount, template_value_problem
 from harness.errors import UserError
+from harness.secrets import ENV_KEY_RE
 from harness.yamlfile import load_model
 
 
@@ -47,6 +55,34 @@ class Host(BaseModel):
         return value.rstrip("/") or "/"
 
 
+class FromEnv(BaseModel):
+    """``{from_env: NAME}``: the value of the controller's variable NAME at planning time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_env: str = Field(pattern=ENV_KEY_RE.pattern)
+
+
+def _env_value(value: Any) -> Any:
+    """A string (numbers written as YAML numbers become text) or {from_env: NAME}.
+    Refusals never quote a string value: an inline one may be a credential."""
+    if isinstance(value, (str, FromEnv)):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, dict):
+        name = value.get("from_env")
+        if set(value) == {"from_env"} and isinstance(name, str) and ENV_KEY_RE.match(name):
+            return FromEnv(from_env=name)
+        raise ValueError("expected {from_env: VARIABLE_NAME} (one key, a variable name)")
+    raise ValueError("expected a string, or {from_env: VARIABLE_NAME} to read it from the controller's environment")
+
+
+EnvKey = Annotated[str, StringConstraints(pattern=ENV_KEY_RE.pattern)]
+EnvValue = Annotated[str | FromEnv, BeforeValidator(_env_value)]
+TemplateValue = str | int | float | bool | list[str | int | float | bool]
+
+
 class Cluster(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -55,13 +91,21 @@ class Cluster(BaseModel):
     # Adding a host key that known_hosts does not hold is an explicit choice.
     accept_unknown_host_keys: bool = False
     ssh_timeout_s: float = Field(default=15.0, gt=0)
-    env: dict[str, str] = Field(default_factory=dict)
+    # No progress event from a rank for this long stops the run as `stalled`
+    # (--stall-timeout overrides it). The training side heartbeats while it
+    # waits for data or evaluates, so only a real hang trips it.
+    stall_timeout_s: float = Field(default=15 * 60.0, gt=0)
+    # A host that answers nothing (SSH or its engine) for this long is lost.
+    host_lost_s: float = Field(default=60.0, gt=0)
+    # Variables of every container. {from_env: NAME} reads the controller's NAME at
+    # planning time; credential-like keys and from_env values are secret (harness/secrets.py).
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
     # `docker run --ulimit` values. Locked memory for RDMA registration and a deep
     # stack for data workers; a host whose hard memlock limit is lower (some
     # sandboxes) cannot start a container asking for more.
     ulimits: list[str] = Field(default_factory=lambda: ["memlock=-1:-1", "stack=67108864:67108864"])
     mounts: list[Mount] = Field(default_factory=list)
-    template_params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    template_params: dict[str, TemplateValue] = Field(default_factory=dict)
 
 
 class Inventory(BaseModel):
@@ -90,6 +134,27 @@ class Inventory(BaseModel):
             )
         return self.hosts[:nnodes]
 
+    def resolve_env(self, environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+        """(cluster.env with every from_env read from `environ` (default: the
+        controller's environment), key -> the variable each such value came from).
+        A variable that is not set is a UserError naming this file, the field and it."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, str] = {}
+        sources: dict[str, str] = {}
+        for key, value in self.cluster.env.items():
+            if isinstance(value, FromEnv):
+                if value.from_env not in environ:
+                    raise UserError(
+                        f"environment variable {value.from_env} is not set on the controller "
+                        f"(the value of {key} is read from it)",
+                        file=self.source,
+                        field=f"cluster.env.{key}",
+                    )
+                values[key], sources[key] = environ[value.from_env], value.from_env
+            else:
+                values[key] = value
+        return values, sources
+
 
 def _resolve(base: Path, value: str) -> str:
     path = Path(value).expanduser()
@@ -108,4 +173,9 @@ def load_inventory(path: Path) -> Inventory:
     for host in inventory.hosts:
         if host.key is not None:
             host.key = _resolve(base, host.key)
+    for key, value in inventory.cluster.template_params.items():
+        # Types are checked against the vendor's defaults when the image is planned.
+        problem = template_value_problem(key, value)
+        if problem:
+            raise UserError(problem, file=str(path), field=f"cluster.template_params.{key}")
     return inventory

@@ -3,13 +3,18 @@ the report, the vendor-page renderer and the history."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+# Why a run failed, as campaigns decide retries (only `infra`, and `stalled`
+# where configured, are retried). bad_input never gets this far: exit 2.
+FailureKind = Literal["bad_input", "infra", "job", "stalled", "timeout", "interrupted"]
+
 
 class Metrics(BaseModel):
-    """The vendor README columns, computed as ../DESIGN.md defines them."""
+    """The vendor README columns (e2e_time, p_whole, p_train, p_core, acc, mem), as
+    harness/core/metrics.py computes them from the event logs."""
 
     e2e_time: float | None = None  # s, process start -> run end
     p_whole: float | None = None  # global samples/s, train start -> train end
@@ -35,6 +40,11 @@ class NodeOutcome(BaseModel):
     exit_code: int | None  # None: never finished (stopped, lost)
     log_dir: str  # local directory the node's logs were collected into
     last_lines: list[str] = Field(default_factory=list)
+    # False when the node's logs could not all be brought back (lost host, full
+    # disk); its remote run folder is then kept, and `remote_run_dir` says where.
+    collected: bool = True
+    remote_run_dir: str = ""
+    notes: list[str] = Field(default_factory=list)  # partial docker logs, skipped files, ...
 
 
 class RunResult(BaseModel):
@@ -48,16 +58,21 @@ class RunResult(BaseModel):
     fix_hp: str  # "bs=256,lr=0.72" or "/"
     status: str  # "success" | "failed"
     failure: str | None = None
+    failure_kind: FailureKind | None = None
+    lost_hosts: list[str] = Field(default_factory=list)
+    # What is still on the hosts after the run (a lost host's containers and run
+    # folder): finish with `python -m harness collect` / `clean --run-id`.
+    left_on_hosts: list[str] = Field(default_factory=list)
     metrics: Metrics | None = None
     nodes: list[NodeOutcome] = Field(default_factory=list)
     image: str = ""
     effective_config: dict[str, Any] = Field(default_factory=dict)
-    environment: dict[str, Any] = Field(default_factory=dict)  # per host, see harness/hostinfo/environment.py
+    environment: dict[str, Any] = Field(default_factory=dict)  # per host, see harness/hostinfo/model.py
     phase_seconds: dict[str, float] = Field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
     # `bench --repro PAGE`: the page, its pins, the environment drift and the
-    # comparison with the page's row (harness/pages/repro.py); empty otherwise.
+    # comparison with the page's row (harness/pages/compare.py); empty otherwise.
     reference: dict[str, Any] = Field(default_factory=dict)
 
     @property

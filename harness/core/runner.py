@@ -1,10 +1,12 @@
 """The fixed flow around a cluster backend:
 
-preflight -> image -> launch -> wait -> collect (+ cleanup) -> parse -> results.json
+preflight -> environment + image -> launch -> watch -> stop, collect, clean up -> parse -> record
 
-Whatever happens after launch (a failing node, a timeout, Ctrl-C, a lost host),
-the containers are stopped, every log that can be reached is collected and the
-containers are removed before the run ends.
+Preflight refuses bad input before anything exists (exit 2). After it, every
+way the run can end (success, a failing rank, a lost host, a stall, the
+deadline, an image that cannot be built, Ctrl-C/SIGTERM/SIGHUP) stops what
+runs, collects every log that can be reached, removes the containers of the
+reachable hosts and writes the record (harness/core/record.py).
 """
 
 from __future__ import annotations
@@ -21,39 +23,32 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from harness.backends.base import ClusterBackend, NodeState
-from harness.backends.image import plan_image
+from harness.backends.base import ClusterBackend
+from harness.backends.image import plan_job_image
 from harness.backends.launch import RunPlan
-from harness.core.events import Event, last, parse_lines, read_event_files
+from harness.core.diagnose import failure_report, refine_kind
+from harness.core.events import Event, last, read_event_files
 from harness.core.inventory import Inventory
 from harness.core.job import Job
 from harness.core.metrics import compute_metrics
+from harness.core.record import record_run
 from harness.core.results import Metrics, NodeOutcome, RunResult
 from harness.core.vendor import load_vendor
-from harness.devices.monitor import peak_memory
-from harness.errors import HarnessError, HostUnreachable, RemoteCommandError, RunFailed
-from harness.hostinfo.environment import EnvironmentInfo, FrameworkVersions, differences
+from harness.core.watch import WaitOutcome, Watcher, WatchLimits
+from harness.devices.sampler import peak_memory
+from harness.errors import HarnessError, HostUnreachable, RunFailed, UserError
+from harness.hostinfo.compare import differences
+from harness.hostinfo.model import EnvironmentInfo, FrameworkVersions
 
-POLL_S = 0.25
-PROGRESS_S = 5.0
-PROGRESS_LOG_S = 30.0
-# Consecutive failed polls of a host before it counts as lost.
-HOST_LOST_AFTER = 20
+STACK_DUMP_WAIT_S = 2.0  # for the training processes to write their stacks
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during training; the run was stopped, collected and recorded."""
+    """Ctrl-C, SIGTERM or SIGHUP during the run; it was stopped, collected and recorded."""
 
     def __init__(self, result: RunResult) -> None:
         super().__init__(result.run_id)
         self.result = result
-
-
-@dataclass
-class WaitOutcome:
-    ok: bool
-    failure: str | None = None
-    failed_ranks: list[int] = field(default_factory=list)
 
 
 class PhaseClock:
@@ -74,77 +69,16 @@ class PhaseClock:
 
 def build_plan(job: Job, inventory: Inventory, backend: ClusterBackend) -> RunPlan:
     vendor = load_vendor(job.vendor)
-    params = {**inventory.cluster.template_params, **job.template_overrides}
-    return backend.plan(job, inventory, vendor, plan_image(vendor, params))
-
-
-def _progress_line(plan: RunPlan, backend: ClusterBackend) -> str | None:
-    try:
-        step = last(parse_lines(backend.tail(plan, 0, 40)), "step")
-    except HarnessError:
-        return None
-    if step is None:
-        return None
-    value = step.value
-    step_s = float(value.get("step_s") or 0.0)
-    rate = float(value.get("samples", 0)) / step_s if step_s > 0 else 0.0
-    return f"epoch {value.get('epoch')} step {value.get('step')}: {rate:,.1f} samples/s"
-
-
-def wait_for_nodes(plan: RunPlan, backend: ClusterBackend, console: Console) -> WaitOutcome:
-    deadline = time.monotonic() + plan.job.timeout_s
-    misses = 0
-    next_progress = time.monotonic() + PROGRESS_S
-    with console.status("training", spinner="dots") as status:
-        while True:
-            try:
-                states: list[NodeState] = backend.poll(plan)
-                misses = 0
-            except (HostUnreachable, RemoteCommandError) as exc:
-                misses += 1
-                if misses >= HOST_LOST_AFTER:
-                    return WaitOutcome(False, f"lost contact with a host while waiting: {exc}")
-                time.sleep(POLL_S)
-                continue
-            failed = [s for s in states if not s.running and s.exit_code not in (0, None)]
-            vanished = [s for s in states if not s.running and s.exit_code is None]
-            if failed or vanished:
-                ranks = [s.node_rank for s in failed + vanished]
-                detail = ", ".join(
-                    f"node {s.node_rank} ({plan.nodes[s.node_rank].host.name}) "
-                    + (f"exited {s.exit_code}" if s.exit_code is not None else s.detail)
-                    for s in failed + vanished)
-                return WaitOutcome(False, detail, ranks)
-            if all(not s.running for s in states):
-                return WaitOutcome(True)
-            if time.monotonic() > deadline:
-                return WaitOutcome(False, f"timed out after {plan.job.timeout_s:.0f} s")
-            if time.monotonic() >= next_progress:
-                line = _progress_line(plan, backend)
-                if line and console.is_terminal:
-                    status.update(f"training: {line}")
-                elif line:  # an overnight log has no spinner: a line now and then instead
-                    console.print(f"training: {line}")
-                next_progress = time.monotonic() + (PROGRESS_S if console.is_terminal else PROGRESS_LOG_S)
-            time.sleep(POLL_S)
-
-
-def _failure_report(outcome: WaitOutcome, nodes: list[NodeOutcome], by_rank: dict[int, list[Event]]) -> str:
-    lines = [outcome.failure or "run failed"]
-    for rank in sorted(by_rank):
-        stop = last(by_rank[rank], "run_stop")
-        if stop is not None and stop.value.get("status") == "failed":
-            lines.append(f"rank {rank}: {stop.value.get('error', 'failed')}")
-    for node in nodes:
-        if node.node_rank in outcome.failed_ranks or (node.exit_code not in (0, None)):
-            lines.append(f"--- last lines of node {node.node_rank} ({node.host}, {node.log_dir}):")
-            lines += node.last_lines[-15:]
-    return "\n".join(lines)
+    return backend.plan(job, inventory, vendor, plan_job_image(job, inventory, vendor))
 
 
 # Called with the hosts' environments after preflight, before anything is built
 # or started; raising a UserError there stops the run (the REPRO drift check).
 EnvironmentCheck = Callable[[RunPlan, dict[str, EnvironmentInfo]], None]
+
+
+def _warn(console: Console, message: str) -> None:
+    console.print(Text.assemble(("warning: ", "yellow"), message), soft_wrap=True)
 
 
 def _report_host_differences(envs: dict[str, EnvironmentInfo], console: Console) -> None:
@@ -182,82 +116,160 @@ def _device_memory(metrics: Metrics, nodes: list[NodeOutcome]) -> Metrics:
                                       "mem_source": "device monitor (vendor tool)"})
 
 
+@dataclass
+class _Run:
+    """What the flow learnt so far; the record is made from it however the run ended."""
+
+    outcome: WaitOutcome = field(default_factory=lambda: WaitOutcome(False, "interrupted", "interrupted"))
+    launched: bool = False
+    interrupted: bool = False
+    image_id: str = ""
+    environments: dict[str, EnvironmentInfo] = field(default_factory=dict)
+    nodes: list[NodeOutcome] = field(default_factory=list)
+    left_on_hosts: list[str] = field(default_factory=list)
+
+
+def _prepare(plan: RunPlan, backend: ClusterBackend, clock: PhaseClock, console: Console,
+             check_environment: EnvironmentCheck | None, run: _Run) -> None:
+    if check_environment is not None:
+        # A reproduction checks the hosts against the page before anything is built.
+        with clock.phase("environment"):
+            run.environments = backend.environment(plan)
+        _report_host_differences(run.environments, console)
+        check_environment(plan, run.environments)
+        with clock.phase("image"):
+            run.image_id = backend.prepare_image(plan)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        capture = pool.submit(backend.environment, plan)
+        try:
+            with clock.phase("image"):
+                run.image_id = backend.prepare_image(plan)
+        finally:
+            with clock.phase("environment"):  # only what the image phase did not hide
+                try:
+                    run.environments = capture.result()
+                except HarnessError as exc:
+                    _warn(console, f"environment capture failed: {exc}")
+    _report_host_differences(run.environments, console)
+
+
+def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Console, run: _Run) -> None:
+    """Stop, collect and remove on every host that still answers; record what stays on the others."""
+    if not run.launched:
+        return
+    try:
+        backend.stop_monitors()
+    except (HarnessError, OSError) as exc:
+        _warn(console, f"stopping the monitors failed: {exc}")
+    lost = set(run.outcome.lost_nodes)
+    reachable = [node.node_rank for node in plan.nodes if node.node_rank not in lost]
+    if run.outcome.kind == "stalled" and reachable:
+        # Where did it hang? Every rank writes its Python stacks into its logs.
+        backend.dump_stacks(plan, reachable)
+        time.sleep(STACK_DUMP_WAIT_S)
+    if not run.outcome.ok and reachable:
+        backend.stop(plan, reachable)
+    try:
+        run.nodes = backend.collect(plan, out_dir, reachable) if reachable else []
+    except (HarnessError, OSError) as exc:  # the backend's own guard failed: keep going to the cleanup
+        _warn(console, f"collecting the logs failed: {exc}")
+        run.nodes = [NodeOutcome(host=node.host.name, node_rank=node.node_rank, container=node.container_name,
+                                 exit_code=None, log_dir=str(out_dir / node.dir_name), collected=False,
+                                 remote_run_dir=node.host_run_dir, notes=[f"not collected: {exc}"])
+                     for node in plan.nodes if node.node_rank in reachable]
+    for node in plan.nodes:
+        if node.node_rank in lost:
+            run.nodes.append(NodeOutcome(
+                host=node.host.name, node_rank=node.node_rank, container=node.container_name, exit_code=None,
+                log_dir=str(out_dir / node.dir_name), collected=False, remote_run_dir=node.host_run_dir,
+                notes=[f"host lost: its container {node.container_name} and run folder {node.host_run_dir} "
+                       "stay there until it is back"]))
+            run.left_on_hosts.append(f"{node.host.name}: container {node.container_name}, "
+                                     f"run folder {node.host_run_dir}")
+    run.nodes.sort(key=lambda n: n.node_rank)
+    try:
+        removed = backend.cleanup(plan, reachable)
+    except RunFailed as exc:
+        run.left_on_hosts.append(str(exc))
+        removed = []
+    if removed:
+        console.print(f"[dim]removed containers: {', '.join(removed)}[/dim]")
+    if run.left_on_hosts:
+        _warn(console, "left on the hosts: " + "; ".join(run.left_on_hosts) + "; when they answer again (or there is room here again), "
+              f"`python -m harness collect {plan.job.run_id} --hosts {plan.inventory_source}` brings the logs "
+              "back and removes the containers")
+
+
 def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_root: Path,
-            console: Console | None = None, check_environment: EnvironmentCheck | None = None) -> RunResult:
+            console: Console | None = None, check_environment: EnvironmentCheck | None = None,
+            limits: WatchLimits | None = None, clean_orphans: bool = False,
+            annotate: Callable[[RunResult, Path], RunResult] | None = None) -> RunResult:
+    """Run the job to its end and record it. `annotate` adds to the result before
+    it is recorded (a reproduction's comparison with the page)."""
     console = console or Console(stderr=True, soft_wrap=True)
+    limits = limits or WatchLimits(timeout_s=job.timeout_s)
     clock = PhaseClock(console)
     started = dt.datetime.now(dt.timezone.utc)
     plan = build_plan(job, inventory, backend)
     out_dir = results_root / job.run_id / job.case / job.config_name
-    console.print(f"[bold]run {job.run_id}[/bold]: {job.case} on {job.vendor} {job.config_name} "
-                  f"-> {out_dir}")
+    console.print(f"[bold]run {job.run_id}[/bold]: {job.case} on {job.vendor} {job.config_name} -> {out_dir}")
 
-    with clock.phase("preflight"):
-        report = backend.preflight(plan)
+    with clock.phase("preflight"):  # bad input and unusable hosts end here, with nothing started
+        report = backend.preflight(plan, clean_orphans=clean_orphans)
     for warning in report.warnings:
-        console.print(Text.assemble(("warning: ", "yellow"), warning))
-    if check_environment is not None:
-        # A reproduction checks the hosts against the page before anything is built.
-        with clock.phase("environment"):
-            environments = backend.environment(plan)
-        _report_host_differences(environments, console)
-        check_environment(plan, environments)
-        with clock.phase("image"):
-            image_id = backend.prepare_image(plan)
-    else:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            capture = pool.submit(backend.environment, plan)
-            with clock.phase("image"):
-                image_id = backend.prepare_image(plan)
-            with clock.phase("environment"):  # only what the image phase did not hide
-                environments = capture.result()
-        _report_host_differences(environments, console)
+        _warn(console, warning)
 
-    outcome = WaitOutcome(False, "interrupted before the run finished")
-    interrupted = False
-    nodes: list[NodeOutcome] = []
-    removed: list[str] = []
+    run = _Run()
     try:
-        with clock.phase("launch"):
-            backend.launch(plan)
-            backend.start_monitors(plan, out_dir)
-        with clock.phase("wait"):
-            try:
-                outcome = wait_for_nodes(plan, backend, console)
-            except KeyboardInterrupt:
-                # Stop, collect and report as for any failure, then let the interrupt through.
-                interrupted = True
-                outcome = WaitOutcome(False, "interrupted (SIGINT/SIGTERM) while training")
-        if not outcome.ok:
-            console.print(Text.assemble(("failed: ", "red"), f"{outcome.failure}; stopping the other nodes"))
+        try:
+            _prepare(plan, backend, clock, console, check_environment, run)
+            with clock.phase("launch"):
+                run.launched = True  # from here on, containers may exist
+                backend.launch(plan)
+                backend.start_monitors(plan, out_dir)
+            with clock.phase("wait"):
+                run.outcome = Watcher(plan, backend, console, limits).wait()
+        except KeyboardInterrupt:
+            run.interrupted = True
+            run.outcome = WaitOutcome(False, "interrupted", "interrupted (SIGINT/SIGTERM/SIGHUP) "
+                                      + ("while training" if run.launched else "before training started"))
+        except HostUnreachable as exc:  # a host lost while building or starting: not bad input
+            run.outcome = WaitOutcome(False, "infra", f"{'launch' if run.launched else 'image'} failed: {exc}")
+        except UserError:
+            raise  # the REPRO gate: nothing was started
+        except HarnessError as exc:
+            phase = "launch" if run.launched else "image"
+            run.outcome = WaitOutcome(False, "infra", f"{phase} failed: {exc}")
+        if not run.outcome.ok:
+            console.print(Text.assemble(("failed: ", "red"), f"{run.outcome.failure}; stopping the other nodes"),
+                          soft_wrap=True)
     finally:
         with clock.phase("collect"):
-            backend.stop_monitors()
-            if not outcome.ok:
-                backend.stop(plan, [n.node_rank for n in plan.nodes])
             try:
-                nodes = backend.collect(plan, out_dir)
-            finally:
-                try:
-                    removed = backend.cleanup(plan)
-                except RunFailed as exc:
-                    console.print(Text.assemble(("warning: ", "yellow"), f"{exc}; remove leftovers later with "
-                                                f"`python -m harness clean --run-id {job.run_id}`"))
-        if removed:
-            console.print(f"[dim]removed containers: {', '.join(removed)}[/dim]")
+                _teardown(plan, backend, out_dir, console, run)
+            except KeyboardInterrupt:
+                run.interrupted = True
+                _warn(console, "interrupted again during cleanup: containers may be left; "
+                      f"`python -m harness clean --run-id {job.run_id}` removes them")
 
     with clock.phase("parse"):
         by_rank = read_event_files(out_dir)
-        _record_container_framework(environments, nodes, by_rank)
+        _record_container_framework(run.environments, run.nodes, by_rank)
         metrics = None
-        failure = None if outcome.ok else _failure_report(outcome, nodes, by_rank)
+        kind = refine_kind(run.outcome, by_rank)
+        failure = None if run.outcome.ok else failure_report(run.outcome, run.nodes, by_rank)
         config_event = last(by_rank.get(0, []), "config")
         try:
-            metrics = _device_memory(compute_metrics(by_rank), nodes)
-            if outcome.ok and len(by_rank) != job.world_size:
+            metrics = _device_memory(compute_metrics(by_rank), run.nodes)
+            if run.outcome.ok and len(by_rank) != job.world_size:
                 failure = f"expected event logs from {job.world_size} ranks, collected {len(by_rank)}"
+                kind = "infra"
         except RunFailed as exc:
-            failure = failure or str(exc)
+            uncollected = [f"node {n.node_rank} ({n.host})" for n in run.nodes if not n.collected]
+            failure = failure or (f"logs of {', '.join(uncollected)} could not be collected: {exc}" if uncollected
+                                  else str(exc))
+            kind = kind or ("infra" if uncollected else "job")
         world = last(by_rank.get(0, []), "world")
 
     result = RunResult(
@@ -272,18 +284,21 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         fix_hp=str((config_event.value.get("fix_hp") if config_event else None) or job.fix_hp or "/"),
         status="success" if failure is None else "failed",
         failure=failure,
+        failure_kind=None if failure is None else kind,
+        lost_hosts=[plan.nodes[rank].host.name for rank in run.outcome.lost_nodes],
+        left_on_hosts=run.left_on_hosts,
         metrics=metrics,
-        nodes=nodes,
-        image=f"{plan.image.tag} ({image_id})",
+        nodes=run.nodes,
+        image=f"{plan.image.tag} ({run.image_id})" if run.image_id else plan.image.tag,
         effective_config=config_event.value if config_event else {},
-        environment={host: info.model_dump() for host, info in environments.items()},
+        environment={host: info.model_dump() for host, info in run.environments.items()},
         phase_seconds=clock.seconds,
         started_at=started.isoformat(timespec="seconds"),
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
-    (out_dir / "plan.txt").write_text(plan.render(), encoding="utf-8")
-    if interrupted:
+    if annotate is not None:
+        result = annotate(result, out_dir)
+    record_run(result, plan.render(), out_dir, results_root)
+    if run.interrupted:
         raise RunInterrupted(result)
     return result

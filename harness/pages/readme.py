@@ -14,17 +14,13 @@ from harness.core.events import Event, last, parse_lines, read_event_files
 from harness.core.results import RunResult
 from harness.core.vendor import vendors_pinning
 from harness.errors import UserError
-from harness.hostinfo.environment import UNKNOWN, EnvironmentInfo, differences
-from harness.pages.vendor_page import (
-    GeneralMetricRow,
-    GeneralMetrics,
-    HardwareEnv,
-    LabelStyle,
-    SoftwareEnv,
-    VendorPage,
-    label_style_of,
-    page_from_results,
-)
+from harness.hostinfo.compare import differences
+from harness.hostinfo.model import UNKNOWN, EnvironmentInfo
+from harness.pages.cells import LabelStyle
+from harness.pages.env_section import HardwareEnv, SoftwareEnv
+from harness.pages.labels import HEADINGS
+from harness.pages.model import GeneralMetricRow, GeneralMetrics, VendorPage
+from harness.pages.rows import label_style_of, row_from_result
 
 
 def _known(value: str | None) -> str | None:
@@ -112,6 +108,49 @@ def image_tag(result: RunResult) -> str | None:
     """``bench/cpu:f50b2d847e8ee0cf`` from ``bench/cpu:f50b... (sha256:...)``."""
     tag = result.image.partition(" (")[0].strip()
     return tag or None
+
+
+def page_from_results(
+    results: list[RunResult],
+    hardware: HardwareEnv,
+    software: SoftwareEnv,
+    model_name: str,
+    dataset: str,
+    *,
+    task_category: str = "图像分类",
+    device_short_name: str | None = None,
+    title: str | None = None,
+    acc_header: str = "acc",
+    preamble: str = "",
+    trailing: str = "",
+    label_style: LabelStyle = "fullwidth",
+    include_failed: bool = False,
+) -> VendorPage:
+    """A page for the harness's own runs, one 性能指标 row per run in the order
+    given. Failed runs are left out unless ``include_failed``."""
+    chosen = [result for result in results if include_failed or result.status == "success"]
+    rows = [row_from_result(result, label_style) for result in chosen]
+    short_name = device_short_name or (chosen[0].accelerator if chosen else hardware.accelerator_model or "")
+    if title is None:
+        vendor = chosen[0].vendor if chosen else (results[0].vendor if results else "")
+        title = f"{vendor} {HEADINGS['title_suffix'][0]}".strip()
+    return VendorPage(
+        preamble=preamble,
+        title=title,
+        hardware=hardware,
+        software=software,
+        general_metrics=GeneralMetrics.standard(
+            model_name=model_name,
+            dataset=dataset,
+            device_short_name=short_name,
+            task_category=task_category,
+            acc_header=acc_header,
+        ),
+        acc_header=acc_header,
+        metric_rows=rows,
+        trailing=trailing,
+    )
+
 
 
 @dataclass
@@ -228,8 +267,4 @@ def build_readme(
         page.general_metrics = _general_from_reference(
             reference.general_metrics, wording.dataset, wording.device_short_name)
     return Readme(page=page, excluded=excluded, notes=notes)
-
-
-# --------------------------------------------------------------------------- page -> image pins
-
 

@@ -32,9 +32,13 @@ CREATE TABLE IF NOT EXISTS runs (
     e2e_time REAL, p_whole REAL, p_train REAL, p_core REAL, acc REAL,
     mem_used_gib REAL, mem_total_gib REAL,
     image TEXT NOT NULL,
-    results_json TEXT NOT NULL
+    results_json TEXT NOT NULL,
+    failure_kind TEXT
 )
 """
+# Columns added after the first release, for databases made before them.
+_ADDED_COLUMNS = {"failure_kind": "TEXT"}
+BUSY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,14 @@ class Regression:
 
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path)
+    # WAL + a busy timeout: a campaign and a `history` reader may open it at once.
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(_SCHEMA)
+    have = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+    for column, kind in _ADDED_COLUMNS.items():
+        if column not in have:
+            connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
     return connection
 
 
@@ -87,7 +97,7 @@ def record(path: Path, result: RunResult, results_json: Path) -> None:
         "p_train": metrics.p_train if metrics else None, "p_core": metrics.p_core if metrics else None,
         "acc": metrics.acc if metrics else None, "mem_used_gib": metrics.mem_used_gib if metrics else None,
         "mem_total_gib": metrics.mem_total_gib if metrics else None, "image": result.image,
-        "results_json": str(results_json),
+        "results_json": str(results_json), "failure_kind": result.failure_kind,
     }
     columns = ", ".join(values)
     marks = ", ".join(f":{name}" for name in values)

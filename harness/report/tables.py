@@ -11,15 +11,16 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.core.results import RunResult
-from harness.hostinfo.environment import EnvironmentInfo
-from harness.pages import vendor_page
+from harness.hostinfo.model import EnvironmentInfo
+from harness.pages.render import metric_header, render_metric_table
+from harness.pages.rows import row_from_result
 
 LEFT_ALIGNED = {"precision", "fix_hp"}
 
 
 def metric_table_markdown(results: list[RunResult]) -> str:
     """The 性能指标 table, in the reference pages' column order and formatting."""
-    return vendor_page.render_metric_table([vendor_page.row_from_result(r) for r in results])
+    return render_metric_table([row_from_result(r) for r in results])
 
 
 def print_results(results: list[RunResult], console: Console) -> None:
@@ -29,10 +30,10 @@ def print_results(results: list[RunResult], console: Console) -> None:
     title = " / ".join(sorted({f"{r.case} · {r.vendor}" for r in results}))
     table = Table(title=title, show_lines=False)
     table.add_column("run", justify="left", style="dim")
-    for index, column in enumerate(vendor_page.metric_header()):
+    for index, column in enumerate(metric_header()):
         table.add_column(column, justify="left" if index == 0 or column in LEFT_ALIGNED else "right")
     for result in results:
-        cells = vendor_page.row_cells(vendor_page.row_from_result(result))
+        cells = row_from_result(result).cells()
         table.add_row(result.run_id, *cells, style=None if result.status == "success" else "red")
     console.print(table)
     for result in results:
@@ -69,17 +70,20 @@ def report_html(results: list[RunResult]) -> str:
     runs = []
     for result in results:
         hosts, rows = _environment_rows(result)
-        runs.append({"result": result, "cells": vendor_page.row_cells(vendor_page.row_from_result(result)),
+        runs.append({"result": result, "cells": row_from_result(result).cells(),
                      "hosts": hosts, "environment_rows": rows})
     title = " / ".join(sorted({f"{r.case} · {r.vendor} · {r.config_name}" for r in results}))
-    return _TEMPLATES.get_template("report.html.j2").render(title=title, header=vendor_page.metric_header(), runs=runs)
+    return _TEMPLATES.get_template("report.html.j2").render(title=title, header=metric_header(), runs=runs)
+
+
+def report_texts(results: list[RunResult]) -> dict[str, str]:
+    """README.md (the 性能指标 table in the pages' format) and report.html (the
+    same table with each run's failure, phases, nodes and environment), by file name."""
+    return {"README.md": "* 性能指标\n\n" + metric_table_markdown(results), "report.html": report_html(results)}
 
 
 def write_reports(results: list[RunResult], folder: Path) -> Path:
-    """README.md (the 性能指标 table in the pages' format) and report.html (the
-    same table with each run's failure, phases, nodes and environment)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "README.md"
-    path.write_text("* 性能指标\n\n" + metric_table_markdown(results), encoding="utf-8")
-    (folder / "report.html").write_text(report_html(results), encoding="utf-8")
-    return path
+    for name, text in report_texts(results).items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder / "README.md"

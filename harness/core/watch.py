@@ -1,0 +1,185 @@
+"""Watching a launched run until it ends: node states, lost hosts, stalled ranks,
+the run's own deadline, and a live progress line.
+
+The verdict carries a failure kind (harness/core/results.py FailureKind):
+a node that exits non-zero is `job`; a host that stays unreachable for
+`host_lost_s`, or a container the engine no longer has, is `infra`; no progress
+event from a rank for `stall_timeout_s` is `stalled`; the deadline is `timeout`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+from cases.protocol import PROGRESS_KEYS
+from harness.backends.base import ClusterBackend, NodeState
+from harness.backends.launch import RunPlan
+from harness.core.events import Event
+from harness.core.results import FailureKind
+
+POLL_S = 0.25
+PROGRESS_READ_S = 5.0  # how often the ranks' event logs are read (stall watchdog, progress line)
+PROGRESS_LOG_S = 30.0  # an overnight log (not a terminal) gets a progress line this often
+HOST_LOST_S = 60.0  # a host that answers nothing for this long is lost
+DEFAULT_STALL_TIMEOUT_S = 15 * 60.0
+
+
+@dataclass(frozen=True)
+class WatchLimits:
+    timeout_s: float
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    host_lost_s: float = HOST_LOST_S
+
+
+@dataclass
+class WaitOutcome:
+    ok: bool
+    kind: FailureKind | None = None
+    failure: str | None = None
+    failed_nodes: list[int] = field(default_factory=list)  # node ranks that ended badly
+    lost_nodes: list[int] = field(default_factory=list)  # node ranks whose host was lost
+    stalled_ranks: list[int] = field(default_factory=list)  # global ranks
+
+
+class StallWatch:
+    """Per global rank, when its last event changed (controller clock, so host
+    clock skew does not matter). A rank whose last event is `run_stop` is done."""
+
+    def __init__(self, world_size: int, timeout_s: float, now: float) -> None:
+        self.timeout_s = timeout_s
+        self._last: dict[int, Event | None] = {rank: None for rank in range(world_size)}
+        self._changed_at = {rank: now for rank in range(world_size)}
+
+    def update(self, events: dict[int, Event], now: float) -> None:
+        for rank, event in events.items():
+            previous = self._last.get(rank)
+            if previous is None or (event.key, event.time_ms) != (previous.key, previous.time_ms):
+                if event.key in PROGRESS_KEYS or event.key == "run_stop" or previous is None:
+                    self._changed_at[rank] = now
+                self._last[rank] = event
+
+    def stalled(self, now: float) -> list[int]:
+        return [rank for rank, changed in sorted(self._changed_at.items())
+                if now - changed >= self.timeout_s and not self._done(rank)]
+
+    def last_event(self, rank: int) -> Event | None:
+        return self._last.get(rank)
+
+    def _done(self, rank: int) -> bool:
+        event = self._last.get(rank)
+        return event is not None and event.key == "run_stop"
+
+    def describe(self, ranks: list[int], now: float) -> str:
+        parts = []
+        for rank in ranks:
+            event = self._last.get(rank)
+            what = "no event at all" if event is None else f"last event {event.key} {_short(event.value)}"
+            parts.append(f"rank {rank} ({what}, {now - self._changed_at[rank]:.0f} s ago)")
+        return "; ".join(parts)
+
+
+def _short(value: dict[str, object]) -> str:
+    keep = {k: value[k] for k in ("epoch", "step", "phase") if k in value}
+    return str(keep) if keep else ""
+
+
+def _host(plan: RunPlan, node_rank: int) -> str:
+    return plan.nodes[node_rank].host.name
+
+
+def _step_line(event: Event) -> str | None:
+    if event.key != "step":
+        return f"{event.key} {_short(event.value)}".strip() if event.key in ("heartbeat", "eval_start") else None
+    value = event.value
+    step_s = float(value.get("step_s") or 0.0)
+    rate = float(value.get("samples", 0)) / step_s if step_s > 0 else 0.0
+    return f"epoch {value.get('epoch')} step {value.get('step')}: {rate:,.1f} samples/s"
+
+
+class Watcher:
+    def __init__(self, plan: RunPlan, backend: ClusterBackend, console: Console, limits: WatchLimits) -> None:
+        self.plan = plan
+        self.backend = backend
+        self.console = console
+        self.limits = limits
+        self._unreachable_since: dict[int, float] = {}
+        self._unreachable_detail: dict[int, str] = {}
+
+    def _lost(self, states: list[NodeState], asked: float, now: float) -> list[int]:
+        for state in states:
+            if state.status == "unreachable":
+                self._unreachable_since.setdefault(state.node_rank, asked)
+                self._unreachable_detail[state.node_rank] = state.detail
+            else:
+                self._unreachable_since.pop(state.node_rank, None)
+        return sorted(rank for rank, since in self._unreachable_since.items()
+                      if now - since >= self.limits.host_lost_s)
+
+    def wait(self) -> WaitOutcome:
+        plan, limits = self.plan, self.limits
+        start = time.monotonic()
+        deadline = start + limits.timeout_s
+        stall = StallWatch(plan.job.world_size, limits.stall_timeout_s, start)
+        ranks = [node.node_rank for node in plan.nodes]
+        next_read = start + PROGRESS_READ_S
+        next_line = start + PROGRESS_READ_S  # the first line soon; in a log, then every PROGRESS_LOG_S
+        line: str | None = None
+        with self.console.status("training", spinner="dots") as status:
+            while True:
+                asked = time.monotonic()  # a silent host's poll may block: its silence began before the answer
+                states = self.backend.poll(plan, ranks)
+                now = time.monotonic()
+                lost = self._lost(states, asked, now)
+                if lost:
+                    names = ", ".join(f"node {r} ({_host(plan, r)}): {self._unreachable_detail.get(r, '')}".rstrip(": ")
+                                      for r in lost)
+                    return WaitOutcome(False, "infra", f"host lost, no answer for {limits.host_lost_s:.0f} s: {names}",
+                                       lost_nodes=lost)
+                verdict = self._verdict(states)
+                if verdict is not None:
+                    return verdict
+                if now > deadline:
+                    return WaitOutcome(False, "timeout", f"timed out after {limits.timeout_s:.0f} s")
+                if now >= next_read:
+                    reachable = [s.node_rank for s in states if s.status != "unreachable"]
+                    events = self.backend.progress(plan, reachable)
+                    stall.update(events, time.monotonic())
+                    if 0 in events and (text := _step_line(events[0])):
+                        line = text
+                    stalled = stall.stalled(time.monotonic())
+                    if stalled:
+                        return WaitOutcome(
+                            False, "stalled",
+                            f"stalled: no progress for {limits.stall_timeout_s:.0f} s from "
+                            f"{stall.describe(stalled, time.monotonic())}",
+                            stalled_ranks=stalled)
+                    next_read = time.monotonic() + PROGRESS_READ_S
+                if line and now >= next_line:
+                    if self.console.is_terminal:
+                        status.update(f"training: {line}")
+                    else:  # an overnight log has no spinner: a line now and then instead
+                        self.console.print(f"training: {line}")
+                    next_line = now + (PROGRESS_READ_S if self.console.is_terminal else PROGRESS_LOG_S)
+                time.sleep(POLL_S)
+
+    def _verdict(self, states: list[NodeState]) -> WaitOutcome | None:
+        failed = [s for s in states if s.status == "exited" and s.exit_code != 0]
+        gone = [s for s in states if s.status == "gone"]
+        if (failed or gone) and self._unreachable_since:
+            # A node failing while another host is silent is most likely collateral
+            # of that host: wait for its verdict (bounded by host_lost_s) first.
+            return None
+        if gone:
+            detail = ", ".join(f"node {s.node_rank} ({_host(self.plan, s.node_rank)}): {s.detail}" for s in gone)
+            return WaitOutcome(False, "infra", f"container vanished: {detail}",
+                               failed_nodes=[s.node_rank for s in gone + failed])
+        if failed:
+            detail = ", ".join(f"node {s.node_rank} ({_host(self.plan, s.node_rank)}) exited {s.exit_code}"
+                               for s in failed)
+            return WaitOutcome(False, "job", detail, failed_nodes=[s.node_rank for s in failed])
+        if all(s.status == "exited" for s in states):
+            return WaitOutcome(True)
+        return None

@@ -1,0 +1,62 @@
+"""What a device tool reports, and the text helpers its parsers share.
+
+``DeviceSample`` is one device at one moment (a monitor row); ``DeviceInventory``
+is what the environment capture reads once (model per device, memory, driver).
+Each tool's module (nvidia_smi.py, ixsmi.py, xpu_smi.py) turns its output into
+these; recorded outputs are in tests/fixtures/smi/.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+INVALID_READING = 65535  # 0xFFFF: what a tool prints for a sensor it could not read
+
+# A PCI bus id as the tools print it: 00000000:14:00.0
+BUS_ID = re.compile(r"[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]")
+
+_UNAVAILABLE = re.compile(
+    r"^\[?(n/a|not supported|unknown error|insufficient permissions|gpu is lost|not available)\]?$",
+    re.IGNORECASE,
+)
+_UNIT_SUFFIX = re.compile(r"\s*(MiB|GiB|%|W|C|MHz)$")
+
+
+@dataclass(frozen=True)
+class DeviceSample:
+    index: int
+    mem_used_mib: float | None = None
+    mem_total_mib: float | None = None
+    util_pct: float | None = None
+    power_w: float | None = None
+    temp_c: float | None = None
+
+
+class DeviceInventory(NamedTuple):
+    models: list[str]  # one per device, in the tool's order
+    memory_mib: list[float]  # total memory per device, where the tool printed it
+    driver: str | None
+
+
+def reading(text: str) -> float | None:
+    """A number from one cell; None for [N/A], [Not Supported] and friends, and
+    for the invalid-reading value."""
+    value = text.strip()
+    if not value or _UNAVAILABLE.match(value):
+        return None
+    value = _UNIT_SUFFIX.sub("", value)
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return None if number == INVALID_READING else number
+
+
+def table_cells(line: str) -> list[str]:
+    """The cells of one ``| a | b |`` table line; [] for any other line."""
+    text = line.strip()
+    if not text.startswith("|"):
+        return []
+    return [cell.strip() for cell in text.strip("|").split("|")]

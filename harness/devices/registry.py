@@ -1,0 +1,63 @@
+"""The device tools a vendor spec can name (``smi: ixsmi``): for each, the
+command the monitor runs and its sample parser, and the command the environment
+capture runs and its inventory parser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.devices import ixsmi, nvidia_smi, xpu_smi
+from harness.devices.readings import DeviceInventory, DeviceSample
+from harness.errors import UserError
+
+
+@dataclass(frozen=True)
+class SmiTool:
+    key: str
+    argv: tuple[str, ...]  # the monitor's command
+    parse: Callable[[str], list[DeviceSample]]
+    inventory_argv: tuple[str, ...]  # the environment capture's command
+    parse_inventory: Callable[[str], DeviceInventory]
+
+
+SMI_TOOLS: dict[str, SmiTool] = {
+    tool.key: tool
+    for tool in (
+        SmiTool("nvidia-smi", nvidia_smi.NVIDIA_SMI_ARGV, nvidia_smi.parse_nvidia_smi_csv,
+                nvidia_smi.NVIDIA_SMI_INVENTORY_ARGV, nvidia_smi.parse_query_inventory),
+        SmiTool("ixsmi", ixsmi.IXSMI_ARGV, ixsmi.parse_smi_table,
+                ixsmi.IXSMI_INVENTORY_ARGV, nvidia_smi.parse_query_inventory),
+        SmiTool("ixsmi-csv", ixsmi.IXSMI_CSV_ARGV, ixsmi.parse_ixsmi_csv,
+                ixsmi.IXSMI_INVENTORY_ARGV, nvidia_smi.parse_query_inventory),
+        SmiTool("xpu_smi", xpu_smi.XPU_SMI_ARGV, xpu_smi.parse_xpu_smi_table,
+                xpu_smi.XPU_SMI_ARGV, xpu_smi.parse_xpu_smi_inventory),
+        SmiTool("xpu_smi-m", xpu_smi.XPU_SMI_MACHINE_ARGV, xpu_smi.parse_xpu_smi_machine,
+                xpu_smi.XPU_SMI_ARGV, xpu_smi.parse_xpu_smi_inventory),
+    )
+}
+
+InventoryCommand = tuple[tuple[str, ...], Callable[[str], DeviceInventory]]
+
+
+def smi_tool(key: str) -> SmiTool:
+    tool = SMI_TOOLS.get(key)
+    if tool is None:
+        raise UserError(f"unknown device monitor {key!r}; expected one of: {', '.join(sorted(SMI_TOOLS))}", field="smi")
+    return tool
+
+
+def inventory_commands(key: str | None) -> list[InventoryCommand]:
+    """What the environment capture tries, in turn: the named tool's inventory
+    command, or with no name every distinct one in registry order (nvidia-smi,
+    ixsmi, xpu_smi). A name the registry does not know is asked the nvidia-smi
+    way, as ixsmi is."""
+    if not key:
+        commands: dict[tuple[str, ...], InventoryCommand] = {}
+        for tool in SMI_TOOLS.values():
+            commands.setdefault(tool.inventory_argv, (tool.inventory_argv, tool.parse_inventory))
+        return list(commands.values())
+    tool = SMI_TOOLS.get(key)
+    if tool is None:
+        return [(nvidia_smi.query_argv(key, nvidia_smi.INVENTORY_FIELDS), nvidia_smi.parse_query_inventory)]
+    return [(tool.inventory_argv, tool.parse_inventory)]

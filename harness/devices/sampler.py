@@ -1,0 +1,329 @@
+"""The monitor: samples one host's devices, CPU and memory every few seconds
+into a CSV file, and reads the peak device memory back for the ``mem`` column.
+
+``MonitorSampler`` runs the vendor's device tool (registry.SMI_TOOLS) through a
+Transport in a background thread and appends one CSV row per device, and one
+for the host's CPU, memory and (from ipmitool) system power. A tool that fails
+is logged once and sampling goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+from harness.backends.transport import LocalTransport, Transport
+from harness.devices.host import (
+    PROC_ARGV,
+    CpuTimes,
+    HostSample,
+    cpu_percent_between,
+    parse_meminfo,
+    parse_proc_stat,
+    sample_local_host,
+)
+from harness.devices.ipmitool import IPMI_POWER_ARGV, parse_ipmitool_power
+from harness.devices.readings import DeviceSample
+from harness.devices.registry import smi_tool
+
+log = logging.getLogger(__name__)
+
+MIB_PER_GIB = 1024.0
+
+HostStatsSource = Literal["auto", "psutil", "proc", "none"]
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "timestamp_ms",
+    "host",
+    "kind",
+    "device_index",
+    "mem_used_mib",
+    "mem_total_mib",
+    "util_pct",
+    "power_w",
+    "temp_c",
+    "cpu_pct",
+    "mem_used_gib",
+    "mem_total_gib",
+    "system_power_w",
+)
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class MonitorRow:
+    timestamp_ms: int
+    host: str
+    device: DeviceSample | None = None  # a device row
+    host_sample: HostSample | None = None  # or the host row
+    system_power_w: float | None = None
+
+    @property
+    def kind(self) -> str:
+        return "device" if self.device is not None else "host"
+
+    def csv_cells(self) -> list[str]:
+        device = self.device
+        host = self.host_sample
+        return [
+            str(self.timestamp_ms),
+            self.host,
+            self.kind,
+            _cell(device.index) if device else "",
+            _cell(device.mem_used_mib) if device else "",
+            _cell(device.mem_total_mib) if device else "",
+            _cell(device.util_pct) if device else "",
+            _cell(device.power_w) if device else "",
+            _cell(device.temp_c) if device else "",
+            _cell(host.cpu_pct) if host else "",
+            _cell(host.mem_used_gib) if host else "",
+            _cell(host.mem_total_gib) if host else "",
+            _cell(self.system_power_w),
+        ]
+
+
+class MonitorSampler:
+    """Samples one host every ``interval_s`` seconds into ``csv_path``.
+
+    Device rows come from the smi tool named by ``smi`` (a key of registry.SMI_TOOLS, or
+    None for none). The host row comes from psutil on the controller's own
+    machine and from /proc read through the transport elsewhere
+    (``host_stats="auto"``). ``system_power`` adds ``ipmitool dcmi power
+    reading``. Each failing probe is logged once; sampling continues.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        smi: str | None,
+        csv_path: Path,
+        *,
+        interval_s: float = 5.0,
+        timeout_s: float = 10.0,
+        host_stats: HostStatsSource = "auto",
+        system_power: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.transport = transport
+        self.tool = smi_tool(smi) if smi else None
+        self.csv_path = csv_path
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        if host_stats == "auto":
+            host_stats = "psutil" if isinstance(transport, LocalTransport) else "proc"
+        self.host_stats: HostStatsSource = host_stats
+        self.system_power = system_power
+        self.clock = clock
+        self.failures: dict[str, int] = {}  # probe -> failed samples
+        self.last_errors: dict[str, str] = {}
+        self.samples_taken = 0
+        self._previous_cpu: CpuTimes | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._file: io.TextIOWrapper | None = None
+        self._writer: Any = None  # csv.writer over _file
+
+    # -- probes
+
+    def _failed(self, probe: str, message: str) -> None:
+        if probe not in self.failures:
+            log.warning("%s: %s monitor failed, will keep sampling: %s", self.transport.host, probe, message)
+        self.failures[probe] = self.failures.get(probe, 0) + 1
+        self.last_errors[probe] = message
+
+    def _run(self, probe: str, argv: tuple[str, ...]) -> str | None:
+        try:
+            result = self.transport.run(list(argv), timeout=self.timeout_s)
+        except Exception as exc:  # a transport that raises must not kill the sampler
+            self._failed(probe, f"{type(exc).__name__}: {exc}")
+            return None
+        if not result.ok:
+            status = "timed out" if result.exit_code is None else f"exited {result.exit_code}"
+            tail = result.output.strip().splitlines()[-1:] or [""]
+            self._failed(probe, f"`{' '.join(argv)}` {status}: {tail[0]}")
+            return None
+        return result.output
+
+    def _devices(self) -> list[DeviceSample]:
+        if self.tool is None:
+            return []
+        output = self._run(self.tool.key, self.tool.argv)
+        if output is None:
+            return []
+        try:
+            samples = self.tool.parse(output)
+        except Exception as exc:
+            self._failed(self.tool.key, f"could not parse output: {exc}")
+            return []
+        if not samples:
+            self._failed(self.tool.key, "no devices in output")
+        return samples
+
+    def _host(self) -> HostSample | None:
+        if self.host_stats == "none":
+            return None
+        if self.host_stats == "psutil":
+            return sample_local_host()
+        output = self._run("proc", PROC_ARGV)
+        if output is None:
+            return None
+        try:
+            times = parse_proc_stat(output)
+            used, total = parse_meminfo(output)
+        except ValueError as exc:
+            self._failed("proc", str(exc))
+            return None
+        cpu = cpu_percent_between(self._previous_cpu, times) if self._previous_cpu else None
+        self._previous_cpu = times
+        return HostSample(cpu_pct=cpu, mem_used_gib=used, mem_total_gib=total)
+
+    def _system_power(self) -> float | None:
+        if not self.system_power:
+            return None
+        try:
+            result = self.transport.run(list(IPMI_POWER_ARGV), timeout=self.timeout_s)
+        except Exception as exc:  # a transport that raises must not kill the sampler
+            self._failed("ipmitool", f"{type(exc).__name__}: {exc}")
+            return None
+        if result.exit_code in (127, 1) and not result.output.strip().startswith("Instantaneous"):
+            # No ipmitool, or no BMC behind it: system power is simply not available here.
+            self.system_power = False
+            self.last_errors["ipmitool"] = result.output.strip()[-200:] or "not available"
+            return None
+        if not result.ok:
+            self._failed("ipmitool", f"exited {result.exit_code}: {result.output.strip()[-200:]}")
+            return None
+        return parse_ipmitool_power(result.output)
+
+    # -- one sample, the loop
+
+    def sample_once(self) -> list[MonitorRow]:
+        timestamp_ms = int(self.clock() * 1000)
+        host = self.transport.host
+        rows = [MonitorRow(timestamp_ms, host, device=device) for device in self._devices()]
+        host_sample = self._host()
+        power = self._system_power()
+        if host_sample is not None or power is not None:
+            rows.append(MonitorRow(timestamp_ms, host, host_sample=host_sample, system_power_w=power))
+        self._write(rows)
+        self.samples_taken += 1
+        return rows
+
+    def _write(self, rows: list[MonitorRow]) -> None:
+        with self._lock:
+            if self._file is None:
+                self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+                is_new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+                self._file = self.csv_path.open("a", newline="", encoding="utf-8")
+                self._writer = csv.writer(self._file)
+                if is_new:
+                    self._writer.writerow(CSV_COLUMNS)
+            assert self._writer is not None
+            for row in rows:
+                self._writer.writerow(row.csv_cells())
+            self._file.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.sample_once()
+            except Exception as exc:  # keep sampling whatever one round did
+                self._failed("sampler", f"{type(exc).__name__}: {exc}")
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def start(self) -> MonitorSampler:
+        if self._thread is not None:
+            return self
+        if self.host_stats == "psutil":
+            psutil.cpu_percent(interval=None)  # the first call only primes the counter
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"monitor-{self.transport.host}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout if timeout is not None else self.timeout_s + self.interval_s + 5)
+            self._thread = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+                self._writer = None
+
+    def __enter__(self) -> MonitorSampler:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def read_device_rows(csv_path: Path) -> list[tuple[int, DeviceSample]]:
+    """(timestamp_ms, sample) for every device row of a monitor CSV."""
+    rows: list[tuple[int, DeviceSample]] = []
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            if record.get("kind") != "device" or not record.get("device_index"):
+                continue
+
+            def number(name: str) -> float | None:
+                value = record.get(name) or ""
+                return float(value) if value else None
+
+            rows.append(
+                (
+                    int(record["timestamp_ms"]),
+                    DeviceSample(
+                        index=int(record["device_index"]),
+                        mem_used_mib=number("mem_used_mib"),
+                        mem_total_mib=number("mem_total_mib"),
+                        util_pct=number("util_pct"),
+                        power_w=number("power_w"),
+                        temp_c=number("temp_c"),
+                    ),
+                )
+            )
+    return rows
+
+
+def peak_memory(csv_path: Path, device_indices: Iterable[int] | None = None) -> tuple[float, float | None] | None:
+    """(peak used GiB, that device's total GiB) over the device rows of a
+    monitor CSV, for the ``mem`` column; None when no row has a memory reading.
+    The total is None only when the tool never reported one."""
+    if not csv_path.is_file():
+        return None
+    wanted = set(device_indices) if device_indices is not None else None
+    peak: DeviceSample | None = None
+    totals: dict[int, float] = {}
+    for _, sample in read_device_rows(csv_path):
+        if wanted is not None and sample.index not in wanted:
+            continue
+        if sample.mem_total_mib is not None:
+            totals[sample.index] = max(totals.get(sample.index, 0.0), sample.mem_total_mib)
+        if sample.mem_used_mib is None:
+            continue
+        if peak is None or sample.mem_used_mib > (peak.mem_used_mib or 0.0):
+            peak = sample
+    if peak is None or peak.mem_used_mib is None:
+        return None
+    total = totals.get(peak.index)
+    return peak.mem_used_mib / MIB_PER_GIB, total / MIB_PER_GIB if total is not None else None

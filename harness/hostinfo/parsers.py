@@ -1,0 +1,163 @@
+"""Parsers of what the host tools print, for the environment capture
+(probes.py): /etc/os-release, /proc/cpuinfo, lscpu, ibstat, ibv_devinfo, the
+NIC speeds under /sys/class/net, and the framework probe's JSON line.
+
+Recorded ibstat output: tests/fixtures/smi/ibstat_mlx5_active_200.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from harness.hostinfo.model import FRAMEWORK_FIELDS, FrameworkVersions
+
+
+def parse_os_release(text: str) -> str | None:
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "PRETTY_NAME":
+            return value.strip().strip('"').strip("'") or None
+    return None
+
+
+def parse_cpuinfo_model(text: str) -> str | None:
+    """``model name`` from /proc/cpuinfo (x86); None where it has none (most ARM)."""
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("model name", "cpu model") and value.strip():
+            return value.strip()
+    return None
+
+
+def parse_lscpu_model(text: str) -> str | None:
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "Model name" and value.strip():
+            return value.strip()
+    return None
+
+
+def parse_ibstat(text: str) -> tuple[str, str] | None:
+    """(link layer, rate) of the fastest Active port in ``ibstat`` output, e.g.
+    ("InfiniBand", "200Gb/s"); None when no port is Active."""
+    best: tuple[float, str] | None = None
+    port: dict[str, str] | None = None
+    ports: list[dict[str, str]] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if re.match(r"^Port \d+:$", stripped):
+            port = {}
+            ports.append(port)
+            continue
+        if line.startswith("CA "):
+            port = None
+            continue
+        if port is not None and ":" in stripped:
+            name, _, value = stripped.partition(":")
+            port[name.strip()] = value.strip()
+    for fields in ports:
+        if fields.get("State", "").lower() != "active":
+            continue
+        try:
+            rate = float(fields.get("Rate", ""))
+        except ValueError:
+            continue
+        if best is None or rate > best[0]:
+            best = (rate, fields.get("Link layer", "InfiniBand"))
+    if best is None:
+        return None
+    return best[1], f"{best[0]:g}Gb/s"
+
+
+def parse_ibv_devinfo(text: str) -> tuple[str, str] | None:
+    """(link layer, rate) of the fastest PORT_ACTIVE port in ``ibv_devinfo``:
+    rate = active_width (4X) x active_speed (50.0 Gbps)."""
+    best: tuple[float, str] | None = None
+    state = layer = ""
+    width = speed = None
+
+    def close() -> None:
+        nonlocal best
+        if state.startswith("PORT_ACTIVE") and width and speed:
+            rate = width * speed
+            if best is None or rate > best[0]:
+                best = (rate, layer or "InfiniBand")
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("port:"):
+            close()
+            state, layer, width, speed = "", "", None, None
+        elif stripped.startswith("state:"):
+            state = stripped.partition(":")[2].strip()
+        elif stripped.startswith("link_layer:"):
+            layer = stripped.partition(":")[2].strip()
+        elif stripped.startswith("active_width:"):
+            match = re.search(r"(\d+)X", stripped)
+            width = float(match.group(1)) if match else None
+        elif stripped.startswith("active_speed:"):
+            match = re.search(r"(\d+(?:\.\d+)?)\s*Gbps", stripped)
+            speed = float(match.group(1)) if match else None
+    close()
+    if best is None:
+        return None
+    return best[1], f"{best[0]:g}Gb/s"
+
+
+def parse_nic_speeds(text: str) -> dict[str, int]:
+    """NIC -> Mb/s from ``grep -s -H . /sys/class/net/<nic>/speed ...``;
+    loopback and links without a speed (-1, unreadable) are left out."""
+    speeds: dict[str, int] = {}
+    for line in text.splitlines():
+        path, _, value = line.rpartition(":")
+        match = re.search(r"/sys/class/net/([^/]+)/speed$", path)
+        if match is None or match.group(1) == "lo":
+            continue
+        try:
+            speed = int(value.strip())
+        except ValueError:
+            continue
+        if speed > 0:
+            speeds[match.group(1)] = speed
+    return speeds
+
+
+def parse_framework_probe(output: str) -> FrameworkVersions:
+    """The JSON line probes.PYTHON_PROBE prints -> versions, with a reason for each
+    one it could not read."""
+    payload: dict[str, Any] | None = None
+    for line in reversed(output.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                payload = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            break
+    versions = FrameworkVersions()
+    if payload is None:
+        tail = output.strip().splitlines()[-1:] or ["no output"]
+        versions.unknown_reasons = {name: f"probe printed no JSON: {tail[0]}" for name in FRAMEWORK_FIELDS}
+        return versions
+    for name in FRAMEWORK_FIELDS:
+        value = payload.get(name)
+        if name == "nccl" and isinstance(value, (list, tuple)):
+            value = ".".join(str(part) for part in value)
+        elif name == "nccl" and isinstance(value, int):
+            value = _nccl_from_int(value)
+        if value is None or value == "":
+            error = payload.get(f"{name}_error") or payload.get("torch_error")
+            reason = error or ("torch was built without it" if name in ("cuda", "cudnn", "nccl") else "not reported")
+            versions.unknown_reasons[name] = str(reason)
+            continue
+        setattr(versions, name, str(value))
+    return versions
+
+
+def _nccl_from_int(code: int) -> str:
+    """NCCL's packed version: 2708 -> 2.7.8 (before 2.9), 21803 -> 2.18.3."""
+    if code >= 10000:
+        return f"{code // 10000}.{code % 10000 // 100}.{code % 100}"
+    return f"{code // 1000}.{code % 1000 // 100}.{code % 100}"
