@@ -187,6 +187,13 @@ def test_capture_finds_the_device_tool_that_is_there() -> None:
     assert env.docker_version == UNKNOWN and "not found" in env.unknown_reasons["docker_version"]
 
 
+def test_capture_asks_the_hosts_own_docker_engine() -> None:
+    engine2 = ("env", "DOCKER_HOST=unix:///run/engine2.sock", "docker")
+    transport = ReplayTransport({(*engine2, "version"): "24.0.7\n", ("docker", "version"): "20.10.24\n"}, host="n2")
+    env = capture_environment(transport, python=None, docker=engine2)
+    assert env.docker_version == "24.0.7"  # the engine docker_host names, not the default one
+
+
 # --------------------------------------------------------------------------- across hosts
 
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 TINY = "bs=2,image_size=32,num_classes=10"
 LONG = f"{TINY},epochs=1000"  # runs until stopped
-STEPS_PAST_A_FAULT = 300  # enough to still be training when a 16 s fault is over (about 0.1-0.2 s a step here)
+STEPS_PAST_A_FAULT = 50  # still training when a 16 s fault is over (a step takes about 1 s on 2 cores)
 
 
 def bench_argv(hosts: Path, results: Path, run_id: str, *args: str) -> list[str]:

@@ -10,17 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fake_backend import FakeBackend
 from rich.console import Console
 
-from harness.backends.base import ClusterBackend, Leftover, NodeState, PreflightReport
-from harness.backends.image import ImagePlan
-from harness.backends.launch import RunPlan, plan_run
-from harness.core.events import Event
-from harness.core.inventory import Host, Inventory, load_inventory
+from harness.backends.launch import RunPlan
+from harness.core.inventory import load_inventory
 from harness.core.job import Job, make_job
 from harness.core.results import Metrics, NodeOutcome, RunResult
 from harness.core.runner import build_plan, run_job
-from harness.core.vendor import VendorSpec, load_vendor
+from harness.core.vendor import load_vendor
 from harness.errors import UserError
 from harness.hostinfo.model import EnvironmentInfo, FrameworkVersions
 from harness.pages.compare import compare, comparison_markdown, pick_row, record_reference
@@ -266,33 +264,27 @@ def nvidia_job(overrides: dict[str, str] | None = None) -> Job:
                     template_overrides={**pins, **(overrides or {})}, run_id="20261125-000000-cccccc")
 
 
-class StandInBackend(ClusterBackend):
+class StandInBackend(FakeBackend):
     """Plans as the Docker backend does; any step past the environment check fails the test."""
 
     def __init__(self, environments: dict[str, EnvironmentInfo]) -> None:
+        super().__init__([])
         self.environments = environments
-        self.calls: list[str] = []
 
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
-        return plan_run(job, inventory, vendor, image)
-
-    def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
-        self.calls.append("preflight")
-        return PreflightReport()
+    @property
+    def steps(self) -> list[str]:
+        return [name for name, _ in self.calls]
 
     def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
-        self.calls.append("environment")
+        self.calls.append(("environment", ()))
         return self.environments
 
     def _started(self, step: str) -> None:
-        self.calls.append(step)
+        self.calls.append((step, ()))
         raise AssertionError(f"{step} ran although the environment check refused the run")
 
     def start_monitors(self, plan: RunPlan, dest: Path) -> None:
         self._started("start_monitors")
-
-    def stop_monitors(self) -> None:
-        self.calls.append("stop_monitors")
 
     def prepare_image(self, plan: RunPlan) -> str:
         self._started("prepare_image")
@@ -300,40 +292,6 @@ class StandInBackend(ClusterBackend):
 
     def launch(self, plan: RunPlan) -> None:
         self._started("launch")
-
-    def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
-        self._started("poll")
-        return []
-
-    def progress(self, plan: RunPlan, node_ranks: list[int]) -> dict[int, Event]:
-        self._started("progress")
-        return {}
-
-    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
-        self._started("dump_stacks")
-
-    def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
-        self.calls.append("stop")
-
-    def tail(self, plan: RunPlan, node_rank: int, lines: int) -> list[str]:
-        return []
-
-    def collect(self, plan: RunPlan, dest: Path, node_ranks: list[int]) -> list[NodeOutcome]:
-        self.calls.append("collect")
-        return []
-
-    def cleanup(self, plan: RunPlan, node_ranks: list[int]) -> list[str]:
-        self.calls.append("cleanup")
-        return []
-
-    def collect_again(self, run_id: str, hosts: list[Host], dest: Path) -> list[NodeOutcome]:
-        return []
-
-    def leftovers(self, hosts: list[Host], run_id: str | None = None) -> list[Leftover]:
-        return []
-
-    def remove(self, leftovers: list[Leftover]) -> list[str]:
-        return []
 
 
 def quiet() -> Console:
@@ -370,7 +328,7 @@ def test_gate_refuses_drift_before_anything_is_built(tmp_path: Path) -> None:
     message = str(raised.value)
     assert message.startswith("nvidia-resnet50.md: the hosts' environment drifts from the page in docker_version, driver")
     assert "ALLOW_DRIFT=1" in message and "nothing was started" in message
-    assert backend.calls == ["preflight", "environment"]  # no image, no container
+    assert backend.steps == ["preflight", "environment"]  # no image, no container
     table = output.getvalue()
     assert "535.104.05" in table and "470.129.06" in table and "drift" in table
     assert not (tmp_path / "results").exists()

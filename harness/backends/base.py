@@ -55,6 +55,9 @@ class Leftover:
     name: str
     run_id: str
     state: str  # running, exited, created, paused, ...
+    # The inventory host it was started for (its bench.host label). Hosts may
+    # share one engine, so the host it was found on is not always its own.
+    labelled_host: str = ""
 
     def describe(self) -> str:
         return f"{self.name} ({self.state}, run {self.run_id}) on {self.host}"

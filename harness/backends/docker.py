@@ -38,7 +38,7 @@ MONITOR_INTERVAL_S = 2.0
 _CONTAINER_ID_RE = re.compile(r"[0-9a-f]{12,64}")
 _STATE_RE = re.compile(r"state=(\w+) exit=(-?\d+)")
 _NO_SUCH = ("No such object", "No such container")
-_LEFTOVER_FORMAT = '{{.ID}} {{.Names}} {{.Label "bench.run_id"}} {{.State}}'
+_LEFTOVER_FORMAT = '{{.ID}} {{.Names}} {{.Label "bench.run_id"}} {{.State}} {{.Label "bench.host"}}'
 # The last line of every rank's event log, in one round trip per host.
 _TAIL_EVENTS = 'for f in "$1"/events_rank*.log; do [ -f "$f" ] && tail -n 1 "$f"; done; exit 0'
 
@@ -67,11 +67,11 @@ class DockerSshBackend(ClusterBackend):
         return plan_run(job, inventory, vendor, image)
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
+        self._collected.clear()  # a new run (a campaign runs many through one backend)
         report = PreflightReport()
-        for node, (facts, warnings) in zip(plan.nodes, run_all(lambda n: self._check(plan, n), plan.nodes)):
-            report.facts[node.host.name] = facts
-            report.warnings += warnings
-        orphans = [c for c in self.leftovers([n.host for n in plan.nodes]) if c.run_id != plan.job.run_id]
+        # Orphans first: a killed run's containers also hold the master port and the devices.
+        found = self.leftovers([n.host for n in plan.nodes])
+        orphans = [c for c in found if c.run_id != plan.job.run_id]
         if orphans and not clean_orphans:
             raise OrphansFound(
                 "containers of other runs are on these hosts (a killed controller left them, or another run "
@@ -82,6 +82,9 @@ class DockerSshBackend(ClusterBackend):
             removed = self.remove(orphans)
             report.warnings.append(f"removed {len(removed)} orphaned container(s): "
                                    + "; ".join(c.describe() for c in orphans))
+        for node, (facts, warnings) in zip(plan.nodes, run_all(lambda n: self._check(plan, n), plan.nodes)):
+            report.facts[node.host.name] = facts
+            report.warnings += warnings
         return report
 
     def _check(self, plan: RunPlan, node: NodePlan) -> tuple[dict[str, str], list[str]]:
@@ -161,7 +164,7 @@ class DockerSshBackend(ClusterBackend):
         """Each host's environment, all hosts at once. No framework probe on the
         host: the image carries the framework, and the training processes report it."""
         def capture(host: Host) -> EnvironmentInfo:
-            return capture_environment(self.transport(host), smi=smi, python=None)
+            return capture_environment(self.transport(host), smi=smi, python=None, docker=docker_cli(host))
 
         return {host.name: info for host, info in zip(hosts, run_all(capture, hosts))}
 
@@ -298,7 +301,8 @@ class DockerSshBackend(ClusterBackend):
 
     def cleanup(self, plan: RunPlan, node_ranks: list[int]) -> list[str]:
         nodes = self._nodes(plan, node_ranks)
-        removed = self.remove([c for c in self.leftovers([n.host for n in nodes], plan.job.run_id)])
+        names = {node.container_name for node in nodes}  # not a lost node's, on an engine two hosts share
+        removed = self.remove([c for c in self.leftovers([n.host for n in nodes], plan.job.run_id) if c.name in names])
         failed: list[str] = []
 
         def remove_run_dir(node: NodePlan) -> None:
@@ -323,7 +327,7 @@ class DockerSshBackend(ClusterBackend):
             runs = f"{host.work_dir}/runs/{run_id}"
             listed = transport.run(["sh", "-c", 'for d in "$1"/node*; do [ -d "$d" ] && echo "$d"; done; exit 0',
                                     "sh", runs], timeout=QUICK_S)
-            containers = {c.name: c for c in self.leftovers([host], run_id)}
+            containers = {c.name: c for c in self.leftovers([host], run_id) if c.labelled_host in ("", host.name)}
             outcomes = []
             for run_dir in listed.output.split():
                 rank = run_dir.rsplit("node", 1)[-1]
@@ -357,12 +361,14 @@ class DockerSshBackend(ClusterBackend):
             found = []
             for line in result.output.splitlines() if result.ok else []:
                 parts = line.split()
-                if len(parts) == 4 and _CONTAINER_ID_RE.fullmatch(parts[0]):
-                    found.append(Leftover(host.name, parts[0], parts[1], parts[2], parts[3]))
+                if len(parts) in (4, 5) and _CONTAINER_ID_RE.fullmatch(parts[0]):
+                    found.append(Leftover(host.name, *parts[:4], labelled_host=parts[4] if len(parts) == 5 else ""))
             return found
 
         try:
             listed = run_all(listing, hosts)
+        except HostUnreachable:
+            raise  # names the host and the inventory field already
         except HarnessError as exc:
             raise RunFailed(f"cannot list containers: {exc}") from exc
         # Hosts may share one engine: one entry per container.

@@ -36,21 +36,19 @@ pipes deadlock paramiko otherwise).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import shlex
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import paramiko
-from paramiko.hostkeys import HostKeyEntry, HostKeys
 
-from harness.backends.transport import CommandResult, FetchedFiles, Transport, read_tail
+from harness.backends.known_hosts import HostKeyRejected, KnownHostsFile, KnownHostsPolicy
+from harness.backends.sftp_tree import download_tree, upload_tree
+from harness.backends.ssh_watchdog import SftpSession, Watchdog
+from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport, read_tail
 from harness.core.inventory import Cluster, Host
 from harness.errors import ConnectionLost, HostUnreachable
 
@@ -63,7 +61,6 @@ BACKOFF_MAX_S = 8.0
 TCP_USER_TIMEOUT_S = 45  # the kernel gives up on data the peer does not acknowledge
 
 _READ_CHUNK = 32768
-_SEGMENT = 32 << 20  # SFTP reads pipelined per segment of a file
 _POLL_S = 0.2
 _CLOSE_GRACE_S = 2.0  # after the exit status, how long to wait for the host to close the channel
 # What paramiko raises when the connection or a request on it fails.
@@ -77,190 +74,6 @@ def quote_argv(argv: list[str]) -> str:
 def _brief(argv: list[str]) -> str:
     text = " ".join(argv)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _same_key(a: paramiko.PKey, b: paramiko.PKey) -> bool:
-    return a.get_name() == b.get_name() and a.asbytes() == b.asbytes()
-
-
-# ---------------------------------------------------------------------------------- known_hosts
-
-
-class HostKeyRejected(paramiko.SSHException):
-    """The host presented a key that known_hosts does not allow (unknown, or @revoked)."""
-
-
-def _parse_entry(fields: list[str]) -> HostKeyEntry | None:
-    if len(fields) < 3:
-        return None
-    try:
-        return HostKeyEntry.from_line(" ".join(fields[:3]))
-    except Exception:  # any line paramiko chokes on is skipped, never fatal
-        return None
-
-
-class KnownHostsFile:
-    """An OpenSSH known_hosts file, read leniently and only ever appended to.
-
-    Lines paramiko cannot use (comments, @cert-authority, key types it does not
-    know such as sk-ssh-ed25519@openssh.com, garbage) are skipped when reading
-    and left as they are in the file. Keys on @revoked lines are never accepted,
-    for any host. add() appends one line under an exclusive flock on
-    `<file>.lock`, after reading the file again under that lock, so parallel
-    connections (threads or processes) save each new key exactly once.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lock_path = path.with_name(path.name + ".lock")
-
-    def read(self) -> tuple[list[HostKeyEntry], list[paramiko.PKey]]:
-        """(usable entries, revoked keys). A missing file is empty."""
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return [], []
-        entries: list[HostKeyEntry] = []
-        revoked: list[paramiko.PKey] = []
-        for line in text.splitlines():
-            fields = line.split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            marker = None
-            if fields[0].startswith("@"):
-                marker, fields = fields[0], fields[1:]
-            entry = _parse_entry(fields)
-            if entry is None:
-                continue
-            if marker is None:
-                entries.append(entry)
-            elif marker == "@revoked":
-                revoked.append(entry.key)
-            # @cert-authority: paramiko cannot verify host certificates; the line stays, unused.
-        return entries, revoked
-
-    def load_into(self, keys: HostKeys) -> list[paramiko.PKey]:
-        """Add every usable, unrevoked key to `keys`; returns the revoked keys."""
-        entries, revoked = self.read()
-        for entry in entries:
-            if any(_same_key(entry.key, bad) for bad in revoked):
-                continue
-            for name in entry.hostnames:
-                keys.add(name, entry.key.get_name(), entry.key)
-        return revoked
-
-    def add(self, hostname: str, key: paramiko.PKey) -> bool:
-        """Append `hostname key` unless the file holds it already; True when appended.
-
-        Raises paramiko.BadHostKeyException when the file meanwhile holds another
-        key of that type for the host, HostKeyRejected when the key is revoked."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock_path.open("a") as lock:  # "a": create, never truncate
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            keys = HostKeys()
-            revoked = self.load_into(keys)
-            if any(_same_key(key, bad) for bad in revoked):
-                raise HostKeyRejected(f"the host key of {hostname} is marked @revoked in {self.path}")
-            if keys.check(hostname, key):
-                return False
-            known = keys.lookup(hostname)
-            if known is not None and key.get_name() in known:
-                raise paramiko.BadHostKeyException(hostname, key, known[key.get_name()])
-            line = f"{hostname} {key.get_name()} {key.get_base64()}\n".encode()
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # the last line had no newline: do not glue onto it
-                while line:
-                    line = line[os.write(fd, line):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            return True
-
-
-class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
-    """Called by paramiko for a host none of whose keys known_hosts holds."""
-
-    def __init__(self, known: KnownHostsFile, revoked: list[paramiko.PKey], accept: bool) -> None:
-        self.known = known
-        self.revoked = revoked
-        self.accept = accept
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        if any(_same_key(key, bad) for bad in self.revoked):
-            raise HostKeyRejected(f"the host key of {hostname} is marked @revoked in {self.known.path}")
-        if not self.accept:
-            raise HostKeyRejected(f"Server {hostname!r} not found in known_hosts")
-        self.known.add(hostname, key)
-
-
-# ---------------------------------------------------------------------------------- watchdog
-
-
-class _Watchdog:
-    """Closes an SSH connection when, while armed, the call it guards sees no
-    progress for `limit` seconds: every paramiko call blocked on that
-    connection then returns (with an error) at once."""
-
-    def __init__(self, transport: paramiko.Transport, limit: float) -> None:
-        self._transport = transport
-        self.limit = limit
-        self.fired = False
-        self._since: float | None = time.monotonic()
-        self._done = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._watch, name="ssh-watchdog", daemon=True)
-
-    def __enter__(self) -> "_Watchdog":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._cond:
-            self._done = True
-            self._cond.notify()
-        self._thread.join()
-
-    def arm(self) -> None:
-        with self._cond:
-            self._since = time.monotonic()
-            self._cond.notify()
-
-    def kick(self, *_progress: object) -> None:
-        """Progress while armed: the countdown starts again (a paramiko callback fits)."""
-        if self._since is not None:
-            self._since = time.monotonic()
-
-    def disarm(self) -> None:
-        with self._cond:
-            self._since = None
-            self._cond.notify()
-
-    def _watch(self) -> None:
-        with self._cond:
-            while not self._done:
-                if self._since is None:
-                    self._cond.wait()
-                    continue
-                left = self._since + self.limit - time.monotonic()
-                if left <= 0:
-                    self.fired = True
-                    break
-                self._cond.wait(left)
-        if self.fired:
-            self._transport.close()
-
-
-@dataclass
-class _SftpSession:
-    sftp: paramiko.SFTPClient
-    dog: _Watchdog
-    transport: paramiko.Transport
-
-    def healthy(self) -> bool:
-        return not self.dog.fired and self.transport.is_active()
 
 
 class _Transient(Exception):
@@ -409,7 +222,7 @@ class SshTransport(Transport):
             sock.close()
             raise _Refused(f"cannot read known_hosts: {exc.strerror or exc}", self._cluster.known_hosts) from exc
         client.set_missing_host_key_policy(
-            _KnownHostsPolicy(self._known_hosts, revoked, self._cluster.accept_unknown_host_keys))
+            KnownHostsPolicy(self._known_hosts, revoked, self._cluster.accept_unknown_host_keys))
         try:
             client.connect(
                 spec.address,
@@ -484,9 +297,9 @@ class SshTransport(Transport):
             self._probe_lock.release()
 
     @contextlib.contextmanager
-    def _guarded(self, transport: paramiko.Transport, what: str) -> Iterator[_Watchdog]:
+    def _guarded(self, transport: paramiko.Transport, what: str) -> Iterator[Watchdog]:
         """Run a block under a watchdog; connection failures inside become ConnectionLost."""
-        dog = _Watchdog(transport, self.response_timeout_s)
+        dog = Watchdog(transport, self.response_timeout_s)
         try:
             with dog:
                 yield dog
@@ -607,7 +420,7 @@ class SshTransport(Transport):
 
     # -- files ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _sftp(self, what: str) -> Iterator[_SftpSession]:
+    def _sftp(self, what: str) -> Iterator[SftpSession]:
         channel, transport = self._open_channel(what)
         with self._guarded(transport, what) as dog:
             try:
@@ -615,7 +428,7 @@ class SshTransport(Transport):
                 channel.invoke_subsystem("sftp")
                 sftp = paramiko.SFTPClient(channel)
                 dog.kick()
-                yield _SftpSession(sftp, dog, transport)
+                yield SftpSession(sftp, dog, transport)
             finally:
                 dog.arm()
                 with contextlib.suppress(*_TRANSPORT_ERRORS):
@@ -625,96 +438,12 @@ class SshTransport(Transport):
         self.run(["rm", "-rf", "--", remote], timeout=60).check()
         self.run(["mkdir", "-p", "--", remote], timeout=30).check()
         with self._sftp(f"copying {local} to {remote}") as session:
-            sftp, dog = session.sftp, session.dog
-            for path in sorted(local.rglob("*")):
-                target = str(PurePosixPath(remote) / path.relative_to(local).as_posix())
-                if path.is_dir():
-                    sftp.mkdir(target)
-                elif path.is_file():
-                    sftp.put(str(path), target, callback=dog.kick)
-                    dog.kick()
-                    sftp.chmod(target, path.stat().st_mode & 0o777)
-                dog.kick()
+            upload_tree(session, local, remote)
 
     def get_tree(self, remote: str, local: Path) -> FetchedFiles:
-        """Every regular file under `remote`, copied under `local`. An entry that
-        cannot be copied (unreadable, vanished, not a regular file, local write
-        error) is listed in `skipped` and the rest still come; a transport
-        failure raises ConnectionLost, leaving the files copied so far."""
-        written: list[Path] = []
-        skipped: list[str] = []
+        """Every regular file under `remote`, copied under `local` (sftp_tree.download_tree)."""
         with self._sftp(f"copying {remote} from the host") as session:
-            sftp, dog = session.sftp, session.dog
-
-            def skip(path: PurePosixPath, exc: OSError) -> None:
-                if not session.healthy() or isinstance(exc, TimeoutError):
-                    raise exc
-                skipped.append(f"{path}: {exc.strerror or exc}")
-
-            try:
-                sftp.stat(remote)
-            except FileNotFoundError:
-                return FetchedFiles()
-            dog.kick()
-            pending = [PurePosixPath(remote)]
-            while pending:
-                folder = pending.pop()
-                try:
-                    entries = sftp.listdir_attr(str(folder))
-                except OSError as exc:
-                    skip(folder, exc)
-                    continue
-                dog.kick()
-                for entry in sorted(entries, key=lambda e: e.filename):
-                    remote_path = folder / entry.filename
-                    mode = entry.st_mode or 0
-                    if stat.S_ISDIR(mode):
-                        pending.append(remote_path)
-                        continue
-                    if not stat.S_ISREG(mode):
-                        skipped.append(f"{remote_path}: not a regular file")
-                        continue
-                    dest = local / remote_path.relative_to(remote)
-                    try:
-                        self._download(session, str(remote_path), entry.st_size or 0, dest)
-                    except OSError as exc:
-                        with contextlib.suppress(OSError):
-                            dest.unlink()
-                        skip(remote_path, exc)
-                        continue
-                    written.append(dest)
-        return FetchedFiles(written, skipped)
-
-    @staticmethod
-    def _download(session: _SftpSession, remote: str, size: int, dest: Path) -> None:
-        """Copy one file, pipelined a segment at a time: each segment's read
-        requests are all sent at once (paramiko's prefetch thread, done in a
-        moment) and then collected, so no prefetch thread is ever blocked on a
-        host that stops answering. Read to the end rather than sftp.get(): a log
-        that grows or shrinks meanwhile is copied as far as it goes."""
-        dog = session.dog
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with session.sftp.open(remote, "rb") as source, dest.open("wb") as out:
-            dog.kick()
-            offset = 0
-            try:
-                while True:
-                    end = min(offset + _SEGMENT, size)
-                    if offset < end:
-                        source.seek(offset)
-                        source.prefetch(end)  # read requests for [offset, end), sent at once
-                    else:
-                        end = offset + _SEGMENT  # past the listed size: it grew, read on unpipelined
-                    while offset < end:
-                        data = source.read(min(_READ_CHUNK, end - offset))
-                        if not data:
-                            return  # the end of the file
-                        out.write(data)
-                        offset += len(data)
-                        dog.kick()
-            except EOFError:
-                if not session.healthy():
-                    raise  # the connection, not the file, ended
+            return download_tree(session, remote, local)
 
     def close(self) -> None:
         with self._state_lock:
@@ -725,8 +454,6 @@ class SshTransport(Transport):
 
 def open_transport(host: Host, cluster: Cluster) -> Transport:
     if host.transport == "local":
-        from harness.backends.transport import LocalTransport
-
         return LocalTransport(host.name)
     transport = SshTransport(host, cluster)
     # A dropped connection is retried for as long as the host may be silent before it counts as lost.

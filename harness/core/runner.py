@@ -190,7 +190,7 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
     run.nodes.sort(key=lambda n: n.node_rank)
     try:
         removed = backend.cleanup(plan, reachable)
-    except RunFailed as exc:
+    except HarnessError as exc:  # a host that went silent meanwhile: what stays there is reported
         run.left_on_hosts.append(str(exc))
         removed = []
     if removed:

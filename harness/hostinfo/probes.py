@@ -175,11 +175,12 @@ def framework_probe_argv(python: str = DEFAULT_PYTHON) -> list[str]:
     return [python, "-c", PYTHON_PROBE]
 
 
-def container_probe_argv(image: str, docker_args: Sequence[str] = (), python: str = DEFAULT_PYTHON) -> list[str]:
+def container_probe_argv(image: str, docker_args: Sequence[str] = (), python: str = DEFAULT_PYTHON,
+                         docker: Sequence[str] = ("docker",)) -> list[str]:
     """``docker run`` for the framework probe inside ``image``. The image must be
     local (``--pull=never``: nothing is fetched); ``docker_args`` are the
     controller's own mount/env/device arguments."""
-    return ["docker", "run", "--rm", "--pull=never", "--entrypoint", python, *docker_args, image, "-c", PYTHON_PROBE]
+    return [*docker, "run", "--rm", "--pull=never", "--entrypoint", python, *docker_args, image, "-c", PYTHON_PROBE]
 
 
 def _capture_framework(prober: _Prober, argv: list[str], source: str) -> FrameworkVersions:
@@ -201,13 +202,15 @@ def capture_environment(
     python: str | None = DEFAULT_PYTHON,
     image: str | None = None,
     docker_args: Sequence[str] = (),
+    docker: Sequence[str] = ("docker",),
 ) -> EnvironmentInfo:
     """Everything the vendor page's environment section lists, for one host.
 
     ``smi`` names the vendor's device tool (a devices.registry.SMI_TOOLS key);
     None tries nvidia-smi, ixsmi and xpu_smi in turn. The framework versions
     come from ``python`` on the host, or from inside ``image`` when one is
-    given; with neither (python=None) they are left unknown."""
+    given; with neither (python=None) they are left unknown. ``docker`` is how
+    the docker CLI is called on that host (with its DOCKER_HOST, launch.docker_cli)."""
     prober = _Prober(transport, timeout)
     info = EnvironmentInfo(host=transport.host, captured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     # Each group fills its own fields; the groups run side by side (one round trip
@@ -224,13 +227,13 @@ def capture_environment(
         lambda: _probe_first(prober, info, "os", [(["cat", "/etc/os-release"], parse_os_release)]),
         lambda: _probe_first(prober, info, "kernel", [(["uname", "-r", "-m"], lambda out: " ".join(out.split()))]),
         lambda: _probe_first(prober, info, "docker_version",
-                             [(["docker", "version", "--format", "{{.Server.Version}}"], lambda out: out.strip())]),
+                             [([*docker, "version", "--format", "{{.Server.Version}}"], lambda out: out.strip())]),
     ]
     run_all(lambda group: group(), groups)
     if image:
         info.framework = _capture_framework(
             _Prober(transport, max(timeout, 120)),
-            container_probe_argv(image, docker_args, python or DEFAULT_PYTHON),
+            container_probe_argv(image, docker_args, python or DEFAULT_PYTHON, docker),
             f"image {image} on {transport.host}",
         )
     elif python is None:
