@@ -295,3 +295,21 @@ def test_reused_run_id_is_refused(make_hosts_yaml: Callable[..., Path], tmp_path
     proc = bench(make_hosts_yaml(), tmp_path, run_id, "--config", "2x1")
     assert proc.returncode == 2 and run_id in proc.stderr and "exists" in proc.stderr, proc.stderr
     assert list((tmp_path / run_id).iterdir()) == []
+
+
+def test_an_image_that_cannot_be_built_is_recorded_as_infra(make_hosts_yaml: Callable[..., Path],
+                                                            tmp_path: Path) -> None:
+    run_id = "fault-no-base-image"
+    # Nothing can be pulled here: the build fails on its FROM line, after preflight.
+    hosts = make_hosts_yaml()
+    proc = bench(hosts, tmp_path, run_id, "--config", "2x1", "--param", "base_image=bench-missing/none:0")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    result = results_of(tmp_path, run_id, "2x1")
+    assert result["status"] == "failed" and result["failure_kind"] == "infra"
+    assert result["failure"].startswith("image failed") and "bench-missing/none:0" in result["failure"]
+    out = tmp_path / run_id / "resnet50" / "2x1"
+    assert (out / "README.md").is_file() and (out / "report.html").is_file()
+    assert [(r.run_id, r.status) for r in history_runs(tmp_path / HISTORY_FILE)] == [(run_id, "failed")]
+    assert containers_of(run_id) == []
+    assert not list(work_dir(hosts).glob("*/build/*")), "a failed build leaves no context behind"
