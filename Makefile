@@ -1,4 +1,5 @@
 # make bench CASE=resnet50 VENDOR=nvidia CONFIG=2x8 [HOSTS=hosts.yaml] [FIX_HP="bs=256,lr=0.72"] [DRY_RUN=1]
+# make campaign SUITE=suites/nightly.yaml [RESUME=1]
 CASE ?= resnet50
 VENDOR ?= cpu
 CONFIG ?= 1x1
@@ -11,9 +12,12 @@ RUN_ID ?=
 REPRO ?=
 ALLOW_DRIFT ?=
 PYTEST_ARGS ?=
+SUITE ?= suites/cpu-smoke.yaml
+RESUME ?=
+VERBOSE ?=
 PY := .venv/bin/python
 
-.PHONY: setup bench test lint report clean help
+.PHONY: setup bench campaign test lint report clean help
 
 help:
 	@$(PY) -m harness --help 2>/dev/null || echo "run 'make setup' first"
@@ -28,6 +32,10 @@ bench: setup
 	  $(if $(REAL_DATA),--real-data) $(if $(RUN_ID),--run-id '$(RUN_ID)') $(if $(DRY_RUN),--dry-run) \
 	  $(if $(REPRO),--repro '$(REPRO)') $(if $(ALLOW_DRIFT),--allow-drift)
 
+# A suite of jobs, unattended: validated first, locked hosts, retries, state for RESUME=1, summary.
+campaign: setup
+	$(PY) -m harness campaign run '$(SUITE)' $(if $(RESUME),--resume)
+
 # Everything the tests need (setup + two SSH test hosts), then the whole suite.
 test:
 	@bash tests/infra/setup.sh
@@ -38,7 +46,7 @@ lint:
 	$(PY) -m ruff check harness cases tests bench
 
 report:
-	$(PY) -m harness report results
+	$(PY) -m harness report results $(if $(VERBOSE),--verbose)
 
 clean:
 	$(PY) -m harness clean --hosts '$(HOSTS)'

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import BASE_IMAGE, TESTHOSTS, TestHost, TestInfra, write_hosts_yaml  # noqa: E402
+from conftest import local_infra, write_hosts_yaml  # noqa: E402
 
 TINY = "bs=2,image_size=32,max_steps=4,num_classes=10"
 PHASES = ("preflight", "environment", "image", "launch", "wait-detect", "collect", "parse")
@@ -51,11 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    infra = TestInfra(
-        repo_root=REPO, client_key=TESTHOSTS / "id_ed25519", known_hosts=TESTHOSTS / "known_hosts",
-        hosts=[TestHost("node1", "127.0.0.2", 2222), TestHost("node2", "127.0.0.3", 2222)],
-        site_packages=REPO / ".venv" / "lib" / "python3.11" / "site-packages", base_image=BASE_IMAGE,
-    )
+    infra = local_infra()
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         folder = Path(tmp)
         hosts = write_hosts_yaml(folder, infra)

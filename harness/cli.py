@@ -16,10 +16,13 @@ from rich.text import Text
 
 from harness import REPO_ROOT
 from harness.backends.docker import DockerSshBackend
+from harness.campaign import cli as campaign_cli
+from harness.campaign.lock import DEFAULT_STALE_AFTER_S, refuse_if_locked
 from harness.core.inventory import load_inventory
 from harness.core.job import ensure_new_run_id, make_job
 from harness.core.results import RunResult
 from harness.core.runner import RunInterrupted, build_plan, run_job
+from harness.core.validate import check_case_config
 from harness.core.vendor import VendorSpec, load_vendor
 from harness.core.watch import WatchLimits
 from harness.errors import HarnessError, UserError
@@ -30,6 +33,7 @@ from harness.pages.parse import read_page
 from harness.pages.readme import build_readme
 from harness.pages.render import render_page
 from harness.report import history
+from harness.report.load import load_results, load_sourced, regressions_by_run
 from harness.report.tables import print_results
 
 DEFAULT_HOSTS = REPO_ROOT / "hosts.yaml"
@@ -99,17 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     past.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
     past.add_argument("--case", help="only this case")
     past.add_argument("--vendor", help="only this vendor")
+    past.add_argument("--status", choices=("success", "failed"), help="only runs with this status")
     past.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
 
     report = sub.add_parser("report", help="print the metric table of finished runs")
     report.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding them")
+    report.add_argument("--verbose", "-v", action="store_true",
+                        help="whole failure reports (the failing rank's last lines), step times and log folders")
 
     readme = sub.add_parser(
         "readme", help="write the vendor README page of finished runs",
         description="Write the whole vendor page (环境配置, 通用指标, 性能指标) of one case's runs, in the "
                     "reference pages' format. Failed runs are left out (one line on stderr each).")
     readme.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding them")
-    readme.add_argument("--out", type=Path, help="write the page here (default: stdout)")
+    readme.add_argument("--out", type=Path, help="write the page here (default: stdout); an existing file "
+                        "is kept unless --force")
+    readme.add_argument("--force", action="store_true", help="overwrite --out when it exists")
     readme.add_argument("--lang", choices=("zh", "en"), default="zh", help="page language (default zh)")
     readme.add_argument("--reference", type=Path, metavar="PAGE",
                         help="take the title, model name, dataset and 通用指标 wording from this vendor page")
@@ -129,12 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     capture = env_sub.add_parser("capture", help="print every host's captured environment as JSON")
     capture.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS, help="inventory file (default hosts.yaml)")
     capture.add_argument("--vendor", help="vendor whose device tool to ask (default: try each known tool)")
+    campaign_cli.add_parser(sub, DEFAULT_RESULTS)
     return parser
 
 
-def _wide_console(stderr: bool = False) -> Console:
+def _wide_console(stderr: bool = False, width: int = 140) -> Console:
     """Tables keep their columns in a log file or a pipe too."""
-    return Console(stderr=stderr, width=max(Console(stderr=stderr).width, 140))
+    return Console(stderr=stderr, width=max(Console(stderr=stderr).width, width))
 
 
 def _warn(console: Console, message: str) -> None:
@@ -173,6 +183,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         fix_hp=args.fix_hp, synthetic=not args.real_data, timeout_s=args.timeout,
         template_overrides={**pins, **dict(args.param)}, run_id=args.run_id,
     )
+    check_case_config(job)
     if page is not None and compare.pick_row(page, job.nnodes, job.nproc_per_node, job.fix_hp or "/") is None:
         _warn(console, f"{source} has no row for {job.config_name}: there will be nothing to compare with")
     tables = _wide_console(stderr=True)
@@ -195,6 +206,9 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             sys.stdout.write(build_plan(job, inventory, backend).render())
             return 0
         ensure_new_run_id(args.results, job.run_id)
+        # A campaign holds these hosts: refuse, naming it (a dead one's lock is ignored with a warning).
+        refuse_if_locked(backend.transport, inventory.select(job.nnodes), DEFAULT_STALE_AFTER_S,
+                         lambda message: _warn(console, message))
         result = run_job(job, inventory, backend, args.results, console, check_environment=gate,
                          limits=limits, clean_orphans=args.clean_orphans, annotate=annotate)
     finally:
@@ -214,14 +228,15 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_history(args: argparse.Namespace, console: Console) -> int:
-    rows = history.runs(args.results / history.HISTORY_FILE, args.case, args.vendor, args.limit)
+    rows = history.runs(args.results / history.HISTORY_FILE, args.case, args.vendor, args.limit, args.status)
     if not rows:
         console.print(f"no runs recorded in {args.results / history.HISTORY_FILE}")
         return 0
     table = Table(title=f"runs in {args.results}")
     for column in ("run", "finished", "case", "vendor", "config", "precision", "fix_hp", "status",
                    "p_core", "p_train", "p_whole", "acc"):
-        table.add_column(column, justify="right" if column.startswith("p_") or column == "acc" else "left")
+        table.add_column(column, justify="right" if column.startswith("p_") or column == "acc" else "left",
+                         no_wrap=column == "run")  # the full id: `readme` and `collect` take it
     for row in rows:
         numbers = [format_throughput(value) for value in (row.p_core, row.p_train, row.p_whole)]
         table.add_row(row.run_id, row.finished_at, row.case, row.vendor, f"{row.accelerator} {row.config}",
@@ -264,25 +279,11 @@ def _cmd_collect(args: argparse.Namespace, console: Console) -> int:
     return 0 if all(node.collected for node in nodes) else 1
 
 
-def load_results(paths: list[Path]) -> list[RunResult]:
-    files: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise UserError("no such file or folder", file=str(path))
-        files += sorted(path.rglob("results.json")) if path.is_dir() else [path]
-    if not files:
-        raise UserError("no results.json found", file=", ".join(map(str, paths)))
-    results = []
-    for file in files:
-        try:
-            results.append(RunResult.model_validate_json(file.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"not a results.json written by this harness: {exc}", file=str(file)) from exc
-    return results
-
-
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
-    print_results(load_results(args.results), _wide_console())
+    loaded = load_sourced(args.results)
+    # Full run ids, case and config in every row: wider than a terminal rather than folded.
+    print_results([result for _, result in loaded], _wide_console(width=220), verbose=args.verbose,
+                  regressions=regressions_by_run(loaded))
     return 0
 
 
@@ -300,6 +301,8 @@ def _cmd_readme(args: argparse.Namespace, console: Console) -> int:
     if args.out is None:
         sys.stdout.write(text)
         return 0
+    if args.out.exists() and not args.force:
+        raise UserError("exists already; pass --force to overwrite it, or choose another --out", file=str(args.out))
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
@@ -342,6 +345,7 @@ COMMANDS = {
     "report": _cmd_report,
     "readme": _cmd_readme,
     "env": _cmd_env,
+    "campaign": campaign_cli.cmd_campaign,
 }
 
 

@@ -108,15 +108,20 @@ def _infra_problems(infra: TestInfra) -> list[str]:
     return problems
 
 
-@pytest.fixture(scope="session")
-def infra() -> TestInfra:
-    infra = TestInfra(
+def local_infra() -> TestInfra:
+    """What tests/infra/setup.sh makes (also used by the scripts under bench/)."""
+    return TestInfra(
         repo_root=REPO_ROOT,
         client_key=TESTHOSTS / "id_ed25519",
         known_hosts=TESTHOSTS / "known_hosts",
         hosts=[TestHost("node1", "127.0.0.2", 2222), TestHost("node2", "127.0.0.3", 2222)],
         site_packages=REPO_ROOT / ".venv" / "lib" / "python3.11" / "site-packages",
     )
+
+
+@pytest.fixture(scope="session")
+def infra() -> TestInfra:
+    infra = local_infra()
     problems = _infra_problems(infra)
     if problems:
         reason = "test infrastructure not up: " + "; ".join(problems) + f" ({SETUP_HINT})"

@@ -226,7 +226,8 @@ def dry_run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_bench_repro_builds_the_pages_framework(vendor: str, page: str, line: str) -> None:
-    result = dry_run("--vendor", vendor, "--config", "1x8", "--repro", PAGES / page)
+    case = page.removesuffix(".md").split("-", 1)[1]  # the page's case: it has this vendor's hardware files
+    result = dry_run("--case", case, "--vendor", vendor, "--config", "1x8", "--repro", PAGES / page)
     assert result.returncode == 0, result.stderr
     assert line in [text.strip() for text in result.stdout.splitlines()]
     assert "训练框架版本" in result.stderr

@@ -6,13 +6,15 @@ warm-up, x0.1 at 30/60/90 % of training, zero-initialised head."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from pydantic import Field
-from torch import nn
 
 from cases.case import CaseSpec
 from cases.config import CaseConfig
+
+if TYPE_CHECKING:  # torch only where the model is built: the controller imports the config model
+    from torch import nn
 
 
 class BigTransferConfig(CaseConfig):

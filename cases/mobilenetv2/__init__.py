@@ -3,11 +3,15 @@ images of global batch, wd 4e-5, lr x0.98 every epoch."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
-from torch import nn
 
 from cases.case import CaseSpec
 from cases.config import CaseConfig
+
+if TYPE_CHECKING:  # torch only where the model is built: the controller imports the config model
+    from torch import nn
 
 
 class MobileNetV2Config(CaseConfig):

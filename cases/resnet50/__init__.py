@@ -3,10 +3,13 @@ warm-up, lr 0.1 per 256 images of global batch, step decay."""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from cases.case import CaseSpec
 from cases.config import CaseConfig
+
+if TYPE_CHECKING:  # torch only where the model is built: the controller imports the config model
+    from torch import nn
 
 
 class ResNet50Config(CaseConfig):

@@ -4,11 +4,15 @@ images (32 px) still make several patches; 16 is vit_b_16."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field, model_validator
-from torch import nn
 
 from cases.case import CaseSpec
 from cases.config import CaseConfig
+
+if TYPE_CHECKING:  # torch only where the model is built: the controller imports the config model
+    from torch import nn
 
 
 class ViTConfig(CaseConfig):

@@ -106,15 +106,18 @@ def record(path: Path, result: RunResult, results_json: Path) -> None:
     connection.close()
 
 
-def runs(path: Path, case: str | None = None, vendor: str | None = None, limit: int = 50) -> list[HistoryRow]:
-    """The newest runs first, optionally of one case and/or vendor."""
+def runs(path: Path, case: str | None = None, vendor: str | None = None, limit: int = 50,
+         status: str | None = None) -> list[HistoryRow]:
+    """The newest runs first, optionally of one case, vendor and/or status."""
     if not path.is_file():
         return []
     query = ("SELECT run_id, finished_at, case_name, vendor, accelerator, config, precision, fix_hp, status, "
              "p_core, p_train, p_whole, acc FROM runs WHERE (:case IS NULL OR case_name = :case) "
-             "AND (:vendor IS NULL OR vendor = :vendor) ORDER BY finished_at DESC, run_id DESC LIMIT :limit")
+             "AND (:vendor IS NULL OR vendor = :vendor) AND (:status IS NULL OR status = :status) "
+             "ORDER BY finished_at DESC, run_id DESC LIMIT :limit")
     with _connect(path) as connection:
-        rows = connection.execute(query, {"case": case, "vendor": vendor, "limit": limit}).fetchall()
+        rows = connection.execute(query, {"case": case, "vendor": vendor, "status": status,
+                                          "limit": limit}).fetchall()
     connection.close()
     return [HistoryRow(*row) for row in rows]
 

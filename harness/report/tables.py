@@ -23,31 +23,42 @@ def metric_table_markdown(results: list[RunResult]) -> str:
     return render_metric_table([row_from_result(r) for r in results])
 
 
-def print_results(results: list[RunResult], console: Console) -> None:
+def print_results(results: list[RunResult], console: Console, verbose: bool = True,
+                  regressions: dict[str, list[str]] | None = None) -> None:
     """One table of every run (failed ones included, their cells `/` where
-    nothing was measured), then what each run adds: step times, where mem came
-    from, the failure, where the logs are."""
+    nothing was measured; each row names its case, vendor and config), then
+    what each run adds: regressions, step times, where mem came from, the
+    failure (its first line unless verbose: the whole report, the failing
+    rank's last lines), where the logs are (verbose)."""
     title = " / ".join(sorted({f"{r.case} · {r.vendor}" for r in results}))
     table = Table(title=title, show_lines=False)
-    table.add_column("run", justify="left", style="dim")
+    table.add_column("run", justify="left", style="dim", no_wrap=True)
+    table.add_column("case", justify="left", no_wrap=True)
     for index, column in enumerate(metric_header()):
-        table.add_column(column, justify="left" if index == 0 or column in LEFT_ALIGNED else "right")
+        table.add_column(column, justify="left" if index == 0 or column in LEFT_ALIGNED else "right", overflow="fold")
     for result in results:
         cells = row_from_result(result).cells()
-        table.add_row(result.run_id, *cells, style=None if result.status == "success" else "red")
+        table.add_row(result.run_id, f"{result.case} · {result.vendor}", *cells,
+                      style=None if result.status == "success" else "red")
     console.print(table)
     for result in results:
+        for regression in (regressions or {}).get(result.run_id, []):
+            console.print(Text.assemble((f"{result.run_id} regression: ", "bold yellow"), regression))
         metrics = result.metrics
-        if metrics is not None:
+        if metrics is not None and verbose:
             console.print(Text(
                 f"{result.run_id}: world size {metrics.world_size} · {metrics.samples} samples in {metrics.steps} steps"
                 f" · step time p50/p90/max {metrics.step_s_p50 or 0:.3f}/{metrics.step_s_p90 or 0:.3f}/"
                 f"{metrics.step_s_max or 0:.3f} s · mem from {metrics.mem_source}", style="dim"))
         if result.status != "success":
-            console.print(Text.assemble((f"{result.run_id} FAILED: ", "bold red"), result.failure or "unknown failure"))
-        for node in result.nodes:
-            console.print(Text(f"{result.run_id}: logs of node {node.node_rank} ({node.host}): {node.log_dir}",
-                               style="dim"))
+            failure = (result.failure or "unknown failure").strip()
+            if not verbose and "\n" in failure:
+                failure = failure.splitlines()[0] + " (--verbose: the whole report)"
+            console.print(Text.assemble((f"{result.run_id} FAILED: ", "bold red"), failure))
+        if verbose:
+            for node in result.nodes:
+                console.print(Text(f"{result.run_id}: logs of node {node.node_rank} ({node.host}): {node.log_dir}",
+                                   style="dim"))
 
 
 _TEMPLATES = jinja2.Environment(

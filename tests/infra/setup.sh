@@ -41,12 +41,15 @@ step_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
+    # The campaign summary is opened in headless Chromium; its Chinese labels need a CJK font.
+    command -v chromium >/dev/null || missing+=(chromium)
+    [[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || missing+=(fonts-wqy-microhei)
     # Debian ships ensurepip (which venv needs) separately, in python3-venv.
     if [[ ! -x .venv/bin/python ]] && ! python3 -c 'import ensurepip' 2>/dev/null; then
         missing+=(python3-venv)
     fi
     if ((${#missing[@]} == 0)); then
-        say packages "already installed (dockerd, sshd, debootstrap)"
+        say packages "already installed (dockerd, sshd, debootstrap, chromium, CJK font)"
         return
     fi
     local t=$EPOCHREALTIME

@@ -1,0 +1,97 @@
+"""Controller overhead per job of a campaign against separate `bench` runs.
+
+A 4-job campaign on the two test hosts (resnet50, cpu, 2x1, tiny) beside 4
+separate `python -m harness bench` runs of the same jobs. Overhead is wall time
+minus the jobs' own e2e_time; the campaign's is given for its first job and per
+job after it (the campaign keeps its SSH connections). Target: after the first
+job, at most 3 s per job. Needs the test hosts:
+
+    bash tests/infra/setup.sh && flock /tmp/bench-e2e.lock .venv/bin/python bench/campaign_overhead.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import local_infra, write_hosts_yaml  # noqa: E402
+
+TINY = "bs=2,image_size=32,num_classes=10,max_steps=2"
+TARGET_S = 3.0
+
+
+def e2e_of(results_json: Path) -> float:
+    return float(json.loads(results_json.read_text())["metrics"]["e2e_time"])
+
+
+def separate_runs(hosts: Path, results: Path, jobs: int) -> list[float]:
+    """Overhead of each `bench` run, in seconds."""
+    overheads = []
+    for index in range(jobs):
+        run_id = f"separate-{index}"
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu",
+                               "--config", "2x1", "--fix-hp", TINY, "--hosts", str(hosts), "--results", str(results),
+                               "--run-id", run_id], cwd=REPO, capture_output=True, text=True, check=False)
+        wall = time.monotonic() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"bench {run_id} failed:\n{proc.stderr}")
+        overheads.append(wall - e2e_of(results / run_id / "resnet50" / "2x1" / "results.json"))
+    return overheads
+
+
+def campaign(hosts: Path, folder: Path, jobs: int) -> list[float]:
+    """Overhead of each campaign job: the time between one attempt's start (or the
+    campaign's start) and the next's, minus its e2e_time; the last ends at exit."""
+    suite = folder / "overhead.yaml"
+    suite.write_text(yaml.safe_dump({"name": "overhead", "hosts": str(hosts), "defaults": {"vendor": "cpu"},
+                                     "jobs": [{"case": "resnet50", "config": "2x1", "fix_hp": TINY}] * jobs}))
+    results = folder / "campaign-results"
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "harness", "campaign", "run", str(suite), "--results", str(results)],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    end = time.time()
+    if proc.returncode != 0:
+        raise SystemExit(f"campaign failed:\n{proc.stderr}")
+    state = json.loads(next((results / "campaigns" / "overhead").glob("*/state.json")).read_text())
+    attempts = [unit["attempts"][-1] for unit in state["units"]]
+    ends = [dt.datetime.fromisoformat(a["finished_at"]).timestamp() for a in attempts]
+    begins = [start, *ends[:-1]]
+    ends[-1] = end
+    return [stop - begin - e2e_of(Path(a["results_json"])) for begin, stop, a in zip(begins, ends, attempts)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=4)
+    args = parser.parse_args()
+    infra = local_infra()
+    with tempfile.TemporaryDirectory(prefix="bench-campaign-overhead-") as tmp:
+        folder = Path(tmp)
+        hosts = write_hosts_yaml(folder, infra)
+        separate_runs(hosts, folder / "warmup", 1)  # builds the image if needed
+        alone = separate_runs(hosts, folder / "separate", args.jobs)
+        together = campaign(hosts, folder, args.jobs)
+    later = together[1:]
+    per_job = sum(later) / len(later) if later else together[0]
+    print(f"controller overhead, {args.jobs} jobs of resnet50 cpu 2x1 on the two test hosts (seconds):")
+    print(f"  separate bench runs: {', '.join(f'{v:.2f}' for v in alone)}  (mean {sum(alone) / len(alone):.2f})")
+    print(f"  campaign jobs:       {', '.join(f'{v:.2f}' for v in together)}  (after the first: mean {per_job:.2f})")
+    print(f"  campaign / separate: {sum(together) / sum(alone):.2f}")
+    print(f"after the first job {per_job:.2f} s per job: {'within' if per_job <= TARGET_S else 'OVER'} "
+          f"the {TARGET_S:.0f} s target")
+
+
+if __name__ == "__main__":
+    main()

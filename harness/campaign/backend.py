@@ -1,0 +1,38 @@
+"""The campaign's one backend: DockerSshBackend with its SSH connections kept
+from job to job, each host's environment captured once and each image made
+present on a set of hosts once. After a failed attempt the campaign calls
+``forget()``: a host that failed may have changed (rebooted, new driver,
+images pruned), so the next attempt captures and checks again."""
+
+from __future__ import annotations
+
+from harness.backends.docker import DockerSshBackend
+from harness.backends.launch import RunPlan
+from harness.core.inventory import Host, Inventory
+from harness.hostinfo.model import EnvironmentInfo
+
+
+class CampaignBackend(DockerSshBackend):
+    def __init__(self, inventory: Inventory) -> None:
+        super().__init__(inventory)
+        self._environments: dict[tuple[str, str | None], EnvironmentInfo] = {}
+        self._images: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def capture_hosts(self, hosts: list[Host], smi: str | None) -> dict[str, EnvironmentInfo]:
+        missing = [host for host in hosts if (host.name, smi) not in self._environments]
+        if missing:
+            for name, info in super().capture_hosts(missing, smi).items():
+                self._environments[(name, smi)] = info
+        # Copies: the runner completes each run's record with what its containers reported.
+        return {host.name: self._environments[(host.name, smi)].model_copy(deep=True) for host in hosts}
+
+    def prepare_image(self, plan: RunPlan) -> str:
+        key = (plan.image.tag, tuple(node.host.name for node in plan.nodes))
+        if key not in self._images:
+            self._images[key] = super().prepare_image(plan)
+        return self._images[key]
+
+    def forget(self) -> None:
+        """Capture environments and check images again from the next run on."""
+        self._environments.clear()
+        self._images.clear()

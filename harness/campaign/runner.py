@@ -1,0 +1,306 @@
+"""The campaign loop.
+
+    suite -> check every job (nothing touched) -> lock the hosts -> for each job and repeat:
+        [resume: the attempt that was running when the controller died: its
+         containers found by label, its logs collected, the containers removed]
+        lock + health gates -> run_job (harness/core/runner.py) -> state saved
+        infra (and stalled where configured): retried with backoff up to `retries`
+    -> summary.md / summary.html -> notifications -> locks released
+
+Exit status: 0 every job succeeded, 1 any failed, 2 bad suite (nothing
+started), 130 interrupted (state saved; --resume continues). The whole campaign
+uses one backend (backend.py): SSH connections kept from job to job, each
+host's environment captured once, each image checked once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.backends.docker import OrphansFound
+from harness.campaign.backend import CampaignBackend
+from harness.campaign.check import PlannedEntry, check_suite
+from harness.campaign.gates import check_gates
+from harness.campaign.lock import HostLocked, HostLocks, this_controller
+from harness.campaign.notify import Notifier
+from harness.campaign.recover import record_unstarted, recover_attempt
+from harness.campaign.state import Attempt, CampaignState, Controller, StateStore, Unit, folders, new_folder, now_iso
+from harness.campaign.suite import LoadedSuite, SuiteError, load_suite
+from harness.campaign.view import CampaignView
+from harness.core.inventory import Host, Inventory, load_inventory
+from harness.core.job import ensure_new_run_id
+from harness.core.results import RunResult
+from harness.core.runner import RunInterrupted, run_job
+from harness.core.vendor import load_vendor
+from harness.core.watch import WatchLimits
+from harness.errors import HarnessError, HostUnreachable, UserError
+
+INTERRUPTED = 130
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+class Campaign:
+    def __init__(self, loaded: LoadedSuite, planned: list[PlannedEntry], inventory: Inventory,
+                 backend: CampaignBackend, store: StateStore, state: CampaignState, results: Path,
+                 console: Console, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.loaded = loaded
+        self.suite = loaded.suite
+        self.planned = planned
+        self.inventory = inventory
+        self.backend = backend
+        self.store = store
+        self.state = state
+        self.results = results
+        self.console = console
+        self.view = CampaignView(console)
+        self.notifier = Notifier(self.suite.notify, self.warn)
+        self.sleep = sleep
+        self.locks = HostLocks(backend.transport, this_controller(f"{state.name} {store.folder}"),
+                               self.suite.lock_stale_after, self.warn)
+
+    def warn(self, message: str) -> None:
+        self.view.event(f"warning: {message}", "yellow")
+
+    def save(self) -> None:
+        self.store.save(self.state)
+
+    # -- locks ------------------------------------------------------------------------
+    def lock_hosts(self) -> None:
+        """Every host of the suite, before anything runs. A live holder stops the
+        campaign (HostLocked, exit 2); a host that does not answer now is locked
+        before its first job instead (its gate fails there while it is away)."""
+        hosts: dict[str, Host] = {}
+        for planned in self.planned:
+            for host in planned.hosts:
+                hosts.setdefault(host.name, host)
+        for host in hosts.values():
+            try:
+                self.locks.acquire(host)
+            except HostLocked:
+                self.locks.release_all()
+                raise
+            except HarnessError as exc:
+                self.warn(f"{host.name} cannot be locked now ({_first_line(str(exc))}); it is locked before its first job")
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> int:
+        self.view.transition(self.state, f"{len(self.state.units)} run(s) of {len(self.planned)} job(s), "
+                                         f"state in {self.store.path}")
+        try:
+            for unit in self.state.units:
+                if unit.status in ("success", "failed"):
+                    continue
+                self._run_unit(unit)
+        except KeyboardInterrupt:  # RunInterrupted included: the run itself was recorded
+            self.state.status = "interrupted"
+            self.state.exit_status = INTERRUPTED
+            self.save()
+            self._finish_reports(final=False)
+            self.view.event(f"interrupted: state saved in {self.store.path}; "
+                            f"`python -m harness campaign run {self.loaded.source} --resume` continues", "red")
+            return INTERRUPTED
+        failed = self.state.count("failed")
+        self.state.status = "finished"
+        self.state.finished_at = now_iso()
+        self.state.exit_status = 0 if failed == 0 else 1
+        self.save()
+        self._finish_reports(final=True)
+        return self.state.exit_status
+
+    def _finish_reports(self, final: bool) -> None:
+        from harness.campaign.summary import write_summary  # matplotlib: only when a summary is written
+
+        summary_md = None
+        try:
+            summary_md = write_summary(self.state, self.store.folder, self.planned, self.results)
+            self.view.event(f"summary: {summary_md} and {summary_md.with_suffix('.html')}")
+        except (OSError, HarnessError, ValueError) as exc:
+            self.warn(f"the summary could not be written: {exc}")
+        if final or self.notifier.enabled:
+            self.notifier.send(self._payload("campaign_finished" if final else "campaign_interrupted", summary_md))
+
+    def _payload(self, event: str, summary: Path | None = None, unit: Unit | None = None) -> dict:
+        payload = {
+            "event": event, "campaign": self.state.name, "stamp": self.state.stamp, "folder": str(self.store.folder),
+            "status": self.state.status, "exit_status": self.state.exit_status,
+            "counts": {s: self.state.count(s) for s in ("success", "failed", "running", "waiting")},
+            "jobs": [{"job": u.job + 1, "repeat": u.repeat, "label": u.label, "status": u.status,
+                      "attempts": len(u.attempts), "run_ids": [a.run_id for a in u.attempts],
+                      "failure_kind": u.last.failure_kind if u.last else None,
+                      "failure": _first_line(u.last.failure) if u.last else None} for u in self.state.units],
+        }
+        if summary is not None:
+            payload["summary"] = str(summary)
+        if unit is not None:
+            payload["job"] = next(j for j in payload["jobs"] if (j["job"], j["repeat"]) == (unit.job + 1, unit.repeat))
+        return payload
+
+    def _run_unit(self, unit: Unit) -> None:
+        planned = self.planned[unit.job]
+        entry = planned.entry
+        last = unit.last
+        if last is not None and last.status == "running":
+            self.view.event(f"{unit.label}: run {last.run_id} was running when the controller stopped; "
+                            "collecting what it left")
+            recover_attempt(last, planned, self.backend, self.results, self.warn)
+            self.save()
+        unit.status = "running"
+        while True:
+            attempt = Attempt(number=len(unit.attempts) + 1, run_id=self._run_id(unit))
+            unit.attempts.append(attempt)
+            self.save()
+            self.view.transition(self.state, f"{unit.label}: attempt {attempt.number}, run {attempt.run_id}")
+            try:
+                result = self._attempt(planned, attempt)
+            except RunInterrupted as exc:
+                self._close(attempt, exc.result, "interrupted")
+                raise
+            except KeyboardInterrupt:
+                attempt.status, attempt.failure_kind, attempt.finished_at = "interrupted", "interrupted", now_iso()
+                attempt.failure = "interrupted before the run started"
+                raise
+            self._close(attempt, result, result.status)
+            if result.status != "success":
+                self.backend.forget()  # a failed host may have changed: capture and check it again
+            if result.status == "success":
+                unit.status = "success"
+                self.save()
+                self.view.transition(self.state, f"{unit.label}: success ({attempt.run_id})", "green")
+                return
+            retry = result.failure_kind == "infra" or (result.failure_kind == "stalled" and entry.retry_stalled)
+            if not retry or unit.tries > entry.retries:
+                unit.status = "failed"
+                self.save()
+                why = "not retried" if not retry else f"{entry.retries} retr{'y' if entry.retries == 1 else 'ies'} used"
+                self.view.transition(self.state, f"{unit.label}: failed ({result.failure_kind}, {why}): "
+                                                 f"{_first_line(result.failure)}", "red")
+                self.notifier.send(self._payload("job_failed", unit=unit))
+                return
+            delay = min(self.suite.backoff * 2 ** (unit.tries - 1), self.suite.backoff_max)
+            self.save()
+            self.view.transition(self.state, f"{unit.label}: {result.failure_kind} failure "
+                                             f"({_first_line(result.failure)}); retry {unit.tries} of "
+                                             f"{entry.retries} in {delay:.0f} s", "yellow")
+            self.sleep(delay)
+
+    def _close(self, attempt: Attempt, result: RunResult, status: str) -> None:
+        attempt.status = status  # type: ignore[assignment]
+        attempt.failure_kind = result.failure_kind
+        attempt.failure = result.failure
+        attempt.finished_at = now_iso()
+        folder = self.results / result.run_id / result.case / result.config_name / "results.json"
+        attempt.results_json = str(folder) if folder.is_file() else None
+        self.save()
+
+    def _run_id(self, unit: Unit) -> str:
+        repeat = f"r{unit.repeat}" if unit.repeats > 1 else ""
+        run_id = f"{self.state.name}-{self.state.stamp}-j{unit.job + 1}{repeat}-a{len(unit.attempts) + 1}"
+        try:
+            ensure_new_run_id(self.results, run_id)
+        except UserError:
+            run_id = f"{run_id}-{secrets.token_hex(2)}"
+        return run_id
+
+    def _attempt(self, planned: PlannedEntry, attempt: Attempt) -> RunResult:
+        """One attempt to its recorded result (RunInterrupted when stopped)."""
+        job = planned.make_job(attempt.run_id)
+        hosts = planned.hosts
+        problems: list[str] = []
+        for host in hosts:
+            try:
+                self.locks.acquire(host)
+            except HarnessError as exc:  # HostLocked (another controller got it meanwhile) or unreachable
+                problems.append(f"{host.name}: lock not taken: {_first_line(str(exc))}")
+        if not problems:
+            smi = load_vendor(job.vendor).smi
+            problems = check_gates(self.backend, self.backend.transport, hosts, smi, self.suite.gates)
+        if problems:
+            return record_unstarted(job, planned, self.backend, self.results, "infra",
+                                    "health gate failed: " + "; ".join(problems), self.warn)
+        entry = planned.entry
+        limits = WatchLimits(timeout_s=entry.timeout_s,
+                             stall_timeout_s=entry.stall_timeout_s or self.inventory.cluster.stall_timeout_s,
+                             host_lost_s=self.inventory.cluster.host_lost_s)
+        try:
+            return run_job(job, planned.inventory, self.backend, self.results, self.console, limits=limits)
+        except RunInterrupted:
+            raise
+        except UserError as exc:  # the preflight refused: nothing was started
+            retry = isinstance(exc, (HostUnreachable, OrphansFound, HostLocked)) or "already in use" in str(exc)
+            return record_unstarted(job, planned, self.backend, self.results, "infra" if retry else "bad_input",
+                                    f"preflight: {exc}", self.warn)
+        except HarnessError as exc:  # the record could not be written (disk full), or the backend itself
+            return record_unstarted(job, planned, self.backend, self.results, "infra", str(exc), self.warn)
+
+
+def _units(planned: list[PlannedEntry]) -> list[Unit]:
+    return [Unit(job=p.entry.index, repeat=repeat, repeats=p.entry.repeats, case=p.entry.case, vendor=p.entry.vendor,
+                 accelerator=p.accelerator, config=p.entry.config, fix_hp=p.entry.fix_hp,
+                 hosts=[h.name for h in p.hosts])
+            for p in planned for repeat in range(1, p.entry.repeats + 1)]
+
+
+def _resume_state(loaded: LoadedSuite, units: list[Unit], results: Path) -> tuple[StateStore, CampaignState] | None:
+    """The latest state of this campaign, checked against the suite; None when there is none."""
+    found = folders(results, loaded.name)
+    if not found:
+        return None
+    store = StateStore(found[-1])
+    state = store.load()
+    if state.status == "finished":
+        return store, state
+    if len(state.units) != len(units) or not all(a.same_job(b) for a, b in zip(state.units, units)):
+        raise SuiteError(f"the suite's jobs changed since campaign {store.folder} started; resume needs the same "
+                         "jobs in the same order (or start a new campaign without --resume)", file=str(loaded.source))
+    return store, state
+
+
+def run_campaign(suite_path: Path, results: Path, resume: bool, console: Console,
+                 sleep: Callable[[float], None] = time.sleep) -> int:
+    loaded = load_suite(suite_path)
+    inventory = load_inventory(loaded.inventory)
+    backend = CampaignBackend(inventory)
+    try:
+        planned = check_suite(loaded, inventory, backend)
+        units = _units(planned)
+        resumed = _resume_state(loaded, units, results) if resume else None
+        if resume and resumed is None:
+            console.print(f"no earlier campaign {loaded.name} in {results}: starting a new one", highlight=False)
+        if resumed is not None and resumed[1].status == "finished":
+            store, state = resumed
+            console.print(f"nothing to resume: campaign {store.folder} finished ({state.count('success')} ok, "
+                          f"{state.count('failed')} failed); run without --resume for a new one", highlight=False)
+            return state.exit_status or 0
+        if resumed is not None:
+            store, state = resumed
+            state.status = "running"
+            state.controller = Controller()
+            state.resumed.append(now_iso())
+        else:
+            folder = new_folder(results, loaded.name)
+            store = StateStore(folder)
+            state = CampaignState(name=loaded.name, stamp=folder.name, suite=str(suite_path),
+                                  inventory=str(loaded.inventory), units=units)
+        campaign = Campaign(loaded, planned, inventory, backend, store, state, results, console, sleep)
+        try:
+            try:
+                campaign.lock_hosts()
+            except HostLocked:
+                if resumed is None:
+                    store.folder.rmdir()  # nothing was written in it yet
+                raise
+            store.save(state)
+            return campaign.run()
+        finally:
+            for problem in campaign.locks.release_all():
+                campaign.warn(problem)
+    finally:
+        backend.close()
