@@ -161,3 +161,24 @@ def test_a_results_folder_that_cannot_be_written_is_one_clear_error(tmp_path: Pa
         start(tmp_path, backend)
     assert backend.called("cleanup"), "containers must be removed even when the record cannot be written"
     assert isinstance(raised.value, RecordError)
+
+
+def test_mem_counts_only_the_devices_the_job_ran_on(tmp_path: Path) -> None:
+    import csv
+
+    from harness.core.results import Metrics, NodeOutcome
+    from harness.core.runner import _device_memory
+    from harness.devices.sampler import CSV_COLUMNS
+
+    node = tmp_path / "alpha_noderank0"
+    node.mkdir()
+    with (node / "monitor.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        # devices 0 and 1 are the job's; device 7 holds a colleague's 70 GiB
+        for index, used in ((0, 10240), (1, 20480), (7, 71680)):
+            writer.writerow([1000, "alpha", "device", index, used, 81920, "", "", "", "", "", "", ""])
+    outcome = NodeOutcome(host="alpha", node_rank=0, container="c", exit_code=0, log_dir=str(node))
+    metrics = _device_memory(Metrics(), [outcome], devices_used=2)
+    assert (metrics.mem_used_gib, metrics.mem_total_gib) == (20.0, 80.0)
+    assert metrics.mem_source == "device monitor (vendor tool)"

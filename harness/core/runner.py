@@ -106,9 +106,12 @@ def _record_container_framework(environments: dict[str, EnvironmentInfo], nodes:
             continue
 
 
-def _device_memory(metrics: Metrics, nodes: list[NodeOutcome]) -> Metrics:
-    """The vendor tool's peak over every host, when it produced readings."""
-    peaks = [p for node in nodes if (p := peak_memory(Path(node.log_dir) / "monitor.csv")) is not None]
+def _device_memory(metrics: Metrics, nodes: list[NodeOutcome], devices_used: int) -> Metrics:
+    """The vendor tool's peak over every host, when it produced readings, counting
+    only the devices the job ran on (launch makes them visible as 0..nproc-1): a
+    colleague's process on device 7 is not this job's memory."""
+    used = range(devices_used)
+    peaks = [p for node in nodes if (p := peak_memory(Path(node.log_dir) / "monitor.csv", used)) is not None]
     if not peaks:
         return metrics
     used, total = max(peaks, key=lambda p: p[0])
@@ -261,7 +264,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         failure = None if run.outcome.ok else failure_report(run.outcome, run.nodes, by_rank)
         config_event = last(by_rank.get(0, []), "config")
         try:
-            metrics = _device_memory(compute_metrics(by_rank), run.nodes)
+            metrics = _device_memory(compute_metrics(by_rank), run.nodes, job.nproc_per_node)
             if run.outcome.ok and len(by_rank) != job.world_size:
                 failure = f"expected event logs from {job.world_size} ranks, collected {len(by_rank)}"
                 kind = "infra"
