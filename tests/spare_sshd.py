@@ -172,6 +172,8 @@ class SpareSshd:
             "X11Forwarding no",
             "ClientAliveInterval 15",
             "ClientAliveCountMax 4",
+            # Sessions killed mid `pyenv rehash` (root's .bashrc) leave its lock: never wait for it.
+            "SetEnv PYENV_REHASH_TIMEOUT=0",
             "MaxStartups 64:30:128",
             "MaxSessions 64",
             "Subsystem sftp internal-sftp",

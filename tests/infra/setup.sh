@@ -239,6 +239,10 @@ ClientAliveCountMax 4
 MaxStartups 64:30:128
 MaxSessions 64
 Subsystem sftp internal-sftp
+# Every session runs root's ~/.bashrc, which on these machines does `pyenv init`
+# (a rehash under a lock file). A session killed mid-rehash (the fault tests kill
+# sessions) leaves the lock, and every later login would wait 60 s for it.
+SetEnv PYENV_REHASH_TIMEOUT=0
 EOF
 }
 
