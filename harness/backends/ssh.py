@@ -6,6 +6,9 @@ exponential backoff for `reconnect_window_s` (the very first connection:
 `connect_window_s`), then HostUnreachable. A command is never sent twice: only
 a call that found the connection dead before sending its command retries.
 
+Opening one connection (socket tuning, host-key check, which failures are
+worth a retry) is harness/backends/ssh_connect.py.
+
 Host keys. known_hosts is read leniently and only ever appended to
 (KnownHostsFile). An unknown key is refused unless the inventory sets
 accept_unknown_host_keys; then exactly its line is appended. Keys on @revoked
@@ -45,8 +48,9 @@ from pathlib import Path
 
 import paramiko
 
-from harness.backends.known_hosts import HostKeyRejected, KnownHostsFile, KnownHostsPolicy
+from harness.backends.known_hosts import KnownHostsFile
 from harness.backends.sftp_tree import download_tree, upload_tree
+from harness.backends.ssh_connect import TRANSPORT_ERRORS, Refused, Transient, connect_once
 from harness.backends.ssh_watchdog import SftpSession, Watchdog
 from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport, read_tail
 from harness.core.inventory import Cluster, Host
@@ -58,13 +62,10 @@ CONNECT_WINDOW_S = 20.0  # first connection: keep trying this long (a restarting
 RECONNECT_WINDOW_S = 60.0  # a dropped connection: keep trying this long, then HostUnreachable
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
-TCP_USER_TIMEOUT_S = 45  # the kernel gives up on data the peer does not acknowledge
 
 _READ_CHUNK = 32768
 _POLL_S = 0.2
 _CLOSE_GRACE_S = 2.0  # after the exit status, how long to wait for the host to close the channel
-# What paramiko raises when the connection or a request on it fails.
-_TRANSPORT_ERRORS = (paramiko.SSHException, paramiko.SFTPError, EOFError, OSError)
 
 
 def quote_argv(argv: list[str]) -> str:
@@ -74,18 +75,6 @@ def quote_argv(argv: list[str]) -> str:
 def _brief(argv: list[str]) -> str:
     text = " ".join(argv)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-class _Transient(Exception):
-    """A connection attempt failed in a way worth retrying."""
-
-
-class _Refused(Exception):
-    """A connection attempt failed in a way retrying will not fix."""
-
-    def __init__(self, message: str, file: str | None = None) -> None:
-        super().__init__(message)
-        self.file = file
 
 
 # ---------------------------------------------------------------------------------- transport
@@ -102,16 +91,6 @@ def _drain(channel: paramiko.Channel, sink: Callable[[bytes], None]) -> None:
         if not data:
             return
         sink(data)
-
-
-def _tune_socket(sock: socket.socket, keepalive_s: float) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", max(1, int(keepalive_s))), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 6),
-                        ("TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_S * 1000)):
-        option = getattr(socket, name, None)
-        if option is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class SshTransport(Transport):
@@ -131,7 +110,7 @@ class SshTransport(Transport):
         self._state_lock = threading.Lock()  # guards _client; held only briefly
         self._connect_lock = threading.Lock()  # one connection attempt at a time
         self._ever_connected = False
-        self._failure: tuple[float, _Refused] | None = None  # when the last attempt gave up, and why
+        self._failure: tuple[float, Refused] | None = None  # when the last attempt gave up, and why
         self._probe_lock = threading.Lock()
         self._last_alive = 0.0
 
@@ -139,7 +118,7 @@ class SshTransport(Transport):
     def connect(self) -> None:
         self._active()
 
-    def _unreachable(self, failure: _Refused) -> HostUnreachable:
+    def _unreachable(self, failure: Refused) -> HostUnreachable:
         return HostUnreachable(str(failure), file=failure.file, field=self._field)
 
     def _lost(self, what: str, why: object) -> ConnectionLost:
@@ -162,7 +141,7 @@ class SshTransport(Transport):
                 raise self._unreachable(self._failure[1])
             try:
                 client = self._connect_with_backoff()
-            except _Refused as failure:
+            except Refused as failure:
                 self._failure = (time.monotonic(), failure)
                 raise self._unreachable(failure) from None
             with self._state_lock:
@@ -196,71 +175,17 @@ class SshTransport(Transport):
             attempts += 1
             remaining = deadline - time.monotonic()
             try:
-                return self._connect_once(max(1.0, min(self._cluster.ssh_timeout_s, remaining)))
-            except _Transient as exc:
+                return connect_once(self._spec, self._cluster, self._known_hosts,
+                                    max(1.0, min(self._cluster.ssh_timeout_s, remaining)),
+                                    self.keepalive_s, self.response_timeout_s)
+            except Transient as exc:
                 last = str(exc)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _Refused(f"{last} (gave up after {attempts} attempt(s) in "
+                raise Refused(f"{last} (gave up after {attempts} attempt(s) in "
                                f"{time.monotonic() - started:.0f} s)")
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, BACKOFF_MAX_S)
-
-    def _connect_once(self, timeout: float) -> paramiko.SSHClient:
-        spec = self._spec
-        try:
-            sock = socket.create_connection((spec.address, spec.port), timeout=timeout)
-        except socket.gaierror as exc:
-            raise _Refused(f"cannot resolve {spec.address}: {exc.strerror or exc}") from exc
-        except OSError as exc:
-            raise _Transient(f"cannot reach {self._where}: {exc.strerror or exc}") from exc
-        _tune_socket(sock, self.keepalive_s)
-        client = paramiko.SSHClient()
-        try:
-            revoked = self._known_hosts.load_into(client.get_host_keys())
-        except OSError as exc:
-            sock.close()
-            raise _Refused(f"cannot read known_hosts: {exc.strerror or exc}", self._cluster.known_hosts) from exc
-        client.set_missing_host_key_policy(
-            KnownHostsPolicy(self._known_hosts, revoked, self._cluster.accept_unknown_host_keys))
-        try:
-            client.connect(
-                spec.address,
-                port=spec.port,
-                username=spec.user,
-                key_filename=spec.key,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                channel_timeout=self.response_timeout_s,
-                allow_agent=spec.key is None,
-                look_for_keys=spec.key is None,
-                sock=sock,
-            )
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise _Refused(f"host key of {self._where} does not match known_hosts ({exc})",
-                           self._cluster.known_hosts) from exc
-        except HostKeyRejected as exc:
-            client.close()
-            hint = ""
-            if "not found in known_hosts" in str(exc):
-                hint = (" (add it with ssh-keyscan, or set cluster.accept_unknown_host_keys: true"
-                        " to accept and save it)")
-            raise _Refused(f"ssh to {self._where} failed: {exc}{hint}") from exc
-        except _TRANSPORT_ERRORS as exc:
-            # Still connected: the host answered and said no (authentication, key file).
-            # Gone: it dropped or timed out during the handshake, which is worth another try.
-            transport = client.get_transport()
-            answered = transport is not None and transport.is_active() and "timeout" not in str(exc).lower()
-            client.close()
-            if answered:
-                raise _Refused(f"ssh to {self._where} failed: {exc}") from exc
-            raise _Transient(f"ssh to {self._where} failed: {exc or type(exc).__name__}") from exc
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(max(1, round(self.keepalive_s)))
-        return client
 
     def _open_channel(self, what: str) -> tuple[paramiko.Channel, paramiko.Transport]:
         """A new session channel; a connection found dead is replaced once (nothing was sent on it)."""
@@ -270,7 +195,7 @@ class SshTransport(Transport):
                 return transport.open_session(timeout=self.response_timeout_s), transport
             except paramiko.ChannelException as exc:
                 raise HostUnreachable(f"{self._where} refused a new session: {exc}", field=self._field) from exc
-            except _TRANSPORT_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 dead = not transport.is_active()
                 self._forget(transport)
                 if not dead or attempt == 1:
@@ -287,10 +212,10 @@ class SshTransport(Transport):
                 return
             try:
                 probe = transport.open_session(timeout=self.response_timeout_s)
-            except _TRANSPORT_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 self._forget(transport)
                 raise self._lost(what, f"the host stopped answering ({exc or type(exc).__name__})") from exc
-            with contextlib.suppress(*_TRANSPORT_ERRORS):
+            with contextlib.suppress(*TRANSPORT_ERRORS):
                 probe.close()
             self._last_alive = time.monotonic()
         finally:
@@ -303,7 +228,7 @@ class SshTransport(Transport):
         try:
             with dog:
                 yield dog
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             if dog.fired:
                 self._forget(transport)
                 raise self._lost(what, f"the host left a request unanswered for {self.response_timeout_s:g} s") from exc
@@ -341,7 +266,7 @@ class SshTransport(Transport):
                 return self._pump(channel, transport, what, deadline, stdin or b"", sink)
             finally:
                 dog.arm()
-                with contextlib.suppress(*_TRANSPORT_ERRORS):
+                with contextlib.suppress(*TRANSPORT_ERRORS):
                     channel.close()
 
     def _pump(self, channel: paramiko.Channel, transport: paramiko.Transport, what: str, deadline: float,
@@ -365,7 +290,7 @@ class SshTransport(Transport):
                 except OSError:
                     sent = len(stdin)  # the channel closed: the command no longer reads
                 if sent >= len(stdin):
-                    with contextlib.suppress(*_TRANSPORT_ERRORS):
+                    with contextlib.suppress(*TRANSPORT_ERRORS):
                         channel.shutdown_write()
             channel.settimeout(0.0 if sending else _POLL_S)
             try:
@@ -431,7 +356,7 @@ class SshTransport(Transport):
                 yield SftpSession(sftp, dog, transport)
             finally:
                 dog.arm()
-                with contextlib.suppress(*_TRANSPORT_ERRORS):
+                with contextlib.suppress(*TRANSPORT_ERRORS):
                     channel.close()
 
     def put_tree(self, local: Path, remote: str) -> None:
