@@ -197,9 +197,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         comparison.append(found)
         return result
 
-    limits = WatchLimits(timeout_s=args.timeout,
-                         stall_timeout_s=args.stall_timeout or inventory.cluster.stall_timeout_s,
-                         host_lost_s=inventory.cluster.host_lost_s)
+    limits = WatchLimits.for_cluster(inventory.cluster, args.timeout, args.stall_timeout)
     backend = DockerSshBackend(inventory)
     try:
         if args.dry_run:

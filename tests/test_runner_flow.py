@@ -75,6 +75,7 @@ def test_a_node_failing_before_rendezvous_is_infra(tmp_path: Path) -> None:
     backend = FakeBackend([FakeNode(["running"]), FakeNode(["exit:1"])])
     result = start(tmp_path, backend)
     assert result.failure_kind == "infra" and "node 1 (beta) exited 1" in result.failure
+    assert "no rank joined the process group (rendezvous failed)" in result.failure
 
 
 def test_a_host_that_stays_silent_is_lost_and_costs_only_itself(tmp_path: Path) -> None:

@@ -47,6 +47,10 @@ class OrphansFound(UserError):
     """Containers of other runs hold these hosts (a killed controller, or a live run)."""
 
 
+class MasterPortBusy(UserError):
+    """The rendezvous port is taken on the first host (a run or a process still holds it)."""
+
+
 class DockerSshBackend(ClusterBackend):
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
@@ -152,7 +156,7 @@ class DockerSshBackend(ClusterBackend):
             raise UserError(f"a container named {node.container_name} already exists on {host.name}", field=field)
         port = done.get("port")
         if port is not None and port.exit_code == 1 and "Address already in use" in port.output:
-            raise UserError(f"master port {plan.master_port} is already in use on {host.name}",
+            raise MasterPortBusy(f"master port {plan.master_port} is already in use on {host.name}",
                             file=self.inventory.source, field="cluster.master_port")
         return facts, warnings
 

@@ -32,6 +32,16 @@ def _last_lines(path: Path, count: int = LAST_LINES) -> list[str]:
         return []
 
 
+def _redact_file(path: Path, secret_values: set[str]) -> None:
+    """Mask secret values in a log, a line at a time (a log can be large): a secret
+    value never holds a line break (harness/secrets.py), so no value spans lines."""
+    masked = path.with_name(path.name + ".masked")
+    with path.open(encoding="utf-8", errors="replace") as source, masked.open("w", encoding="utf-8") as out:
+        for line in source:
+            out.write(redact(line, secret_values))
+    masked.replace(path)
+
+
 def collect_node(transport: Transport, docker: list[str], container: str, remote_log_dir: str,
                  folder: Path, secret_keys: set[str],
                  secret_values: set[str]) -> tuple[int | None, bool, list[str], list[str]]:
@@ -54,8 +64,7 @@ def collect_node(transport: Transport, docker: list[str], container: str, remote
         notes.append(f"docker inspect failed: {inspect.output.strip()[-200:]}")
     logs = transport.run_to_file([*docker, "logs", container], folder / "container.log", timeout=LOGS_S)
     if secret_values:
-        log = folder / "container.log"
-        log.write_text(redact(log.read_text(encoding="utf-8", errors="replace"), secret_values), encoding="utf-8")
+        _redact_file(folder / "container.log", secret_values)
     if logs.partial:
         complete = False
         notes.append(f"container.log is partial: docker logs did not finish within {LOGS_S:.0f} s")

@@ -14,7 +14,7 @@ from typing import Any
 from harness.backends.base import ClusterBackend
 from harness.campaign.suite import LoadedSuite, SuiteEntry, SuiteError
 from harness.core.inventory import Host, Inventory
-from harness.core.job import Job, make_job
+from harness.core.job import Job, make_job, parse_config_name
 from harness.core.runner import build_plan
 from harness.core.validate import check_case_config
 from harness.core.vendor import load_vendor
@@ -35,7 +35,6 @@ class PlannedEntry:
 
     entry: SuiteEntry
     accelerator: str
-    nnodes: int
     inventory: Inventory  # the hosts it may use, node 0 first
     page: VendorPage | None
     # The reference page's framework, as template parameters (framework_pins in vendor.yaml).
@@ -50,7 +49,7 @@ class PlannedEntry:
     @property
     def hosts(self) -> list[Host]:
         """The hosts its runs take (the first nnodes of its inventory)."""
-        return self.inventory.hosts[:self.nnodes]
+        return self.inventory.hosts[:parse_config_name(self.entry.config)[0]]
 
 
 def inventory_for(entry: SuiteEntry, inventory: Inventory) -> Inventory:
@@ -83,14 +82,13 @@ def check_entry(entry: SuiteEntry, inventory: Inventory, backend: ClusterBackend
             raise UserError(f"reference page not found: {entry.reference}", field="reference")
         page = read_page(entry.reference)
         pins = framework_pins(page, vendor, str(entry.reference))
-    job = make_job(entry.case, vendor.name, accelerator, entry.config, fix_hp=entry.fix_hp,
-                   synthetic=not entry.real_data, timeout_s=entry.timeout_s, template_overrides=pins,
-                   run_id=VALIDATION_RUN_ID)
+    planned = PlannedEntry(entry=entry, accelerator=accelerator, inventory=inventory_for(entry, inventory),
+                           page=page, pins=pins)
+    job = planned.make_job(VALIDATION_RUN_ID)
     check_case_config(job)
-    hosts = inventory_for(entry, inventory)
-    hosts.select(job.nnodes)
-    build_plan(job, hosts, backend)
-    return PlannedEntry(entry=entry, accelerator=accelerator, nnodes=job.nnodes, inventory=hosts, page=page, pins=pins)
+    planned.inventory.select(job.nnodes)
+    build_plan(job, planned.inventory, backend)
+    return planned
 
 
 def check_suite(loaded: LoadedSuite, inventory: Inventory, backend: ClusterBackend) -> list[PlannedEntry]:

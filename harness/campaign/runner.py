@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.backends.docker import OrphansFound
+from harness.backends.docker import MasterPortBusy, OrphansFound
 from harness.campaign.backend import CampaignBackend
 from harness.campaign.check import PlannedEntry, check_suite
 from harness.campaign.gates import check_gates
@@ -226,15 +226,13 @@ class Campaign:
             return record_unstarted(job, planned, self.backend, self.results, "infra",
                                     "health gate failed: " + "; ".join(problems), self.warn)
         entry = planned.entry
-        limits = WatchLimits(timeout_s=entry.timeout_s,
-                             stall_timeout_s=entry.stall_timeout_s or self.inventory.cluster.stall_timeout_s,
-                             host_lost_s=self.inventory.cluster.host_lost_s)
+        limits = WatchLimits.for_cluster(self.inventory.cluster, entry.timeout_s, entry.stall_timeout_s)
         try:
             return run_job(job, planned.inventory, self.backend, self.results, self.console, limits=limits)
         except RunInterrupted:
             raise
         except UserError as exc:  # the preflight refused: nothing was started
-            retry = isinstance(exc, (HostUnreachable, OrphansFound, HostLocked)) or "already in use" in str(exc)
+            retry = isinstance(exc, (HostUnreachable, OrphansFound, HostLocked, MasterPortBusy))
             return record_unstarted(job, planned, self.backend, self.results, "infra" if retry else "bad_input",
                                     f"preflight: {exc}", self.warn)
         except HarnessError as exc:  # the record could not be written (disk full), or the backend itself

@@ -38,10 +38,12 @@ def refine_kind(outcome: WaitOutcome, by_rank: dict[int, list[Event]]) -> Failur
     failed at rendezvous: the fabric or a peer, not the training code."""
     if outcome.kind != "job":
         return outcome.kind
-    if rank_failures(by_rank):
-        return "job"
-    joined = any(last(events, "world") is not None for events in by_rank.values())
-    return "job" if joined else "infra"
+    return "job" if rank_failures(by_rank) or _joined(by_rank) else "infra"
+
+
+def _joined(by_rank: dict[int, list[Event]]) -> bool:
+    """Whether any rank got past init_process_group (its `world` event)."""
+    return any(last(events, "world") is not None for events in by_rank.values())
 
 
 def failure_report(outcome: WaitOutcome, nodes: list[NodeOutcome], by_rank: dict[int, list[Event]]) -> str:
@@ -51,8 +53,7 @@ def failure_report(outcome: WaitOutcome, nodes: list[NodeOutcome], by_rank: dict
         first = failures[0]
         lines.append(f"first failure: rank {first.rank}: {first.error}")
     lines.append(outcome.failure or "run failed")
-    if failures and outcome.kind == "job" and not any(events for events in by_rank.values()
-                                                      if last(events, "world") is not None):
+    if outcome.kind == "job" and not failures and not _joined(by_rank):
         lines.append("no rank joined the process group (rendezvous failed)")
     for later in failures[1:]:
         delay = (later.time_ms - failures[0].time_ms) / 1000

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from harness.backends.base import ClusterBackend
 from harness.backends.image import plan_job_image
-from harness.backends.launch import RunPlan
+from harness.backends.launch import NodePlan, RunPlan
 from harness.core.diagnose import failure_report, refine_kind
 from harness.core.events import Event, last, read_event_files
 from harness.core.inventory import Inventory
@@ -157,6 +157,13 @@ def _prepare(plan: RunPlan, backend: ClusterBackend, clock: PhaseClock, console:
     _report_host_differences(run.environments, console)
 
 
+def _uncollected(node: NodePlan, out_dir: Path, note: str) -> NodeOutcome:
+    """The outcome of a node whose logs are still on its host (remote_run_dir says where)."""
+    return NodeOutcome(host=node.host.name, node_rank=node.node_rank, container=node.container_name, exit_code=None,
+                       log_dir=str(out_dir / node.dir_name), collected=False, remote_run_dir=node.host_run_dir,
+                       notes=[note])
+
+
 def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Console, run: _Run) -> None:
     """Stop, collect and remove on every host that still answers; record what stays on the others."""
     if not run.launched:
@@ -177,17 +184,12 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
         run.nodes = backend.collect(plan, out_dir, reachable) if reachable else []
     except (HarnessError, OSError) as exc:  # the backend's own guard failed: keep going to the cleanup
         _warn(console, f"collecting the logs failed: {exc}")
-        run.nodes = [NodeOutcome(host=node.host.name, node_rank=node.node_rank, container=node.container_name,
-                                 exit_code=None, log_dir=str(out_dir / node.dir_name), collected=False,
-                                 remote_run_dir=node.host_run_dir, notes=[f"not collected: {exc}"])
+        run.nodes = [_uncollected(node, out_dir, f"not collected: {exc}")
                      for node in plan.nodes if node.node_rank in reachable]
     for node in plan.nodes:
         if node.node_rank in lost:
-            run.nodes.append(NodeOutcome(
-                host=node.host.name, node_rank=node.node_rank, container=node.container_name, exit_code=None,
-                log_dir=str(out_dir / node.dir_name), collected=False, remote_run_dir=node.host_run_dir,
-                notes=[f"host lost: its container {node.container_name} and run folder {node.host_run_dir} "
-                       "stay there until it is back"]))
+            run.nodes.append(_uncollected(node, out_dir, f"host lost: its container {node.container_name} and "
+                                                         f"run folder {node.host_run_dir} stay there until it is back"))
             run.left_on_hosts.append(f"{node.host.name}: container {node.container_name}, "
                                      f"run folder {node.host_run_dir}")
     run.nodes.sort(key=lambda n: n.node_rank)
@@ -199,7 +201,8 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
     if removed:
         console.print(f"[dim]removed containers: {', '.join(removed)}[/dim]")
     if run.left_on_hosts:
-        _warn(console, "left on the hosts: " + "; ".join(run.left_on_hosts) + "; when they answer again (or there is room here again), "
+        _warn(console, "left on the hosts: " + "; ".join(run.left_on_hosts)
+              + "; when they answer again (or there is room here again), "
               f"`python -m harness collect {plan.job.run_id} --hosts {plan.inventory_source}` brings the logs "
               "back and removes the containers")
 

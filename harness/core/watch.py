@@ -18,6 +18,7 @@ from cases.protocol import PROGRESS_KEYS
 from harness.backends.base import ClusterBackend, NodeState
 from harness.backends.launch import RunPlan
 from harness.core.events import Event
+from harness.core.inventory import Cluster
 from harness.core.results import FailureKind
 
 POLL_S = 0.25
@@ -32,6 +33,11 @@ class WatchLimits:
     timeout_s: float
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     host_lost_s: float = HOST_LOST_S
+
+    @classmethod
+    def for_cluster(cls, cluster: Cluster, timeout_s: float, stall_timeout_s: float | None = None) -> WatchLimits:
+        """The run's deadline, its stall timeout (the cluster's unless given) and the cluster's host_lost_s."""
+        return cls(timeout_s, stall_timeout_s or cluster.stall_timeout_s, cluster.host_lost_s)
 
 
 @dataclass
