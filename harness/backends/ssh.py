@@ -275,6 +275,7 @@ class SshTransport(Transport):
         if not stdin:
             channel.shutdown_write()
         quiet_since = time.monotonic()
+        exited_at: float | None = None
         while True:
             if time.monotonic() >= deadline:
                 return None
@@ -306,8 +307,12 @@ class SshTransport(Transport):
             if not transport.is_active():
                 self._forget(transport)
                 raise self._lost(what, "the connection closed")
-            if channel.exit_status_ready() and time.monotonic() - quiet_since >= _CLOSE_GRACE_S:
-                break  # it exited, and something it started in the background keeps its output open
+            if channel.exit_status_ready():
+                # sshd may send the exit status before the last of the output: count the
+                # grace from the status (or the last data after it), not from the call's start.
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - max(exited_at, quiet_since) >= _CLOSE_GRACE_S:
+                    break  # it exited, and something it started in the background keeps its output open
             if time.monotonic() - quiet_since >= self.keepalive_s:
                 self._check_alive(transport, what)
                 quiet_since = time.monotonic()
