@@ -15,9 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import REPO_ROOT
-from harness.backends.docker import DockerSshBackend
+from harness.backends.registry import make_backend
 from harness.campaign import cli as campaign_cli
-from harness.campaign.lock import DEFAULT_STALE_AFTER_S, refuse_if_locked
 from harness.core.inventory import load_inventory
 from harness.core.job import ensure_new_run_id, make_job
 from harness.core.results import RunResult
@@ -198,15 +197,14 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         return result
 
     limits = WatchLimits.for_cluster(inventory.cluster, args.timeout, args.stall_timeout)
-    backend = DockerSshBackend(inventory)
+    backend = make_backend(inventory)
     try:
         if args.dry_run:
             sys.stdout.write(build_plan(job, inventory, backend).render())
             return 0
         ensure_new_run_id(args.results, job.run_id)
         # A campaign holds these hosts: refuse, naming it (a dead one's lock is ignored with a warning).
-        refuse_if_locked(backend.transport, inventory.select(job.nnodes), DEFAULT_STALE_AFTER_S,
-                         lambda message: _warn(console, message))
+        backend.refuse_if_held(job, lambda message: _warn(console, message))
         result = run_job(job, inventory, backend, args.results, console, check_environment=gate,
                          limits=limits, clean_orphans=args.clean_orphans, annotate=annotate)
     finally:
@@ -246,7 +244,7 @@ def _cmd_history(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_clean(args: argparse.Namespace, console: Console) -> int:
     inventory = load_inventory(args.hosts)
-    backend = DockerSshBackend(inventory)
+    backend = make_backend(inventory)
     try:
         found = backend.leftovers(inventory.hosts, args.run_id)
         # Without a run id, a running container may be another controller's live run.
@@ -263,7 +261,7 @@ def _cmd_clean(args: argparse.Namespace, console: Console) -> int:
 def _cmd_collect(args: argparse.Namespace, console: Console) -> int:
     inventory = load_inventory(args.hosts)
     dest = args.results / args.run_id / "collected"
-    backend = DockerSshBackend(inventory)
+    backend = make_backend(inventory)
     try:
         nodes = backend.collect_again(args.run_id, inventory.hosts, dest)
     finally:

@@ -231,3 +231,32 @@ def make_hosts_yaml(
     if not request.node.stash.get(_FAILED, True):
         for work_base in work_bases:
             shutil.rmtree(work_base, ignore_errors=True)
+
+
+@pytest.fixture
+def make_slurm_yaml(tmp_path: Path, infra: TestInfra, request: pytest.FixtureRequest) -> Iterator[Callable[..., Path]]:
+    """Factory: an inventory for the test Slurm cluster (tests/infra/slurm.sh:
+    partition `bench`, nodes n1 on 127.0.0.2 and n2 on 127.0.0.3, both on this
+    machine, so their work_dir is shared with the controller as a site's would be)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
+    work = WORK_ROOT / f"{slug}-{uuid.uuid4().hex[:8]}" / "slurm"
+
+    def make(slurm_overrides: dict[str, Any] | None = None) -> Path:
+        cluster: dict[str, Any] = {
+            "backend": "slurm",
+            "master_port": find_free_port(),
+            "env": {"GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": SITE_TARGET},
+            "ulimits": ["stack=67108864:67108864"],
+            "mounts": [{"source": str(infra.site_packages), "target": SITE_TARGET, "readonly": True}],
+            "template_params": {"base_image": infra.base_image},
+            "slurm": {"partition": "bench", "gpus_per_node": False, "work_dir": str(work), "devices": 2,
+                      # Under the test cluster's KillWait of 5 s (tests/infra/slurm.sh).
+                      "allocation_timeout_s": 120, "stop_grace_s": 3, **(slurm_overrides or {})},
+        }
+        path = tmp_path / "slurm-cluster.yaml"
+        path.write_text(yaml.safe_dump({"cluster": cluster}, sort_keys=False))
+        return path
+
+    yield make
+    if not request.node.stash.get(_FAILED, True):
+        shutil.rmtree(work.parent, ignore_errors=True)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from cases.protocol import encode_event, event_file_name
 from harness.backends.base import ClusterBackend, Leftover, NodeState, PreflightReport
+from harness.backends.docker_request import docker_plan
 from harness.backends.image import ImagePlan
-from harness.backends.launch import RunPlan, plan_run
 from harness.core.events import Event
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
+from harness.core.plan import RunPlan
 from harness.core.results import NodeOutcome
 from harness.core.vendor import VendorSpec
 from harness.hostinfo.model import EnvironmentInfo
@@ -56,7 +57,7 @@ class FakeBackend(ClusterBackend):
         return [ranks for call, ranks in self.calls if call == name]
 
     def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
-        return plan_run(job, inventory, vendor, image)
+        return docker_plan(job, inventory, vendor, image)
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         self._call("preflight")

@@ -25,6 +25,9 @@ def dry_run(*args: str) -> subprocess.CompletedProcess[str]:
 def normalise(text: str) -> str:
     # The tag hashes the training code too; any edit of cases/ changes it.
     text = re.sub(r"bench/([a-z0-9_-]+):[0-9a-f]{16}", r"bench/\1:<content-hash>", text)
+    text = re.sub(r"content_hash=[0-9a-f]{64}", "content_hash=<content-hash>", text)
+    text = re.sub(r"/build/[0-9a-f]{16}-", "/build/<content-hash>-", text)
+    text = re.sub(r"_[0-9a-f]{16}-n(\d)/", r"_<content-hash>-n\1/", text)
     return text.replace(str(REPO_ROOT), "<repo>")
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness import REPO_ROOT
+from harness.backends.registry import make_backend
+from harness.backends.slurm import SlurmBackend
 from harness.core.inventory import FromEnv, load_inventory
 from harness.errors import UserError
 
@@ -52,7 +54,6 @@ def test_shipped_inventory_is_valid() -> None:
         ("hosts:\n  - {name: a, address: h, devices: 0}\n", "hosts.a.devices", "greater than or equal to 1"),
         ("hosts:\n  - {name: a, address: h, transport: telnet}\n", "hosts.a.transport", "'ssh' or 'local'"),
         ("cluster: {master_port: x}\nhosts:\n  - {name: a, address: h}\n", "cluster.master_port", "integer"),
-        ("hosts: []\n", "hosts", "at least 1 item"),
         ("hosts:\n  - {name: a, address: h}\n  - {name: a, address: g}\n", "", "appears twice"),
     ],
 )
@@ -63,6 +64,29 @@ def test_bad_inventory_names_file_and_field(tmp_path: Path, text: str, field: st
     assert str(path) in str(info.value)
     assert field in str(info.value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        ("hosts: []\n", "hosts", "expected at least one host"),
+        ("cluster: {backend: kubernetes}\nhosts:\n  - {name: a, address: h}\n", "cluster.backend",
+         "expected one of slurm, ssh-docker"),
+        ("cluster: {backend: slurm, slurm: {work_dir: rel}}\n", "cluster.slurm", "absolute path"),
+    ],
+)
+def test_backend_choice_and_its_section_are_checked(tmp_path: Path, text: str, field: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        make_backend(load_inventory(path))
+    assert str(path) in str(info.value) and field in str(info.value) and message in str(info.value)
+
+
+def test_a_backend_section_sits_under_its_own_name(tmp_path: Path) -> None:
+    inventory = load_inventory(write(tmp_path, "cluster: {backend: slurm, slurm: {work_dir: /shared, devices: 4}}\n"))
+    assert inventory.cluster.backend_settings == {"work_dir": "/shared", "devices": 4}
+    backend = make_backend(inventory)
+    assert isinstance(backend, SlurmBackend) and backend.settings.devices == 4
 
 
 def test_malformed_yaml_is_a_clear_error(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import yaml
 from fake_backend import FakeBackend
 from rich.console import Console
 
-from harness.backends.launch import RunPlan
 from harness.core.inventory import load_inventory
 from harness.core.job import Job, make_job
+from harness.core.plan import RunPlan
 from harness.core.results import Metrics, NodeOutcome, RunResult
 from harness.core.runner import build_plan, run_job
 from harness.core.vendor import load_vendor

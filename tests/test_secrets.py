@@ -9,17 +9,18 @@ import dataclasses
 import json
 import os
 import pickle
-import re
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_dry_run import normalise
 
 from harness import REPO_ROOT
+from harness.backends.docker_request import docker_plan
 from harness.backends.image import plan_image
-from harness.backends.launch import ENV_FILE_NAME, plan_run
+from harness.backends.launch import ENV_FILE_NAME
 from harness.core.inventory import load_inventory
 from harness.core.job import make_job
 from harness.core.vendor import load_vendor
@@ -146,18 +147,19 @@ def make_plan(tmp_path: Path, text: str = INVENTORY):  # -> RunPlan
     inventory = load_inventory(write_inventory(tmp_path, text))
     job = make_job("resnet50", "cpu", "cpu", "2x2", run_id=RUN_ID)
     vendor = load_vendor("cpu")
-    return plan_run(job, inventory, vendor, plan_image(vendor, {}))
+    return docker_plan(job, inventory, vendor, plan_image(vendor, {}))
 
 
 def test_plan_keeps_secret_values_out_of_argv_render_repr_and_serialisation(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FROM_ENV_VAR, FROM_ENV)
     plan = make_plan(tmp_path)
-    for node in plan.nodes:
+    for entry in plan.request.nodes:
+        node = entry.node
         assert dict(node.secret_env) == {"HF_TOKEN": INLINE, "WANDB_API_KEY": FROM_ENV}
-        assert node.env_file == f"/w/runs/{RUN_ID}/node{node.node_rank}/{ENV_FILE_NAME}"
-        argv = node.run_argv
-        assert argv[argv.index("--env-file") + 1] == node.env_file
+        assert entry.env_file == f"/w/runs/{RUN_ID}/node{node.node_rank}/{ENV_FILE_NAME}"
+        argv = entry.run_argv
+        assert argv[argv.index("--env-file") + 1] == entry.env_file
         assert "GLOO_SOCKET_IFNAME=lo" in argv, "non-secret variables stay on the command line"
         assert not any("HF_TOKEN" in arg or "WANDB_API_KEY" in arg for arg in argv)
         assert env_file_text(node.secret_env) == f"HF_TOKEN={INLINE}\nWANDB_API_KEY={FROM_ENV}\n"
@@ -177,7 +179,7 @@ def test_plan_keeps_secret_values_out_of_argv_render_repr_and_serialisation(
 def test_a_plan_without_secrets_has_no_env_file(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, INVENTORY.replace(f"    HF_TOKEN: {INLINE}\n", "").replace(
         f"    WANDB_API_KEY: {{from_env: {FROM_ENV_VAR}}}\n", ""))
-    assert all(node.env_file is None and not node.secret_env for node in plan.nodes)
+    assert all(entry.env_file is None and not entry.node.secret_env for entry in plan.request.nodes)
     assert "--env-file" not in plan.render() and "secret env" not in plan.render()
 
 
@@ -207,12 +209,6 @@ def dry_run(hosts: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str
          "--vendor", "cpu", "--config", "2x2"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False, env=env,
     )
-
-
-def normalise(text: str) -> str:
-    # As tests/test_dry_run.py: the tag hashes the training code too.
-    text = re.sub(r"bench/([a-z0-9_-]+):[0-9a-f]{16}", r"bench/\1:<content-hash>", text)
-    return text.replace(str(REPO_ROOT), "<repo>")
 
 
 def test_dry_run_with_secrets_matches_golden_and_never_shows_a_value() -> None:

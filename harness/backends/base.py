@@ -8,16 +8,17 @@ harness/core/runner.py.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from harness.backends.image import ImagePlan
-from harness.backends.launch import RunPlan
 from harness.core.events import Event
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
-from harness.core.results import NodeOutcome
+from harness.core.plan import RunPlan
+from harness.core.results import FailureKind, NodeOutcome
 from harness.core.vendor import VendorSpec
 from harness.hostinfo.model import EnvironmentInfo
 
@@ -33,6 +34,9 @@ class NodeState:
     status: NodeStatus
     exit_code: int | None = None  # set when exited
     detail: str = ""
+    # A scheduler's verdict on how the node ended (Slurm's NODE_FAIL is infra,
+    # TIMEOUT is timeout); None: the exit code decides.
+    kind: FailureKind | None = None
 
     @property
     def running(self) -> bool:
@@ -64,6 +68,15 @@ class Leftover:
 
 
 class ClusterBackend(ABC):
+    """One way of running a job's nodes. Chosen by name (harness/backends/registry.py)
+    from the inventory's `cluster.backend`; the runner's fixed flow is
+    plan -> preflight -> allocate -> environment / image -> launch -> poll ->
+    stop / collect -> cleanup -> release."""
+
+    # Whether the backend is handed the inventory's host list (ssh-docker) rather
+    # than getting its nodes from a scheduler (slurm).
+    uses_host_list = True
+
     @abstractmethod
     def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
         """Everything that would be run, without touching any host (the dry run)."""
@@ -73,6 +86,20 @@ class ClusterBackend(ABC):
         """Check every host; raise a UserError subclass before anything starts.
         Containers of other runs on these hosts are refused (OrphansFound) unless
         clean_orphans, which removes them."""
+
+    def allocate(self, plan: RunPlan) -> RunPlan:
+        """Get the nodes the plan runs on, when a scheduler hands them out; return the
+        plan bound to them. The default: the plan's hosts are the nodes."""
+        return plan
+
+    def release(self, plan: RunPlan) -> None:
+        """Give back what allocate got (always called once the run is over)."""
+        return None
+
+    def refuse_if_held(self, job: Job, warn: Callable[[str], None]) -> None:
+        """Refuse (UserError) when a campaign holds the hosts the job would run on. A scheduler's
+        backend has nothing to do: its allocation is the lock."""
+        return None
 
     @abstractmethod
     def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:

@@ -14,13 +14,16 @@ from pathlib import Path
 from harness.backends import docker_image
 from harness.backends.base import ClusterBackend, Leftover, NodeState, PreflightReport
 from harness.backends.docker_collect import collect_node, failed_outcome
+from harness.backends.docker_request import DockerNode, DockerRequest, docker_plan
 from harness.backends.image import ImagePlan
-from harness.backends.launch import ENV_FILE_NAME, LABEL_PREFIX, NodePlan, RunPlan, docker_cli, plan_run
+from harness.backends.launch import ENV_FILE_NAME, LABEL_PREFIX, docker_cli
 from harness.backends.ssh import open_transport
 from harness.backends.transport import Transport
+from harness.campaign.lock import DEFAULT_STALE_AFTER_S, refuse_if_locked
 from harness.core.events import Event, parse_lines
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
+from harness.core.plan import NodePlan, RunPlan, node_dir_name
 from harness.core.results import NodeOutcome
 from harness.core.vendor import VendorSpec
 from harness.devices.sampler import MonitorSampler
@@ -63,12 +66,18 @@ class DockerSshBackend(ClusterBackend):
             self._transports[host.name] = open_transport(host, self.inventory.cluster)
         return self._transports[host.name]
 
-    def _node_transport(self, node: NodePlan) -> Transport:
-        return self.transport(node.host)
+    @staticmethod
+    def request(plan: RunPlan) -> DockerRequest:
+        if not isinstance(plan.request, DockerRequest):
+            raise TypeError(f"a plan for another backend: {type(plan.request).__name__}")
+        return plan.request
 
     # -- plan and preflight -----------------------------------------------------------
+    def refuse_if_held(self, job: Job, warn: Callable[[str], None]) -> None:
+        refuse_if_locked(self.transport, self.inventory.select(job.nnodes), DEFAULT_STALE_AFTER_S, warn)
+
     def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
-        return plan_run(job, inventory, vendor, image)
+        return docker_plan(job, inventory, vendor, image)
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         self._collected.clear()  # a new run (a campaign runs many through one backend)
@@ -103,10 +112,10 @@ class DockerSshBackend(ClusterBackend):
                                   file=self.inventory.source, field=field)
         # The remaining checks are independent: one round trip for all of them.
         checks: dict[str, list[str]] = {
-            "docker": [*node.docker, "version", "--format", "{{.Server.Version}}"],
+            "docker": [*docker_cli(node.host), "version", "--format", "{{.Server.Version}}"],
             "mkdir": ["mkdir", "-p", "--", f"{node.host_run_dir}/logs"],
             "df": ["df", "-Pk", host.work_dir],
-            "leftovers": [*node.docker, "ps", "-aq", "--filter", f"name=^{node.container_name}$"],
+            "leftovers": [*docker_cli(node.host), "ps", "-aq", "--filter", f"name=^{node.container_name}$"],
         }
         devices = plan.vendor.device_nodes(host.devices)
         if devices:
@@ -176,11 +185,14 @@ class DockerSshBackend(ClusterBackend):
         # Monitors get their own connections so that a slow smi call never
         # holds up the poll loop's commands.
         for node in plan.nodes:
-            transport = open_transport(node.host, self.inventory.cluster)
+            transport = self.monitor_transport(node.host)
             sampler = MonitorSampler(transport, plan.vendor.smi, dest / node.dir_name / "monitor.csv",
                                      interval_s=MONITOR_INTERVAL_S, system_power=True)
             sampler.start()
             self._monitors.append(sampler)
+
+    def monitor_transport(self, host: Host) -> Transport:
+        return open_transport(host, self.inventory.cluster)
 
     def stop_monitors(self) -> None:
         def stop(sampler: MonitorSampler) -> None:
@@ -196,23 +208,24 @@ class DockerSshBackend(ClusterBackend):
 
     # -- image and launch -------------------------------------------------------------
     def prepare_image(self, plan: RunPlan) -> str:
-        return docker_image.prepare_image(self._node_transport, plan.nodes, plan.image, plan.job.run_id)
+        return docker_image.prepare_image(lambda entry: self.transport(entry.node.host), self.request(plan).nodes,
+                                          plan.image)
 
     def launch(self, plan: RunPlan) -> None:
-        def start(node: NodePlan) -> None:
-            transport = self.transport(node.host)
-            if node.env_file is None:
-                transport.run(node.run_argv, timeout=120).check()
+        def start(entry: DockerNode) -> None:
+            transport = self.transport(entry.node.host)
+            if entry.env_file is None:
+                transport.run(entry.run_argv, timeout=120).check()
                 return
             # Secrets reach docker through a 0600 file that lives only until the container started.
             try:
-                transport.run(write_private_file_argv(node.env_file), timeout=QUICK_S,
-                              stdin=env_file_text(node.secret_env).encode()).check()
-                transport.run(node.run_argv, timeout=120).check()
+                transport.run(write_private_file_argv(entry.env_file), timeout=QUICK_S,
+                              stdin=env_file_text(entry.node.secret_env).encode()).check()
+                transport.run(entry.run_argv, timeout=120).check()
             finally:
-                transport.run(remove_file_argv(node.env_file), timeout=QUICK_S)
+                transport.run(remove_file_argv(entry.env_file), timeout=QUICK_S)
 
-        run_all(start, plan.nodes)
+        run_all(start, self.request(plan).nodes)
 
     # -- watching ---------------------------------------------------------------------
     def _nodes(self, plan: RunPlan, node_ranks: list[int]) -> list[NodePlan]:
@@ -223,7 +236,7 @@ class DockerSshBackend(ClusterBackend):
         def state(node: NodePlan) -> NodeState:
             try:
                 result = self.transport(node.host).run(
-                    [*node.docker, "inspect", "--format", "state={{.State.Status}} exit={{.State.ExitCode}}",
+                    [*docker_cli(node.host), "inspect", "--format", "state={{.State.Status}} exit={{.State.ExitCode}}",
                      node.container_name], timeout=POLL_TIMEOUT_S)
             except HarnessError as exc:  # the host itself: SSH down, reconnect failed
                 return NodeState(node.node_rank, "unreachable", detail=str(exc).splitlines()[0])
@@ -261,9 +274,9 @@ class DockerSshBackend(ClusterBackend):
         def dump(node: NodePlan) -> None:
             transport = self.transport(node.host)
             # A frozen (paused) container cannot run anything: thaw it first.
-            transport.run([*node.docker, "unpause", node.container_name], timeout=QUICK_S)
+            transport.run([*docker_cli(node.host), "unpause", node.container_name], timeout=QUICK_S)
             # cases/stacks.py signals the training processes (not torchrun); each writes stacks_rank<r>.log.
-            transport.run([*node.docker, "exec", node.container_name, plan.vendor.python, "-m", "cases.stacks"],
+            transport.run([*docker_cli(node.host), "exec", node.container_name, plan.vendor.python, "-m", "cases.stacks"],
                           timeout=QUICK_S)
 
         run_all(_guarded(dump), self._nodes(plan, node_ranks))
@@ -271,14 +284,14 @@ class DockerSshBackend(ClusterBackend):
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         def stop_one(node: NodePlan) -> None:
             # SIGTERM reaches torchrun, which forwards it to its workers; then SIGKILL.
-            self.transport(node.host).run([*node.docker, "stop", "--time", "10", node.container_name], timeout=60)
+            self.transport(node.host).run([*docker_cli(node.host), "stop", "--time", "10", node.container_name], timeout=60)
 
         run_all(_guarded(stop_one), self._nodes(plan, node_ranks))
 
     def tail(self, plan: RunPlan, node_rank: int, lines: int) -> list[str]:
         node = plan.nodes[node_rank]
         result = self.transport(node.host).run(
-            [*node.docker, "logs", "--tail", str(lines), node.container_name], timeout=QUICK_S)
+            [*docker_cli(node.host), "logs", "--tail", str(lines), node.container_name], timeout=QUICK_S)
         return result.output.splitlines() if result.ok else []
 
     # -- collect and clean up ---------------------------------------------------------
@@ -290,7 +303,7 @@ class DockerSshBackend(ClusterBackend):
             folder = dest / node.dir_name
             try:
                 exit_code, complete, notes, last_lines = collect_node(
-                    self.transport(node.host), node.docker, node.container_name, node.host_log_dir, folder,
+                    self.transport(node.host), docker_cli(node.host), node.container_name, node.host_log_dir, folder,
                     secret_keys, secret_values)
             except (HarnessError, OSError) as exc:  # a lost host or a full disk costs only this node
                 return failed_outcome(node.host.name, node.node_rank, node.container_name, folder,
@@ -309,9 +322,12 @@ class DockerSshBackend(ClusterBackend):
         removed = self.remove([c for c in self.leftovers([n.host for n in nodes], plan.job.run_id) if c.name in names])
         failed: list[str] = []
 
+        request = self.request(plan)
+
         def remove_run_dir(node: NodePlan) -> None:
-            if node.env_file is not None:  # a controller killed between writing and removing it
-                self.transport(node.host).run(remove_file_argv(node.env_file), timeout=QUICK_S)
+            env_file = request.node(node.node_rank).env_file
+            if env_file is not None:  # a controller killed between writing and removing it
+                self.transport(node.host).run(remove_file_argv(env_file), timeout=QUICK_S)
             # Only what is safely collected: otherwise `collect` must still find it.
             if node.node_rank not in self._collected:
                 failed.append(f"{node.host.name}: run folder {node.host_run_dir} kept (logs not fully collected)")
@@ -338,7 +354,7 @@ class DockerSshBackend(ClusterBackend):
                 if not rank.isdigit():
                     continue
                 name = next((n for n in containers if n.endswith(f"-n{rank}")), "")
-                folder = dest / f"{host.name}_noderank{rank}"
+                folder = dest / node_dir_name(host.name, int(rank))
                 try:
                     exit_code, complete, notes, last_lines = collect_node(
                         transport, docker_cli(host), name or "none", f"{run_dir}/logs", folder, set(), set())

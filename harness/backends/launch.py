@@ -1,4 +1,6 @@
-"""The launch plan: for every node, the exact `docker run` and torchrun argv.
+"""What every backend that starts one container per node shares: the torchrun
+argv, the container's name, labels, environment and `docker run` argv, and the
+checks of the hosts a job was given.
 
 Pure functions of (Job, Inventory, VendorSpec, ImagePlan): this is what the
 dry-run prints and what the golden-file tests pin down. Secret variables
@@ -10,89 +12,19 @@ shows their keys with ***.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from harness.backends.image import ImagePlan
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
+from harness.core.plan import CONTAINER_DATA_DIR, CONTAINER_LOG_DIR
 from harness.core.vendor import VendorSpec
 from harness.errors import UserError
 from harness.secrets import SecretEnv, is_secret_key, line_breaker
 
-CONTAINER_LOG_DIR = "/bench/logs"
-CONTAINER_DATA_DIR = "/bench/data"
 LABEL_PREFIX = "bench."
 # In a node's run folder on its host, beside logs/ (never collected): the secret variables.
 ENV_FILE_NAME = "secret.env"
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    host: Host
-    node_rank: int
-    container_name: str
-    labels: dict[str, str]
-    host_run_dir: str  # {work_dir}/runs/{run_id}/node{k} on that host
-    docker: list[str]  # how to call the docker CLI on that host
-    run_argv: list[str]  # docker run ... image <train_argv>
-    train_argv: list[str]  # torchrun inside the container
-    # Secret variables: values in memory only (never in an argv, the render or any
-    # file of the harness); the container gets them from env_file.
-    secret_env: SecretEnv = field(default_factory=SecretEnv, repr=False, compare=False)
-    # {host_run_dir}/secret.env on that host when there are secrets (`--env-file` in
-    # run_argv): the backend writes it (0600) right before `docker run`, removes it right after.
-    env_file: str | None = None
-
-    @property
-    def host_log_dir(self) -> str:
-        return f"{self.host_run_dir}/logs"
-
-    @property
-    def dir_name(self) -> str:
-        """The node's folder in the results: <host>_noderank<k>."""
-        return f"{self.host.name}_noderank{self.node_rank}"
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    job: Job
-    vendor: VendorSpec
-    image: ImagePlan
-    nodes: list[NodePlan]
-    master_addr: str
-    master_port: int
-    inventory_source: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def render(self) -> str:
-        """Human-readable dry run: every command exactly as it would be run."""
-        job = self.job
-        lines = [
-            f"run {job.run_id}: case={job.case} vendor={job.vendor} config={job.config_name} "
-            f"({job.hardware_config}) fix_hp={job.fix_hp or '/'} "
-            f"data={'synthetic' if job.synthetic else CONTAINER_DATA_DIR}",
-            f"inventory: {self.inventory_source}",
-            f"image: {self.image.tag}",
-            f"  params: {', '.join(f'{k}={v!r}' for k, v in sorted(self.image.params.items()))}",
-            "  Dockerfile:",
-            *(f"    {line}" for line in self.image.dockerfile.rstrip("\n").splitlines()),
-            f"rendezvous: {self.master_addr}:{self.master_port}",
-        ]
-        for node in self.nodes:
-            host = node.host
-            where = "local" if host.transport == "local" else f"ssh {host.user}@{host.address}:{host.port}"
-            lines += [
-                f"node {node.node_rank}: {host.name} ({where})",
-                f"  build: {shlex.join([*node.docker, 'build', '-t', self.image.tag, '<context>'])}",
-                f"  run:   {shlex.join(node.run_argv)}",
-                *([f"  secret env (in --env-file, 0600, removed once the container started): "
-                   f"{node.secret_env.describe()}"] if node.secret_env else []),
-                f"  train: {shlex.join(node.train_argv)}",
-            ]
-        lines += [f"note: {note}" for note in self.notes]
-        return "\n".join(lines) + "\n"
 
 
 def docker_cli(host: Host) -> list[str]:
@@ -101,11 +33,11 @@ def docker_cli(host: Host) -> list[str]:
     return ["docker"]
 
 
-def container_name(job: Job, node_rank: int) -> str:
+def container_name(job: Job, node_rank: int | str) -> str:
     return f"bench-{job.run_id}-{job.case}-n{node_rank}"
 
 
-def node_labels(job: Job, host: Host, node_rank: int) -> dict[str, str]:
+def node_labels(job: Job, host: Host, node_rank: int | str) -> dict[str, str]:
     return {
         f"{LABEL_PREFIX}run_id": job.run_id,
         f"{LABEL_PREFIX}case": job.case,
@@ -116,7 +48,7 @@ def node_labels(job: Job, host: Host, node_rank: int) -> dict[str, str]:
     }
 
 
-def train_argv(job: Job, vendor: VendorSpec, node_rank: int, master_addr: str, master_port: int,
+def train_argv(job: Job, vendor: VendorSpec, node_rank: int | str, master_addr: str, master_port: int,
                with_data: bool) -> list[str]:
     argv = [
         vendor.python, "-m", "torch.distributed.run",
@@ -171,7 +103,7 @@ def container_env(job: Job, inventory: Inventory, vendor: VendorSpec) -> tuple[d
 
 
 def docker_run_argv(job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan, host: Host,
-                    node_rank: int, run_dir: str, command: list[str], *, env: Mapping[str, str],
+                    node_rank: int | str, run_dir: str, command: list[str], *, env: Mapping[str, str],
                     env_file: str | None) -> list[str]:
     """`env`: the visible variables (container_env); `env_file`: where the secret ones will be."""
     argv = [*docker_cli(host), "run", "--detach", "--name", container_name(job, node_rank)]
@@ -197,9 +129,8 @@ def docker_run_argv(job: Job, inventory: Inventory, vendor: VendorSpec, image: I
     return argv
 
 
-def plan_run(job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
-    hosts = inventory.select(job.nnodes)
-    notes: list[str] = []
+def check_hosts(job: Job, inventory: Inventory, hosts: list[Host]) -> list[str]:
+    """Refuse hosts that cannot take the job (UserError); return notes for the plan."""
     for host in hosts:
         if job.nproc_per_node > host.devices:
             raise UserError(
@@ -217,37 +148,9 @@ def plan_run(job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePla
                 field=f"hosts.{missing[0]}.data_dir",
             )
     if job.nnodes > 1 and any(h.transport == "local" for h in hosts):
-        notes.append("a multi-node run with a local host: every other host must reach its address")
-    master = hosts[0]
-    visible_env, secret_env = container_env(job, inventory, vendor)
-    nodes = []
-    for rank, host in enumerate(hosts):
-        run_dir = f"{host.work_dir}/runs/{job.run_id}/node{rank}"
-        command = train_argv(job, vendor, rank, master.address, inventory.cluster.master_port,
-                             with_data=not job.synthetic)
-        env_file = f"{run_dir}/{ENV_FILE_NAME}" if secret_env else None
-        nodes.append(
-            NodePlan(
-                host=host,
-                node_rank=rank,
-                container_name=container_name(job, rank),
-                labels=node_labels(job, host, rank),
-                host_run_dir=run_dir,
-                docker=docker_cli(host),
-                run_argv=docker_run_argv(job, inventory, vendor, image, host, rank, run_dir, command,
-                                         env=visible_env, env_file=env_file),
-                train_argv=command,
-                secret_env=secret_env,
-                env_file=env_file,
-            )
-        )
-    return RunPlan(
-        job=job,
-        vendor=vendor,
-        image=image,
-        nodes=nodes,
-        master_addr=master.address,
-        master_port=inventory.cluster.master_port,
-        inventory_source=inventory.source,
-        notes=notes,
-    )
+        return ["a multi-node run with a local host: every other host must reach its address"]
+    return []
+
+
+def node_run_dir(host: Host, job: Job, node_rank: int | str) -> str:
+    return f"{host.work_dir}/runs/{job.run_id}/node{node_rank}"

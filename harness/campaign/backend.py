@@ -7,8 +7,8 @@ images pruned), so the next attempt captures and checks again."""
 from __future__ import annotations
 
 from harness.backends.docker import DockerSshBackend
-from harness.backends.launch import RunPlan
 from harness.core.inventory import Host, Inventory
+from harness.core.plan import RunPlan
 from harness.hostinfo.model import EnvironmentInfo
 
 

@@ -106,13 +106,28 @@ class Cluster(BaseModel):
     ulimits: list[str] = Field(default_factory=lambda: ["memlock=-1:-1", "stack=67108864:67108864"])
     mounts: list[Mount] = Field(default_factory=list)
     template_params: dict[str, TemplateValue] = Field(default_factory=dict)
+    # Which backend runs the jobs (harness/backends/registry.py). Its own settings
+    # sit under a key of its name (`slurm: {...}`) and are checked by that backend.
+    backend: str = "ssh-docker"
+    backend_settings: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_section(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            name = data.get("backend", "ssh-docker")
+            if isinstance(name, str) and name in data and name not in cls.model_fields:
+                data = {k: v for k, v in data.items() if k != name} | {"backend_settings": data[name] or {}}
+        return data
 
 
 class Inventory(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cluster: Cluster = Field(default_factory=Cluster)
-    hosts: list[Host] = Field(min_length=1)
+    # The machines, for a backend that is given them (ssh-docker); a scheduler's
+    # backend (slurm) gets its nodes from the allocation and needs none.
+    hosts: list[Host] = Field(default_factory=list)
     source: str = ""  # the file it was read from
 
     @model_validator(mode="after")
@@ -126,6 +141,8 @@ class Inventory(BaseModel):
 
     def select(self, nnodes: int) -> list[Host]:
         """The first `nnodes` hosts: node rank = position in the file."""
+        if not self.hosts:
+            raise UserError("expected a list of hosts (name, address, devices, ...)", file=self.source, field="hosts")
         if nnodes > len(self.hosts):
             raise UserError(
                 f"the job needs {nnodes} hosts but the inventory lists {len(self.hosts)}",

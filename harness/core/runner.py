@@ -25,16 +25,16 @@ from rich.text import Text
 
 from harness.backends.base import ClusterBackend
 from harness.backends.image import plan_job_image
-from harness.backends.launch import NodePlan, RunPlan
 from harness.core.diagnose import failure_report, refine_kind
 from harness.core.events import Event, last, read_event_files
 from harness.core.inventory import Inventory
 from harness.core.job import Job
 from harness.core.metrics import compute_metrics
+from harness.core.plan import NodePlan, RunPlan
 from harness.core.record import record_run
 from harness.core.results import Metrics, NodeOutcome, RunResult
 from harness.core.vendor import load_vendor
-from harness.core.watch import WaitOutcome, Watcher, WatchLimits
+from harness.core.watch import StepProgress, WaitOutcome, Watcher, WatchLimits
 from harness.devices.sampler import peak_memory
 from harness.errors import HarnessError, HostUnreachable, RunFailed, UserError
 from harness.hostinfo.compare import differences
@@ -207,12 +207,21 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
               "back and removes the containers")
 
 
+def _release(plan: RunPlan, backend: ClusterBackend, console: Console) -> None:
+    try:
+        backend.release(plan)
+    except HarnessError as exc:
+        _warn(console, f"releasing the allocation failed: {exc}")
+
+
 def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_root: Path,
             console: Console | None = None, check_environment: EnvironmentCheck | None = None,
             limits: WatchLimits | None = None, clean_orphans: bool = False,
-            annotate: Callable[[RunResult, Path], RunResult] | None = None) -> RunResult:
+            annotate: Callable[[RunResult, Path], RunResult] | None = None,
+            on_progress: Callable[[StepProgress], None] | None = None) -> RunResult:
     """Run the job to its end and record it. `annotate` adds to the result before
-    it is recorded (a reproduction's comparison with the page)."""
+    it is recorded (a reproduction's comparison with the page); `on_progress` is
+    told rank 0's latest step while it trains (a campaign's live view)."""
     console = console or Console(stderr=True, soft_wrap=True)
     limits = limits or WatchLimits(timeout_s=job.timeout_s)
     clock = PhaseClock(console)
@@ -229,13 +238,15 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     run = _Run()
     try:
         try:
+            with clock.phase("allocate"):
+                plan = backend.allocate(plan)
             _prepare(plan, backend, clock, console, check_environment, run)
             with clock.phase("launch"):
                 run.launched = True  # from here on, containers may exist
                 backend.launch(plan)
                 backend.start_monitors(plan, out_dir)
             with clock.phase("wait"):
-                run.outcome = Watcher(plan, backend, console, limits).wait()
+                run.outcome = Watcher(plan, backend, console, limits, on_progress).wait()
         except KeyboardInterrupt:
             run.interrupted = True
             run.outcome = WaitOutcome(False, "interrupted", "interrupted (SIGINT/SIGTERM/SIGHUP) "
@@ -258,6 +269,8 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
                 run.interrupted = True
                 _warn(console, "interrupted again during cleanup: containers may be left; "
                       f"`python -m harness clean --run-id {job.run_id}` removes them")
+            finally:
+                _release(plan, backend, console)
 
     with clock.phase("parse"):
         by_rank = read_event_files(out_dir)

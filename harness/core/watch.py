@@ -10,15 +10,16 @@ event from a rank for `stall_timeout_s` is `stalled`; the deadline is `timeout`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Console
 
 from cases.protocol import PROGRESS_KEYS
 from harness.backends.base import ClusterBackend, NodeState
-from harness.backends.launch import RunPlan
 from harness.core.events import Event
 from harness.core.inventory import Cluster
+from harness.core.plan import RunPlan
 from harness.core.results import FailureKind
 
 POLL_S = 0.25
@@ -96,6 +97,28 @@ def _host(plan: RunPlan, node_rank: int) -> str:
     return plan.nodes[node_rank].host.name
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Rank 0's latest step as the watcher read it: the global batch over rank 0's
+    step time, in samples per second (the number on the progress line)."""
+
+    epoch: int | None
+    step: int | None
+    samples_per_s: float | None
+
+
+def step_progress(event: Event) -> StepProgress | None:
+    """The progress a ``step`` event shows; None for any other event."""
+    if event.key != "step":
+        return None
+    value = event.value
+    step_s = float(value.get("step_s") or 0.0)
+    epoch, step = value.get("epoch"), value.get("step")
+    return StepProgress(epoch=int(epoch) if isinstance(epoch, int) else None,
+                        step=int(step) if isinstance(step, int) else None,
+                        samples_per_s=float(value.get("samples", 0)) / step_s if step_s > 0 else None)
+
+
 def _step_line(event: Event) -> str | None:
     if event.key != "step":
         return f"{event.key} {_short(event.value)}".strip() if event.key in ("heartbeat", "eval_start") else None
@@ -106,11 +129,13 @@ def _step_line(event: Event) -> str | None:
 
 
 class Watcher:
-    def __init__(self, plan: RunPlan, backend: ClusterBackend, console: Console, limits: WatchLimits) -> None:
+    def __init__(self, plan: RunPlan, backend: ClusterBackend, console: Console, limits: WatchLimits,
+                 on_progress: Callable[[StepProgress], None] | None = None) -> None:
         self.plan = plan
         self.backend = backend
         self.console = console
         self.limits = limits
+        self.on_progress = on_progress  # told rank 0's latest step each time the event logs are read
         self._unreachable_since: dict[int, float] = {}
         self._unreachable_detail: dict[int, str] = {}
 
@@ -155,6 +180,8 @@ class Watcher:
                     stall.update(events, time.monotonic())
                     if 0 in events and (text := _step_line(events[0])):
                         line = text
+                    if 0 in events and self.on_progress and (progress := step_progress(events[0])):
+                        self.on_progress(progress)
                     stalled = stall.stalled(time.monotonic())
                     if stalled:
                         return WaitOutcome(
@@ -178,6 +205,11 @@ class Watcher:
             # A node failing while another host is silent is most likely collateral
             # of that host: wait for its verdict (bounded by host_lost_s) first.
             return None
+        judged = [s for s in states if s.kind is not None and s.status in ("exited", "gone")]
+        if judged:  # the scheduler said how it ended
+            detail = ", ".join(f"node {s.node_rank} ({_host(self.plan, s.node_rank)}): {s.detail}" for s in judged)
+            return WaitOutcome(False, judged[0].kind or "infra", detail,
+                               failed_nodes=[s.node_rank for s in judged])
         if gone:
             detail = ", ".join(f"node {s.node_rank} ({_host(self.plan, s.node_rank)}): {s.detail}" for s in gone)
             return WaitOutcome(False, "infra", f"container vanished: {detail}",

@@ -27,9 +27,9 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import REPO_ROOT
-from harness.backends.docker import DockerSshBackend
-from harness.backends.launch import RunPlan
+from harness.backends.registry import make_backend
 from harness.core.inventory import Inventory
+from harness.core.plan import RunPlan
 from harness.core.vendor import VendorSpec, load_vendor, vendors_pinning
 from harness.errors import UserError
 from harness.hostinfo.compare import MATCH_MARKS, DriftRow, drift
@@ -226,7 +226,7 @@ def drift_markdown(report: HostDrift) -> str:
 
 def capture_hosts(inventory: Inventory, smi: str | None) -> dict[str, EnvironmentInfo]:
     """Every inventory host's environment, captured as a run captures it."""
-    backend = DockerSshBackend(inventory)
+    backend = make_backend(inventory)
     try:
         return backend.capture_hosts(inventory.hosts, smi)
     finally:

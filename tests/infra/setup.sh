@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up everything the end-to-end tests need on this machine: system
-# packages, the venv, a Docker engine, the local base image and two SSH test
-# hosts (separate sshd on 127.0.0.2:2222 and 127.0.0.3:2222).
+# packages, the venv, a Docker engine, the local base image, two SSH test
+# hosts (separate sshd on 127.0.0.2:2222 and 127.0.0.3:2222) and a single-machine
+# Slurm cluster (tests/infra/slurm.sh: nodes n1, n2 in partition bench).
 #
 # Idempotent: every step checks first and says what it did. Run from anywhere:
 #   bash tests/infra/setup.sh
@@ -44,12 +45,17 @@ step_packages() {
     # The campaign summary is opened in headless Chromium; its Chinese labels need a CJK font.
     command -v chromium >/dev/null || missing+=(chromium)
     [[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || missing+=(fonts-wqy-microhei)
+    # The Slurm backend's tests run on a real cluster (tests/infra/slurm.sh).
+    command -v slurmctld >/dev/null || missing+=(slurmctld)
+    command -v slurmd >/dev/null || missing+=(slurmd)
+    command -v sbatch >/dev/null || missing+=(slurm-client)
+    command -v munged >/dev/null || missing+=(munge)
     # Debian ships ensurepip (which venv needs) separately, in python3-venv.
     if [[ ! -x .venv/bin/python ]] && ! python3 -c 'import ensurepip' 2>/dev/null; then
         missing+=(python3-venv)
     fi
     if ((${#missing[@]} == 0)); then
-        say packages "already installed (dockerd, sshd, debootstrap, chromium, CJK font)"
+        say packages "already installed (dockerd, sshd, debootstrap, chromium, CJK font, slurm, munge)"
         return
     fi
     local t=$EPOCHREALTIME
@@ -307,6 +313,12 @@ step_ssh_hosts() {
     done
 }
 
+# --- Slurm cluster -----------------------------------------------------------
+# Machine-wide, shared by every checkout; teardown.sh leaves it running.
+step_slurm() {
+    bash tests/infra/slurm.sh start
+}
+
 step_packages
 step_venv
 step_dockerd
@@ -315,5 +327,6 @@ step_base_image
 if [[ ${1:-} != --no-test-hosts ]]; then
     step_engine2
     step_ssh_hosts
+    step_slurm
 fi
 say done "in $(elapsed "$T0") s"

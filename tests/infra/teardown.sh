@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stops the SSH test hosts started by tests/infra/setup.sh (by pidfile).
-# dockerd, the base image and the generated keys are left in place.
+# dockerd, the base image, the generated keys and the Slurm cluster are left in place.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -23,3 +23,8 @@ for name in node1 node2; do
     fi
     rm -f "$dir/sshd.pid"
 done
+
+# Slurm stays up on purpose: it is machine-wide (one cluster per machine), and teardown
+# frees this clone's test hosts for another clone, whose setup.sh then simply reuses it.
+# A full stop: bash tests/infra/slurm.sh stop
+echo "teardown: slurm left running (machine-wide; bash tests/infra/slurm.sh stop stops it)"

@@ -1,0 +1,409 @@
+"""The Slurm backend: one sbatch allocation per job (harness/backends/slurm_request.py).
+
+The controller runs the Slurm client commands itself (it is a login node, or
+the cluster's own machine). Inside the allocation it reaches each node as a job
+step (`srun --jobid J --overlap -w NODE`), so the environment capture, the
+monitors, the image check and the preflight checks of the SSH backend run on
+the allocated nodes unchanged. Logs and status files are written into the
+shared `work_dir` and read from there. Slurm's own states map onto the failure
+kinds: NODE_FAIL, BOOT_FAIL, PREEMPTED and a cancel from outside are `infra`,
+TIMEOUT is `timeout`, a container's exit code != 0 is `job`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from harness.backends import docker_image
+from harness.backends.base import Leftover, NodeState, PreflightReport
+from harness.backends.docker import DockerSshBackend
+from harness.backends.docker_request import DockerNode, image_commands
+from harness.backends.image import ImagePlan
+from harness.backends.launch import (
+    ENV_FILE_NAME,
+    check_hosts,
+    container_env,
+    container_name,
+    node_labels,
+    train_argv,
+)
+from harness.backends.slurm_request import (
+    BATCH_SCRIPT,
+    CONTAINER_JSON,
+    CONTAINER_LOG,
+    EXIT_STATUS,
+    GO_FILE,
+    STEP_SCRIPT,
+    SlurmRequest,
+    SlurmSettings,
+    node_host,
+    slurm_request,
+)
+from harness.backends.transport import CommandResult, LocalTransport, Transport, read_tail
+from harness.core.events import Event, parse_lines
+from harness.core.inventory import Host, Inventory
+from harness.core.job import Job
+from harness.core.plan import NodePlan, RunPlan
+from harness.core.results import FailureKind, NodeOutcome
+from harness.core.vendor import VendorSpec
+from harness.errors import RunFailed, UserError
+from harness.parallel import run_all
+from harness.secrets import env_file_text, redact, redact_container_json
+
+QUICK_S = 30.0
+STOP_WAIT_S = 60.0  # after scancel: how long the tasks may take to save their logs
+_ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
+           "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
+_KINDS: dict[str, FailureKind] = {"NODE_FAIL": "infra", "BOOT_FAIL": "infra", "PREEMPTED": "infra",
+                                  "CANCELLED": "infra", "TIMEOUT": "timeout", "DEADLINE": "timeout"}
+_FIELD_RE = re.compile(r"(\w+)=(\S*)")
+CONTAINER_FILES = "container"
+
+
+class SrunTransport(Transport):
+    """Commands on one node of a running job, as overlapping steps; files through
+    the shared work_dir (the same path on the controller and the nodes)."""
+
+    def __init__(self, job_id: str, node: str) -> None:
+        self.host = node
+        self.job_id = job_id
+        self._local = LocalTransport(node)
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        return ["srun", "--jobid", self.job_id, "--overlap", "--nodes", "1", "--ntasks", "1",
+                # Through sh, a missing command exits 127 as it does over SSH (not srun's execve error).
+                "--nodelist", self.host, "--quiet", "/bin/sh", "-c", 'exec "$@"', "sh", *argv]
+
+    def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
+        result = self._local.run(self._argv(argv), timeout, stdin)
+        return dataclasses.replace(result, argv=argv)
+
+    def run_to_file(self, argv: list[str], dest: Path, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        return dataclasses.replace(self._local.run_to_file(self._argv(argv), dest, timeout, stdin), argv=argv)
+
+    def put_tree(self, local: Path, remote: str) -> None:
+        self._local.put_tree(local, remote)
+
+    def get_tree(self, remote: str, local: Path) -> list[Path]:
+        return self._local.get_tree(remote, local)
+
+
+def job_fields(text: str) -> dict[str, str]:
+    """`scontrol show job -o` as key -> value."""
+    return dict(_FIELD_RE.findall(text))
+
+
+class SlurmBackend(DockerSshBackend):
+    uses_host_list = False
+
+    def __init__(self, inventory: Inventory) -> None:
+        super().__init__(inventory)
+        try:
+            self.settings = SlurmSettings(**inventory.cluster.backend_settings)
+        except (ValidationError, TypeError) as exc:
+            raise UserError(f"the slurm section is not valid: {exc}", file=inventory.source,
+                            field="cluster.slurm") from exc
+        self.controller = LocalTransport("controller")
+        self.job_id: str | None = None
+
+    def transport(self, host: Host) -> Transport:
+        if self.job_id is None:
+            raise RunFailed("no Slurm allocation yet: nothing runs on the nodes before it")
+        if host.name not in self._transports:
+            self._transports[host.name] = SrunTransport(self.job_id, host.name)
+        return self._transports[host.name]
+
+    def monitor_transport(self, host: Host) -> Transport:
+        return SrunTransport(self.job_id or "", host.name)
+
+    @staticmethod
+    def slurm(plan: RunPlan) -> SlurmRequest:
+        if not isinstance(plan.request, SlurmRequest):
+            raise TypeError(f"a plan for another backend: {type(plan.request).__name__}")
+        return plan.request
+
+    def _scontrol(self, *args: str) -> CommandResult:
+        return self.controller.run(["scontrol", *args], timeout=QUICK_S)
+
+    # -- plan, preflight, allocation ----------------------------------------------------
+    def refuse_if_held(self, job: Job, warn: Callable[[str], None]) -> None:
+        return None  # the allocation is --exclusive: Slurm keeps other jobs off these nodes
+
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
+        request = slurm_request(self.settings, job, inventory, vendor, image)
+        hosts = [node_host(self.settings, f"slurm-node{k}", "allocated-by-slurm") for k in range(job.nnodes)]
+        notes = [note for note in check_hosts(job, inventory, hosts) if "local host" not in note]
+        first = "<the first allocated node>"
+        secret_env = container_env(job, inventory, vendor)[1]
+        nodes = [NodePlan(host=host, node_rank=k, container_name=container_name(job, k),
+                          labels=node_labels(job, host, k), host_run_dir=f"{request.run_root}/node{k}",
+                          train_argv=train_argv(job, vendor, k, first, inventory.cluster.master_port,
+                                                with_data=not job.synthetic),
+                          secret_env=secret_env)
+                 for k, host in enumerate(hosts)]
+        return RunPlan(job=job, vendor=vendor, image=image, nodes=nodes, master_addr=first,
+                       master_port=inventory.cluster.master_port, request=request,
+                       inventory_source=inventory.source, notes=notes)
+
+    def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
+        self._collected.clear()
+        report = PreflightReport()
+        version = self.controller.run(["sinfo", "--version"], timeout=QUICK_S)
+        if not version.ok:
+            raise UserError(f"the Slurm client does not answer here: {version.output.strip()[-300:]}",
+                            file=self.inventory.source, field="cluster.backend")
+        argv = ["sinfo", "--noheader", "--format", "%D %a"]
+        if self.settings.partition:
+            argv += ["--partition", self.settings.partition]
+        listed = self.controller.run(argv, timeout=QUICK_S)
+        up = [line.split() for line in listed.output.splitlines() if len(line.split()) == 2]
+        nodes = sum(int(count) for count, avail in up if count.isdigit() and avail == "up")
+        where = f"partition {self.settings.partition}" if self.settings.partition else "the default partition"
+        if not listed.ok or nodes == 0:
+            raise UserError(f"{where} has no node that is up: {listed.output.strip()[-300:] or 'sinfo listed none'}",
+                            file=self.inventory.source, field="cluster.slurm.partition")
+        if plan.job.nnodes > nodes:
+            raise UserError(f"the job needs {plan.job.nnodes} nodes; {where} has {nodes}",
+                            file=self.inventory.source, field="cluster.slurm.partition")
+        root = Path(self.slurm(plan).run_root)
+        try:
+            root.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder {root}: {exc.strerror or exc}",
+                            file=self.inventory.source, field="cluster.slurm.work_dir") from exc
+        report.facts["controller"] = {"slurm": version.output.strip(), "nodes_up": str(nodes)}
+        return report
+
+    def allocate(self, plan: RunPlan) -> RunPlan:
+        request = self.slurm(plan)
+        root = Path(request.run_root)
+        (root / BATCH_SCRIPT).write_text(request.batch_script, encoding="utf-8")
+        (root / STEP_SCRIPT).write_text(request.step_script, encoding="utf-8")
+        submitted = self.controller.run(request.sbatch_argv, timeout=QUICK_S)
+        job_id = submitted.output.strip().splitlines()[-1].split(";")[0] if submitted.ok and submitted.output else ""
+        if not job_id.isdigit():
+            raise RunFailed(f"sbatch failed: {submitted.output.strip()[-500:]}")
+        self.job_id = job_id
+        self._transports.clear()
+        try:
+            bound = self._bind(plan, self._wait_running())
+            for _facts, _warnings in run_all(lambda node: self._check(bound, node), bound.nodes):
+                pass  # a node that cannot take the job raises, naming it
+        except BaseException:
+            self.release(plan)
+            raise
+        return bound
+
+    def _wait_running(self) -> dict[str, str]:
+        deadline = time.monotonic() + self.settings.allocation_timeout_s
+        while True:
+            fields = job_fields(self._scontrol("show", "job", "-o", self.job_id or "").output)
+            state = fields.get("JobState", "")
+            if state == "RUNNING":
+                return fields
+            if state and state not in _ACTIVE:
+                raise RunFailed(f"Slurm job {self.job_id} ended before it ran: {state} ({fields.get('Reason', '')})")
+            if time.monotonic() > deadline:
+                raise RunFailed(f"Slurm job {self.job_id} still {state or 'unknown'} after "
+                                f"{self.settings.allocation_timeout_s:.0f} s ({fields.get('Reason', '')})")
+            time.sleep(0.5)
+
+    def _bind(self, plan: RunPlan, fields: dict[str, str]) -> RunPlan:
+        names = self._scontrol("show", "hostnames", fields.get("NodeList", "")).output.split()
+        if len(names) != plan.job.nnodes:
+            raise RunFailed(f"Slurm job {self.job_id} got nodes {names}, expected {plan.job.nnodes}")
+
+        def address(name: str) -> str:
+            return job_fields(self._scontrol("show", "node", "-o", name).output).get("NodeAddr") or name
+
+        hosts = [node_host(self.settings, name, addr) for name, addr in zip(names, run_all(address, names))]
+        nodes = [dataclasses.replace(node, host=host, labels=node_labels(plan.job, host, node.node_rank))
+                 for node, host in zip(plan.nodes, hosts)]
+        return dataclasses.replace(plan, nodes=nodes, master_addr=hosts[0].address,
+                                   notes=[*plan.notes, f"Slurm job {self.job_id} on {', '.join(names)}"])
+
+    def release(self, plan: RunPlan) -> None:
+        if self.job_id is not None and self._state()[0] in _ACTIVE:
+            self.controller.run(["scancel", self.job_id], timeout=QUICK_S)
+
+    def _state(self) -> tuple[str, dict[str, str]]:
+        result = self._scontrol("show", "job", "-o", self.job_id or "")
+        fields = job_fields(result.output) if result.ok else {}
+        return fields.get("JobState", ""), fields
+
+    # -- image and launch -----------------------------------------------------------------
+    def prepare_image(self, plan: RunPlan) -> str:
+        if self.settings.container == "pyxis":
+            return self.settings.container_image or plan.image.tag  # each task imports it
+        entries = [DockerNode(node=node, docker=["docker"], run_argv=[],
+                              image=image_commands(node.host, node.node_rank, plan.image, plan.job.run_id))
+                   for node in plan.nodes]
+        return docker_image.prepare_image(lambda entry: self.transport(entry.node.host), entries, plan.image)
+
+    def launch(self, plan: RunPlan) -> None:
+        for node in plan.nodes:
+            run_dir = Path(node.host_run_dir)
+            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            if node.secret_env:
+                fd = os.open(run_dir / ENV_FILE_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(env_file_text(node.secret_env))
+        Path(self.slurm(plan).run_root, GO_FILE).touch()
+
+    # -- watching --------------------------------------------------------------------------
+    def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
+        result = self._scontrol("show", "job", "-o", self.job_id or "")
+        fields = job_fields(result.output) if result.ok else {}
+        state = fields.get("JobState", "")
+        states = []
+        for node in self._nodes(plan, node_ranks):
+            status_file = Path(node.host_run_dir, EXIT_STATUS)
+            # COMPLETING hides why the job ends (scancel, a node failure, the time limit):
+            # the final state follows within KillWait, and decides the kind.
+            if status_file.is_file() and state != "COMPLETING":
+                code = status_file.read_text().strip()
+                # Stopped by Slurm (scancel, node failure, time limit): the scheduler's verdict, not the code's.
+                states.append(NodeState(node.node_rank, "exited", int(code) if code.lstrip("-").isdigit() else 255,
+                                        f"Slurm job {self.job_id} {state or 'gone'} ({fields.get('Reason', 'None')})",
+                                        kind=_KINDS.get(state)))
+            elif not result.ok and "Invalid job id" in result.output:
+                states.append(NodeState(node.node_rank, "gone", detail=f"Slurm forgot job {self.job_id}"))
+            elif not result.ok or state in _ACTIVE:
+                states.append(NodeState(node.node_rank, "running" if result.ok else "unreachable",
+                                        detail=state or result.output.strip()[-200:]))
+            else:
+                why = f"Slurm job {self.job_id} {state} (ExitCode {fields.get('ExitCode', '?')}, " \
+                      f"{fields.get('Reason', 'None')}) before node {node.node_rank} reported its container's exit"
+                states.append(NodeState(node.node_rank, "exited", None, why, kind=_KINDS.get(state, "infra")))
+        return states
+
+    def progress(self, plan: RunPlan, node_ranks: list[int]) -> dict[int, Event]:
+        latest: dict[int, Event] = {}
+        for node in self._nodes(plan, node_ranks):
+            for path in sorted(Path(node.host_log_dir).glob("events_rank*.log")):
+                for event in parse_lines(read_tail(path, 16 * 1024).splitlines()[-1:]):
+                    latest[event.rank] = event
+        return latest
+
+    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
+        if self.settings.container == "docker":
+            super().dump_stacks(plan, node_ranks)
+
+    def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
+        """scancel: every task stops its container and saves its logs (Slurm stops
+        all nodes of a step together; the flow stops the rest of a failed job only)."""
+        if self.job_id is None or self._state()[0] not in _ACTIVE:
+            return
+        self.controller.run(["scancel", self.job_id], timeout=QUICK_S)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline and self._state()[0] in _ACTIVE:
+            time.sleep(0.5)
+
+    def tail(self, plan: RunPlan, node_rank: int, lines: int) -> list[str]:
+        return read_tail(Path(plan.nodes[node_rank].host_run_dir, CONTAINER_LOG)).splitlines()[-lines:]
+
+    # -- collect and clean up -------------------------------------------------------------
+    def collect(self, plan: RunPlan, dest: Path, node_ranks: list[int]) -> list[NodeOutcome]:
+        secret_keys = {key for node in plan.nodes for key in node.secret_env}
+        secret_values = {value for node in plan.nodes for value in node.secret_env.values()}
+        batch_log = Path(self.slurm(plan).run_root, f"slurm-{self.job_id}.out")
+        if batch_log.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(batch_log, dest / "slurm.out")
+        outcomes = [collect_run_dir(node.host.name, node.node_rank, node.container_name, Path(node.host_run_dir),
+                                    dest / node.dir_name, secret_keys, secret_values)
+                    for node in self._nodes(plan, node_ranks)]
+        self._collected.update(o.node_rank for o in outcomes if o.collected)
+        return outcomes
+
+    def cleanup(self, plan: RunPlan, node_ranks: list[int]) -> list[str]:
+        """The tasks removed their containers; here only the run folders go, once collected."""
+        kept = []
+        for node in self._nodes(plan, node_ranks):
+            if node.node_rank in self._collected:
+                shutil.rmtree(node.host_run_dir, ignore_errors=True)
+            else:
+                kept.append(f"run folder {node.host_run_dir} kept (logs not fully collected)")
+        root = Path(self.slurm(plan).run_root)
+        if not kept and not any(root.glob("node[0-9]*")):
+            shutil.rmtree(root, ignore_errors=True)
+        if kept:
+            raise RunFailed("; ".join(kept))
+        return []
+
+    def collect_again(self, run_id: str, hosts: list[Host], dest: Path) -> list[NodeOutcome]:
+        outcomes = []
+        for run_dir in sorted(Path(self.settings.work_dir, "runs", run_id).glob("node*")):
+            rank = run_dir.name.removeprefix("node")
+            if not rank.isdigit():
+                continue
+            host = _labelled_host(run_dir) or f"slurm-node{rank}"
+            outcome = collect_run_dir(host, int(rank), "", run_dir, dest / f"{host}_noderank{rank}", set(), set())
+            if outcome.collected:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            outcomes.append(outcome)
+        return outcomes
+
+    def leftovers(self, hosts: list[Host], run_id: str | None = None) -> list[Leftover]:
+        """The harness's Slurm jobs still queued or running (of one run, or of any)."""
+        listed = self.controller.run(["squeue", "--noheader", "--format", "%i|%j|%T|%N"], timeout=QUICK_S)
+        if not listed.ok:
+            raise RunFailed(f"squeue failed: {listed.output.strip()[-300:]}")
+        found = []
+        for line in listed.output.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) != 4 or not parts[1].startswith("bench-"):
+                continue
+            job_run = parts[1].removeprefix("bench-")
+            if run_id is None or job_run == run_id:
+                found.append(Leftover(host=parts[3] or "(pending)", container=parts[0], name=parts[1],
+                                      run_id=job_run, state=parts[2].lower()))
+        return found
+
+    def remove(self, leftovers: list[Leftover]) -> list[str]:
+        ids = [c.container for c in leftovers]
+        if ids:
+            self.controller.run(["scancel", *ids], timeout=QUICK_S)
+        return ids
+
+
+def _labelled_host(run_dir: Path) -> str:
+    match = re.search(r'"bench\.host":\s*"([^"]+)"', _read(run_dir / CONTAINER_JSON))
+    return match.group(1) if match else ""
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def collect_run_dir(host: str, node_rank: int, container: str, run_dir: Path, folder: Path,
+                    secret_keys: set[str], secret_values: set[str]) -> NodeOutcome:
+    """One node's files from the shared run folder into the results' layout:
+    container.json, container.log, and what the container wrote under container/."""
+    notes: list[str] = []
+    folder.mkdir(parents=True, exist_ok=True)
+    status = _read(run_dir / EXIT_STATUS).strip()
+    exit_code = int(status) if status.lstrip("-").isdigit() else None
+    if exit_code is None:
+        notes.append(f"{run_dir / EXIT_STATUS} missing: the task did not finish saving its logs")
+    if (run_dir / CONTAINER_JSON).is_file():
+        (folder / CONTAINER_JSON).write_text(redact_container_json(_read(run_dir / CONTAINER_JSON), secret_keys),
+                                             encoding="utf-8")
+    log = _read(run_dir / CONTAINER_LOG)
+    (folder / CONTAINER_LOG).write_text(redact(log, secret_values) if secret_values else log, encoding="utf-8")
+    fetched = LocalTransport(host).get_tree(str(run_dir / "logs"), folder / CONTAINER_FILES)
+    notes += [f"not collected: {skip}" for skip in getattr(fetched, "skipped", [])]
+    return NodeOutcome(host=host, node_rank=node_rank, container=container, exit_code=exit_code,
+                       log_dir=str(folder), last_lines=log.splitlines()[-30:], collected=exit_code is not None,
+                       remote_run_dir=str(run_dir), notes=notes)

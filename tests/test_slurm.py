@@ -1,0 +1,141 @@
+"""The Slurm backend against the real single-machine cluster of tests/infra/slurm.sh
+(slurmctld, and slurmd n1/n2 on 127.0.0.2/127.0.0.3): a 2x2 run through sbatch,
+a rank failure, scancel from outside, the controller stopped with SIGTERM, and
+the sbatch scripts pinned by golden files. The same end-to-end contract runs on
+both backends. Each run asserts the exit status, results.json, the logs that
+came back, and that neither a container nor a Slurm job of the run is left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_dry_run import normalise
+from test_faults import LONG, TINY, bench, bench_argv, containers_of, controller, results_of, wait_running
+
+from harness import REPO_ROOT
+
+GOLDEN = Path(__file__).parent / "golden"
+BACKENDS = ("ssh-docker", "slurm")
+
+
+def slurm_jobs(run_id: str) -> list[str]:
+    """The run's Slurm jobs that are not finished."""
+    listed = subprocess.run(["squeue", "--noheader", "--name", f"bench-{run_id}", "--format", "%i"],
+                            capture_output=True, text=True, timeout=30, check=True)
+    return listed.stdout.split()
+
+
+def assert_nothing_left(run_id: str, slurm_yaml: Path | None = None) -> None:
+    assert containers_of(run_id) == [], "a container of the run is left"
+    assert slurm_jobs(run_id) == [], "a Slurm job of the run is left"
+
+
+def inventory(backend: str, make_hosts_yaml: Callable[..., Path], make_slurm_yaml: Callable[..., Path]) -> Path:
+    return make_slurm_yaml() if backend == "slurm" else make_hosts_yaml()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_contract_a_2x2_run_end_to_end(backend: str, make_hosts_yaml: Callable[..., Path],
+                                       make_slurm_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    run_id = f"contract-{backend}"
+    done = bench(inventory(backend, make_hosts_yaml, make_slurm_yaml), tmp_path, run_id,
+                 "--config", "2x2", "--fix-hp", TINY, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = results_of(tmp_path, run_id, "2x2")
+    assert result["status"] == "success" and result["failure_kind"] is None
+    assert result["metrics"]["p_core"] > 0
+    out = tmp_path / run_id / "resnet50" / "2x2"
+    folders = sorted(p.name for p in out.glob("*_noderank*"))
+    assert [f.rsplit("_", 1)[1] for f in folders] == ["noderank0", "noderank1"]
+    for folder, ranks in zip(folders, ((0, 1), (2, 3))):
+        for rank in ranks:  # world size 4: every rank's log came back under its node
+            assert (out / folder / "container" / f"events_rank{rank}.log").is_file(), (folder, rank)
+        assert (out / folder / "container.log").stat().st_size > 0
+    assert "p_core" in done.stdout and run_id in done.stdout  # the table
+    if backend == "slurm":
+        assert [f.split("_")[0] for f in folders] == ["n1", "n2"]  # the allocated nodes' names
+        assert "sbatch --parsable" in (out / "plan.txt").read_text()
+        assert (out / "slurm.out").is_file()
+    assert_nothing_left(run_id)
+
+
+def test_a_failing_rank_is_a_job_failure(make_slurm_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    run_id = "slurm-rank-fails"
+    done = bench(make_slurm_yaml(), tmp_path, run_id, "--config", "2x2",
+                 "--fix-hp", f"{TINY},fail_rank=3,fail_step=1", timeout=400)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = results_of(tmp_path, run_id, "2x2")
+    assert result["failure_kind"] == "job"
+    assert result["failure"].startswith("first failure: rank 3")
+    node = tmp_path / run_id / "resnet50" / "2x2" / "n2_noderank1"
+    assert "injected failure" in (node / "container" / "events_rank3.log").read_text()
+    assert_nothing_left(run_id)
+
+
+def test_scancel_from_outside_stops_every_container_and_is_infra(make_slurm_yaml: Callable[..., Path],
+                                                                 tmp_path: Path) -> None:
+    run_id = "slurm-scancel"
+    with controller(bench_argv(make_slurm_yaml(), tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG)) as proc:
+        wait_running(run_id, 2, proc=proc)
+        time.sleep(3)
+        subprocess.run(["scancel", "--name", f"bench-{run_id}"], check=True, timeout=30)
+        stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 1, stdout + stderr
+    result = results_of(tmp_path, run_id, "2x1")
+    assert result["failure_kind"] == "infra" and "CANCELLED" in result["failure"], result["failure"]
+    out = tmp_path / run_id / "resnet50" / "2x1"
+    # Each task saved its container's log and state before removing it.
+    for folder in ("n1_noderank0", "n2_noderank1"):
+        assert (out / folder / "container.json").is_file() and (out / folder / "container.log").is_file()
+    assert_nothing_left(run_id)
+
+
+def test_sigterm_to_the_controller_cancels_the_job_and_records(make_slurm_yaml: Callable[..., Path],
+                                                               tmp_path: Path) -> None:
+    run_id = "slurm-sigterm"
+    with controller(bench_argv(make_slurm_yaml(), tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG)) as proc:
+        wait_running(run_id, 2, proc=proc)
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stdout + stderr
+    result = results_of(tmp_path, run_id, "2x1")
+    assert result["failure_kind"] == "interrupted"
+    out = tmp_path / run_id / "resnet50" / "2x1"
+    assert (out / "n1_noderank0" / "container" / "events_rank0.log").is_file()
+    assert_nothing_left(run_id)
+
+
+def test_a_bad_slurm_section_is_one_clear_error(make_slurm_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    path = make_slurm_yaml({"work_dir": "relative/dir", "partitions": "typo"})
+    done = bench(path, tmp_path, "slurm-bad-input", "--config", "2x1", "--dry-run")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert str(path) in done.stderr and "cluster.slurm" in done.stderr and "work_dir" in done.stderr
+    missing = bench(make_slurm_yaml({"partition": "nosuch"}), tmp_path, "slurm-no-partition", "--config", "2x1")
+    assert missing.returncode == 2 and "partition nosuch" in missing.stderr, missing.stderr
+    assert not (tmp_path / "slurm-no-partition").exists()
+
+
+@pytest.mark.parametrize("name", ["slurm_2x8", "slurm_2x8_pyxis"])
+def test_dry_run_sbatch_scripts_match_golden(name: str) -> None:
+    env = {**os.environ, "BENCH_TEST_HF_TOKEN": "never-shown"}
+    done = subprocess.run([sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "nvidia",
+                           "--config", "2x8", "--hosts", str(GOLDEN / f"{name}.yaml"), "--dry-run",
+                           "--run-id", "20261125-000000-abcdef"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "never-shown" not in done.stdout + done.stderr
+    text = re.sub(r"bench/nvidia:[0-9a-f]{16}", "bench/nvidia:<content-hash>", normalise(done.stdout))
+    golden = GOLDEN / f"dry_run_{name}.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
