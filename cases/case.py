@@ -9,13 +9,18 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type
 
 from cases.config import CASES_DIR, CaseConfig
 from cases.errors import CaseError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+    from cases.devices import DeviceSpec, PrecisionPlan
+    from cases.distributed import World
+    from cases.recorder import Recorder
 
 
 def _no_weights(cfg: CaseConfig, data_dir: Optional[Path]) -> Optional[Path]:
@@ -34,6 +39,23 @@ class CaseSpec:
     load_weights: Optional[Callable[[nn.Module, Path, CaseConfig], None]] = None
     # the config key that names the weights file, for messages
     weights_key: str = "weights"
+    # A case that trains no model (cases/allreduce): run.py writes config and world
+    # as for training, then calls this instead of build_model and the training loop;
+    # it writes its own events and returns the summary event's value. Its config
+    # model need not be a CaseConfig (only `precision` is read, default fp32).
+    workload: Optional[Callable[["WorkloadContext"], Dict[str, Any]]] = None
+
+
+@dataclass(frozen=True)
+class WorkloadContext:
+    """What run.py hands a workload case once the process group is up."""
+
+    cfg: Any  # the case's config model
+    device: "torch.device"
+    spec: "DeviceSpec"
+    plan: "PrecisionPlan"
+    world: "World"
+    events: "Recorder"
 
 
 def available_cases() -> List[str]:

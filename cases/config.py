@@ -184,7 +184,7 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
 def _known_keys(model: Type[CaseConfig], source: str) -> str:
     keys = list(model.model_fields)
     if source == FIX_HP_SOURCE:
-        keys = [f"{alias} ({key})" if alias != key else key for alias, key in ALIASES.items()] + [
+        keys = [f"{alias} ({key})" if alias != key else key for alias, key in ALIASES.items() if key in keys] + [
             k for k in keys if k not in ALIASES.values()
         ]
     return ", ".join(keys)

@@ -41,9 +41,14 @@ EVENT_KEYS: Dict[str, str] = {
     "summary": "{core_s, step_s_p50, step_s_p90, step_s_max, peak_mem_gib, mem_total_gib, mem_source}",
     "run_stop": "{status: success|failed, error?}",
 }
+# The allreduce case (cases/allreduce) writes one of these per message size where
+# training writes steps: {op, size_bytes, count, dtype, world_size, warmup_iters, iters,
+# time_us (slowest rank, per iteration), algbw_gbps (size / time), busbw_gbps (algbw x 2(n-1)/n),
+# check}. Not in EVENT_KEYS: only that case writes it.
+BANDWIDTH_KEY = "bandwidth"
 # Keys that show a rank is making progress (the stall watchdog's clock).
 PROGRESS_KEYS = frozenset({"process_start", "config", "world", "train_start", "epoch_start", "step",
-                           "heartbeat", "eval_start", "eval_stop", "epoch_stop", "train_stop"})
+                           "heartbeat", "eval_start", "eval_stop", "epoch_stop", "train_stop", BANDWIDTH_KEY})
 
 EVENT_FILE_RE = re.compile(r"^events_rank(\d+)\.log$")
 STACKS_FILE_RE = re.compile(r"^stacks_rank(\d+)\.log$")

@@ -31,10 +31,10 @@ from typing import IO, List, Optional  # noqa: E402
 import torch  # noqa: E402
 
 from cases import distributed  # noqa: E402
-from cases.case import CaseSpec, load_case  # noqa: E402
+from cases.case import CaseSpec, WorkloadContext, load_case  # noqa: E402
 from cases.config import LoadedConfig, load_config  # noqa: E402
 from cases.data import build_data, check_layout  # noqa: E402
-from cases.devices import apply_precision, get_device_spec  # noqa: E402
+from cases.devices import DeviceSpec, PrecisionPlan, apply_precision, get_device_spec  # noqa: E402
 from cases.distributed import World, world_from_env  # noqa: E402
 from cases.driver import Trainer, summarize, train  # noqa: E402
 from cases.errors import CaseError, ConfigError  # noqa: E402
@@ -126,10 +126,42 @@ def _config_event(loaded: LoadedConfig, case: CaseSpec, args: argparse.Namespace
     }
 
 
+def _world_event(world: World, spec: DeviceSpec, device: torch.device, plan: PrecisionPlan,
+                 expected: Optional[int]) -> dict:
+    return {
+        "world_size": world.world_size, "rank": world.rank, "local_rank": world.local_rank,
+        "node_rank": world.node_rank, "backend": spec.backend if world.distributed else "none",
+        "device": str(device), "device_name": spec.describe(device), "precision": plan.used,
+        "precision_requested": plan.requested, "precision_note": plan.note, "tf32": plan.tf32,
+        "distributed": world.distributed, "world_matches_config": expected in (None, world.world_size),
+        "host": socket.gethostname(), "torch": torch.__version__, "python": platform.python_version(),
+        "threads": torch.get_num_threads(), "framework": framework_versions(),
+    }
+
+
+def _run_workload(case: CaseSpec, loaded: LoadedConfig, spec: DeviceSpec, world: World, events: Recorder) -> None:
+    """A case that trains no model (CaseSpec.workload): config and world as for
+    training, then the case's own loop, whose result is the summary event."""
+    assert case.workload is not None
+    events.emit("config", {**loaded.as_event(), "data": "none", "synthetic": True})
+    if not world.distributed:
+        raise ConfigError(f"--case {case.name} measures a collective: run it under torchrun")
+    expected = loaded.name.nnodes * loaded.name.nproc if loaded.name.nnodes else None
+    spec.prepare()
+    device = spec.make_device(world.local_rank)
+    plan = spec.precision(getattr(loaded.values, "precision", "fp32"), device)
+    distributed.init(world, spec.backend)
+    events.emit("world", _world_event(world, spec, device, plan, expected))
+    events.emit("summary", case.workload(WorkloadContext(loaded.values, device, spec, plan, world, events)))
+
+
 def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
     spec = get_device_spec(args.vendor)
     case = load_case(args.case)
     loaded = load_config(case.name, case.config, args.vendor, args.config, args.fix_hp)
+    if case.workload is not None:
+        _run_workload(case, loaded, spec, world, events)
+        return
     cfg = loaded.values
     events.log_every = cfg.log_every
     weights = case.weights_file(cfg, args.data)
@@ -149,15 +181,7 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
     device = spec.make_device(world.local_rank)
     plan = spec.precision(cfg.precision, device)
     distributed.init(world, spec.backend)
-    events.emit("world", {
-        "world_size": world.world_size, "rank": world.rank, "local_rank": world.local_rank,
-        "node_rank": world.node_rank, "backend": spec.backend if world.distributed else "none",
-        "device": str(device), "device_name": spec.describe(device), "precision": plan.used,
-        "precision_requested": plan.requested, "precision_note": plan.note, "tf32": plan.tf32,
-        "distributed": world.distributed, "world_matches_config": expected in (None, world.world_size),
-        "host": socket.gethostname(), "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "framework": framework_versions(),
-    })
+    events.emit("world", _world_event(world, spec, device, plan, expected))
     apply_precision(plan, cfg.cudnn_benchmark)
     torch.manual_seed(cfg.seed)
 

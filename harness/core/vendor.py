@@ -14,9 +14,9 @@ in a Dockerfile line starts a new instruction).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from harness import REPO_ROOT
 from harness.errors import UserError
@@ -105,6 +105,29 @@ class Mount(BaseModel):
     readonly: bool = True
 
 
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class CollectiveSpec(BaseModel):
+    """The vendor's collective library and how the inventory's fabric
+    (harness/fabric/model.py) maps onto its variables; harness/fabric/env.py
+    turns the two into a container's environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    library: str = Field(min_length=1)  # NCCL, BKCL, gloo: named in messages and the record
+    # Which parser reads the library's debug output for the transport it chose
+    # (harness/fabric); null: the harness cannot tell, and records that.
+    transport_log: Literal["nccl"] | None = None
+    hcas_env: EnvName | None = None  # receives fabric.hcas joined by hcas_separator
+    hcas_separator: str = ","
+    socket_ifname_env: EnvName | None = None  # receives fabric.socket_ifname
+    type_env: dict[Literal["ib", "ethernet"], dict[EnvName, str]] = Field(default_factory=dict)
+    gdr_env: dict[EnvName, str] = Field(default_factory=dict)  # when fabric.gdr is true
+    # Makes the library print the transport it chose; set on every run with a fabric.
+    debug_env: dict[EnvName, str] = Field(default_factory=dict)
+
+
 class VendorSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -136,6 +159,8 @@ class VendorSpec(BaseModel):
     # The device itself and the torch.distributed backend are the training side's
     # business: cases/devices.py maps the vendor name to them.
     smi: str | None = None
+    # The collective library and its fabric variables; null: a fabric sets nothing.
+    collective: CollectiveSpec | None = None
 
     def device_nodes(self, device_count: int) -> list[str]:
         nodes: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from harness.hostinfo.model import FRAMEWORK_FIELDS, FrameworkVersions
@@ -39,36 +40,71 @@ def parse_lscpu_model(text: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class IbstatPort:
+    """One port of one CA in ``ibstat`` output."""
+
+    ca: str
+    port: int
+    state: str  # Active, Down, Initializing, ...
+    physical_state: str  # LinkUp, Disabled, Polling, ...
+    rate: float | None  # Gb/s
+    link_layer: str  # InfiniBand or Ethernet (RoCE)
+
+
+@dataclass(frozen=True)
+class IbstatReport:
+    """Every CA ``ibstat`` listed (with its ports), and the devices it said it
+    could not find (``ibpanic: ... stat of IB device 'mlx5_8' failed``)."""
+
+    cas: dict[str, list[IbstatPort]]
+    missing: list[str]
+
+
+def parse_ibstat_ports(text: str) -> IbstatReport:
+    """Every CA and port of ``ibstat`` output (the fabric preflight's view)."""
+    cas: dict[str, list[IbstatPort]] = {}
+    missing: list[str] = []
+    ca: str | None = None
+    fields: dict[str, str] | None = None
+    number = 0
+
+    def close() -> None:
+        if ca is not None and fields is not None:
+            try:
+                rate: float | None = float(fields.get("Rate", ""))
+            except ValueError:
+                rate = None
+            cas[ca].append(IbstatPort(ca, number, fields.get("State", ""), fields.get("Physical state", ""),
+                                      rate, fields.get("Link layer", "InfiniBand")))
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if (found := re.match(r"^CA '([^']+)'$", stripped)) is not None:
+            close()
+            ca, fields = found.group(1), None
+            cas.setdefault(ca, [])
+        elif (found := re.match(r"^Port (\d+):$", stripped)) is not None and ca is not None:
+            close()
+            fields, number = {}, int(found.group(1))
+        elif (found := re.search(r"stat of IB device '([^']+)' failed", stripped)) is not None:
+            missing.append(found.group(1))
+        elif fields is not None and ":" in stripped:
+            name, _, value = stripped.partition(":")
+            fields[name.strip()] = value.strip()
+    close()
+    return IbstatReport(cas, missing)
+
+
 def parse_ibstat(text: str) -> tuple[str, str] | None:
     """(link layer, rate) of the fastest Active port in ``ibstat`` output, e.g.
     ("InfiniBand", "200Gb/s"); None when no port is Active."""
-    best: tuple[float, str] | None = None
-    port: dict[str, str] | None = None
-    ports: list[dict[str, str]] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if re.match(r"^Port \d+:$", stripped):
-            port = {}
-            ports.append(port)
-            continue
-        if line.startswith("CA "):
-            port = None
-            continue
-        if port is not None and ":" in stripped:
-            name, _, value = stripped.partition(":")
-            port[name.strip()] = value.strip()
-    for fields in ports:
-        if fields.get("State", "").lower() != "active":
-            continue
-        try:
-            rate = float(fields.get("Rate", ""))
-        except ValueError:
-            continue
-        if best is None or rate > best[0]:
-            best = (rate, fields.get("Link layer", "InfiniBand"))
-    if best is None:
+    active = [port for ports in parse_ibstat_ports(text).cas.values() for port in ports
+              if port.state.lower() == "active" and port.rate is not None]
+    if not active:
         return None
-    return best[1], f"{best[0]:g}Gb/s"
+    best = max(active, key=lambda port: port.rate or 0.0)
+    return best.link_layer, f"{best.rate:g}Gb/s"
 
 
 def parse_ibv_devinfo(text: str) -> tuple[str, str] | None:

@@ -164,7 +164,7 @@ def test_every_reference_row_has_a_config(case: str, vendor: str, config: str, f
 
 def test_every_shipped_config_file_is_valid() -> None:
     files = sorted(CASES_DIR.glob("*/configs/*/*.yaml"))
-    assert len(files) == 19  # 15 reference-page configs + 4 cpu ones
+    assert len(files) == 23  # 15 reference-page configs + 4 cpu ones + allreduce's 4 (one per vendor)
     for path in files:
         case, vendor = path.parts[-4], path.parts[-2]
         load_config(case, load_case(case).config, vendor, path.stem, "")
@@ -190,7 +190,7 @@ def test_vit_patches_must_tile_the_image() -> None:
 
 
 def test_cases_are_found_by_name() -> None:
-    assert available_cases() == ["bigtransfer", "mobilenetv2", "resnet50", "vit"]
+    assert available_cases() == ["allreduce", "bigtransfer", "mobilenetv2", "resnet50", "vit"]
     with pytest.raises(CaseError, match="unknown case 'events'"):
         load_case("events")
 
