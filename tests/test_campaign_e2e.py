@@ -332,3 +332,58 @@ def test_sigterm_stops_records_and_resume_continues(make_hosts_yaml: Callable[..
     assert [a["status"] for a in state["units"][0]["attempts"]] == ["interrupted", "success"]
     again = run_campaign(suite, results, "--resume")
     assert again.returncode == 0 and "nothing to resume" in again.stdout + again.stderr
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# A stand-in for nvidia-smi on a one-device host: recorded output for the process
+# query, one device for the count, zero ECC counters.
+case "$*" in
+  *--query-compute-apps=*) cat "{processes}" ;;
+  *--query-gpu=name,memory.total,driver_version*) echo "NVIDIA A100-SXM4-40GB, 40960 MiB, 470.57.02" ;;
+  *--query-gpu=index,ecc.errors*) echo "0, 0, 0, 0, 0" ;;
+  *) echo "fake nvidia-smi: not scripted: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def test_a_foreign_process_on_the_devices_fails_the_gate_as_infra(tmp_path: Path, campaign_name: str) -> None:
+    """The real controller, with an nvidia job on a local host whose `nvidia-smi`
+    (a script first on PATH) lists processes from a recorded output: every attempt
+    is refused by the gate, recorded `infra` naming host, pid, name and memory,
+    retried, and nothing is started."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    processes = REPO_ROOT / "tests" / "fixtures" / "smi" / "nvidia-smi_compute_apps_header_units_l40s.txt"
+    fake.write_text(FAKE_NVIDIA_SMI.format(processes=processes))
+    fake.chmod(0o755)
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(yaml.safe_dump({"cluster": {"master_port": 29577}, "hosts": [
+        {"name": "gpuhost", "address": "127.0.0.1", "transport": "local", "devices": 1,
+         "work_dir": str(tmp_path / "work")}]}))
+    suite = write_suite(tmp_path, campaign_name, hosts, [
+        {"case": "resnet50", "vendor": "nvidia", "config": "1x1", "fix_hp": TINY, "retries": 1}],
+        gates={"leftovers": False})
+    results = tmp_path / "results"
+    proc = subprocess.run(campaign_argv(suite, results), cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_S,
+                          env={**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d campaign: job 1: resnet50 nvidia A100 1x1 .*: failed \(infra, "
+                     r"1 retry used\): health gate failed: gpuhost: foreign process on the devices: pid 44378 ",
+                     output, re.MULTILINE), output
+    state = state_of(results, campaign_name)
+    (job,) = state["units"]
+    assert job["status"] == "failed" and [a["failure_kind"] for a in job["attempts"]] == ["infra", "infra"]
+    for attempt in job["attempts"]:
+        assert attempt["failure"] == (
+            "health gate failed: gpuhost: foreign process on the devices: pid 44378 (tritonserver, 1836 MiB); "
+            "gpuhost: foreign process on the devices: pid 44966 "
+            "(/opt/tritonserver/backends/python/triton_python_backend_stub, 974 MiB); "
+            "gpuhost: foreign process on the devices: pid 52114 (/usr/bin/python3, 6294 MiB)")
+        recorded = json.loads(Path(attempt["results_json"]).read_text())
+        assert recorded["failure_kind"] == "infra" and recorded["nodes"] == []  # nothing was started
+    assert state["health"]["gpuhost"]["errors"] == {"0": {"uncorrected_volatile": 0, "uncorrected_aggregate": 0,
+                                                          "corrected_volatile": 0, "corrected_aggregate": 0}}
+    assert containers(campaign_name) == []
+    assert not (tmp_path / "work" / LOCK_DIR_NAME).exists()

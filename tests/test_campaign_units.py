@@ -5,9 +5,12 @@ and comparisons, and `campaign status`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
+import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from campaignkit import TINY, checked, write_suite
+from rich.console import Console
 
 from harness import REPO_ROOT
 from harness.backends.transport import CommandResult, Transport
@@ -28,8 +32,10 @@ from harness.campaign.state import Attempt, CampaignState, StateStore, Unit, fol
 from harness.campaign.stats import spread
 from harness.campaign.suite import Notify
 from harness.campaign.summary import write_summary
+from harness.campaign.view import CampaignView, live_layout
 from harness.core.inventory import Host
 from harness.core.results import Metrics, NodeOutcome, RunResult
+from harness.core.watch import StepProgress
 from harness.errors import UserError
 
 # --------------------------------------------------------------------------- statistics
@@ -177,6 +183,60 @@ def test_device_count_gate_with_the_vendors_tool() -> None:
     problem = device_problem(CannedTransport(seven), host, "nvidia-smi") or ""
     assert "node1" in problem and "sees 7 device(s)" in problem and "devices: 8" in problem
     assert "exited 9" in (device_problem(CannedTransport("NVIDIA-SMI has failed", 9), host, "nvidia-smi") or "")
+
+
+# --------------------------------------------------------------------------- live view
+
+
+def three_jobs() -> CampaignState:
+    done, running, waiting = unit(0, 1, "success"), unit(1, 1, "running"), unit(2, 1)
+    done.attempts = [Attempt(number=1, run_id="nightly-x-j1-a1", status="success")]
+    running.attempts = [Attempt(number=1, run_id="nightly-x-j2-a1", status="failed", failure_kind="infra",
+                                failure="host lost"),
+                        Attempt(number=2, run_id="nightly-x-j2-a2", started_at="2026-11-20T18:00:00+00:00")]
+    return CampaignState(name="nightly", stamp="20261120-180000", suite="s", inventory="h",
+                         units=[done, running, waiting])
+
+
+def test_the_live_layout_shows_the_running_jobs_throughput_elapsed_time_and_the_counts() -> None:
+    console = Console(record=True, force_terminal=True, width=200)
+    step = StepProgress(epoch=1, step=40, samples_per_s=12345.67)
+    now = dt.datetime(2026, 11, 20, 18, 3, 12, tzinfo=dt.timezone.utc)
+    console.print(live_layout(three_jobs(), ("nightly-x-j2-a2", step), elapsed_s=3725, now=now))
+    text = console.export_text()
+    (row,) = [line for line in text.splitlines() if "job 2:" in line]
+    assert "running" in row and "nightly-x-j2-a2" in row and "2 (1 counted)" in row
+    assert "12,345.7 samples/s · epoch 1 step 40 · 3m12s elapsed" in row
+    assert "1 ok, 0 failed, 1 running, 1 waiting; 1h02m elapsed" in text
+    # a step of an earlier attempt is not shown as this one's
+    stale = Console(record=True, force_terminal=True, width=200)
+    stale.print(live_layout(three_jobs(), ("nightly-x-j2-a1", step), elapsed_s=5, now=now))
+    assert "no step yet · 3m12s elapsed" in stale.export_text()
+
+
+def test_the_view_redraws_in_place_on_a_terminal_and_writes_timestamped_lines_elsewhere() -> None:
+    terminal = Console(record=True, force_terminal=True, width=200)
+    view = CampaignView(terminal)
+    state = three_jobs()
+    view.transition(state, "job 2: attempt 2, run nightly-x-j2-a2")
+    view.progress(StepProgress(epoch=0, step=3, samples_per_s=88.0))
+    view.close()
+    shown = terminal.export_text()
+    assert "campaign: job 2: attempt 2, run nightly-x-j2-a2 [1 ok, 0 failed, 1 waiting;" in shown
+    assert "88.0 samples/s · epoch 0 step 3" in shown and "1 ok, 0 failed, 1 running, 1 waiting" in shown
+
+    log = io.StringIO()
+    plain = CampaignView(Console(file=log, force_terminal=False, width=200))
+    plain.transition(state, "job 2: attempt 2, run nightly-x-j2-a2")
+    plain.progress(StepProgress(epoch=0, step=3, samples_per_s=88.0))
+    plain.event("summary: s.md")
+    plain.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d campaign: "
+    assert re.fullmatch(stamp + r"job 2: attempt 2, run nightly-x-j2-a2 \[1 ok, 0 failed, 1 waiting; 0\.0 min\]",
+                        lines[0])
+    assert re.fullmatch(stamp + "summary: s.md", lines[1])
 
 
 # --------------------------------------------------------------------------- summary

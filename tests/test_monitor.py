@@ -14,12 +14,26 @@ import pytest
 from harness.backends.transport import CommandResult, LocalTransport, Transport
 from harness.devices.host import cpu_percent_between, parse_meminfo, parse_proc_stat, sample_local_host
 from harness.devices.ipmitool import IPMI_POWER_ARGV, parse_ipmitool_power
-from harness.devices.ixsmi import parse_smi_table
-from harness.devices.nvidia_smi import parse_nvidia_smi_csv, parse_query_csv
-from harness.devices.readings import DeviceSample
-from harness.devices.registry import SMI_TOOLS, smi_tool
+from harness.devices.ixsmi import parse_process_table, parse_smi_table
+from harness.devices.kernel_log import newer_than, parse_kernel_events
+from harness.devices.nvidia_smi import (
+    NVIDIA_SMI_ECC_ARGV,
+    NVIDIA_SMI_PROCESSES_ARGV,
+    XID_MARKER,
+    parse_compute_apps,
+    parse_ecc_counters,
+    parse_nvidia_smi_csv,
+    parse_query_csv,
+)
+from harness.devices.readings import DeviceProcess, DeviceSample
+from harness.devices.registry import SMI_TOOLS, health_queries, smi_tool
 from harness.devices.sampler import CSV_COLUMNS, MonitorSampler, peak_memory, read_device_rows
-from harness.devices.xpu_smi import parse_xpu_smi_inventory, parse_xpu_smi_machine, parse_xpu_smi_table
+from harness.devices.xpu_smi import (
+    parse_xpu_smi_inventory,
+    parse_xpu_smi_machine,
+    parse_xpu_smi_processes,
+    parse_xpu_smi_table,
+)
 from harness.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smi"
@@ -148,6 +162,89 @@ def test_registry() -> None:
     assert smi_tool("xpu_smi").argv == ("xpu_smi",) and smi_tool("xpu_smi-m").argv == ("xpu_smi", "-m")
     with pytest.raises(UserError, match="unknown device monitor"):
         smi_tool("npu-smi")
+
+
+# --------------------------------------------------------------------------- health gate queries
+
+
+def test_compute_apps_with_header_units_and_a_process_of_another_namespace() -> None:
+    processes = parse_compute_apps(fixture("nvidia-smi_compute_apps_header_units_8gpu.txt"))
+    assert len(processes) == 8
+    assert processes[0] == DeviceProcess(pid=1328667, name="/usr/local/bin/python3.10", used_mib=130004,
+                                         device="GPU-a44622e3-2296-6285-0a86-84d0f6c67900")
+    assert processes[-1].name == "[Not Found]" and processes[-1].used_mib == 58060  # pid not visible to the tool
+    assert processes[-1].describe() == \
+        "pid 1758887 ([Not Found], 58060 MiB) on device GPU-28780eb0-24d5-1f13-59b8-ae5c23617a72"
+
+
+def test_compute_apps_header_names_the_memory_column_used_gpu_memory() -> None:
+    processes = parse_compute_apps(fixture("nvidia-smi_compute_apps_header_units_l40s.txt"))
+    assert [(p.pid, p.name, p.used_mib, p.device) for p in processes] == [
+        (44378, "tritonserver", 1836, None),
+        (44966, "/opt/tritonserver/backends/python/triton_python_backend_stub", 974, None),
+        (52114, "/usr/bin/python3", 6294, None),
+    ]
+
+
+def test_compute_apps_without_header_uses_the_queried_fields() -> None:
+    fields = ("timestamp", "gpu_name", "pid", "process_name", "used_memory")
+    (process,) = parse_compute_apps(fixture("nvidia-smi_compute_apps_noheader_nounits_rtx3090.txt"), fields)
+    assert process == DeviceProcess(pid=1106871, name="/app/llama-server", used_mib=23342,
+                                    device="NVIDIA GeForce RTX 3090")
+
+
+def test_no_compute_process_is_an_empty_list() -> None:
+    assert parse_compute_apps(fixture("nvidia-smi_compute_apps_header_only.txt")) == []
+    assert parse_compute_apps("") == []  # what --format=csv,noheader prints with nothing running
+    assert NVIDIA_SMI_PROCESSES_ARGV == ("nvidia-smi", "--query-compute-apps=pid,process_name,used_memory",
+                                         "--format=csv,noheader,nounits")
+
+
+def test_ecc_counters_read_by_header_among_many_columns() -> None:
+    devices = parse_ecc_counters(fixture("nvidia-smi_query_ecc_8xh100.txt"))
+    assert [device.index for device in devices] == list(range(8))
+    assert devices[3].counts == {"uncorrected_volatile": 0, "uncorrected_aggregate": 0, "corrected_volatile": 0,
+                                 "corrected_aggregate": 0}
+    assert NVIDIA_SMI_ECC_ARGV[1] == ("--query-gpu=index,ecc.errors.uncorrected.volatile.total,"
+                                      "ecc.errors.uncorrected.aggregate.total,ecc.errors.corrected.volatile.total,"
+                                      "ecc.errors.corrected.aggregate.total")
+
+
+def test_process_tables_of_the_default_output() -> None:
+    rows = parse_process_table(fixture("nvidia-smi_table_processes_5rows.txt"))
+    assert [(p.device, p.pid, p.name, p.used_mib) for p in rows] == [
+        ("0", 10734, "...-x86_64-Release/abcdefgh/foo_bar", 160),
+        ("0", 58661, ".../abcdefgh/123456/bin/abcde/bazbaz", 3),
+        ("1", 10734, "...-x86_64-Release/abcdefgh/foo_bar", 160),
+        ("2", 18243, "/usr/bin/X", 64),
+        ("2", 22720, "/usr/bin/gnome-shell", 34),
+    ]
+    for name in ("ixsmi_table_bi-v150_corex-4.3.0.txt", "ixsmi_table_bi-v100_corex-3.0.1.txt"):
+        assert parse_process_table(fixture(name)) == []  # "No running processes found"
+    for name in ("xpu_smi_table_r300_runtime-4.31.txt", "xpu_smi_table_k200_driver-4.0.txt"):
+        assert parse_xpu_smi_processes(fixture(name)) == []  # an empty PROCESSES table / none at all
+
+
+def test_xid_lines_of_the_kernel_log() -> None:
+    events = parse_kernel_events(fixture("dmesg_nvrm_xid_3lines.txt"), XID_MARKER)
+    assert [event.at_s for event in events] == [24128.828315, 24128.828608, 24128.834365]
+    assert events[-1].text == "NVRM: Xid (PCI:0000:01:00): 31, Ch 00000003, engmask 00000101, intr 10000000"
+    assert newer_than(events, 24128.828608, 2) == events[2:]
+    assert newer_than(events, None, 0) == events
+    # NVRM lines that are not XID events (a GPU that fell off the bus without one) are not counted
+    assert parse_kernel_events(fixture("dmesg_nvrm_fallen_off_bus_no_xid.txt"), XID_MARKER) == []
+    unstamped = parse_kernel_events("NVRM: Xid (PCI:0000:01:00): 79, GPU has fallen off the bus.\n", XID_MARKER)
+    assert unstamped[0].at_s is None and newer_than(unstamped, None, 0) == unstamped
+    assert newer_than(unstamped, None, 1) == []
+
+
+def test_what_each_tool_can_tell_the_health_gates() -> None:
+    nvidia = health_queries("nvidia-smi")
+    assert nvidia.processes and nvidia.errors and nvidia.kernel_marker
+    for key in ("ixsmi", "ixsmi-csv", "xpu_smi", "xpu_smi-m"):
+        queries = health_queries(key)
+        assert queries.processes is not None and queries.errors is None and queries.kernel_marker is None
+    assert health_queries("npu-smi").processes is None
 
 
 # --------------------------------------------------------------------------- the host

@@ -25,7 +25,7 @@ from rich.console import Console
 from harness.backends.docker import MasterPortBusy, OrphansFound
 from harness.campaign.backend import CampaignBackend
 from harness.campaign.check import PlannedEntry, check_suite
-from harness.campaign.gates import check_gates
+from harness.campaign.gates import GateMemory, check_gates
 from harness.campaign.lock import HostLocked, HostLocks, this_controller
 from harness.campaign.notify import Notifier
 from harness.campaign.recover import record_unstarted, recover_attempt
@@ -61,6 +61,7 @@ class Campaign:
         self.results = results
         self.console = console
         self.view = CampaignView(console)
+        self.gate_memory = GateMemory(state.health, self.warn)  # each host's last reading, saved with the state
         self.notifier = Notifier(self.suite.notify, self.warn)
         self.sleep = sleep
         self.locks = HostLocks(backend.transport, this_controller(f"{state.name} {store.folder}"),
@@ -221,14 +222,15 @@ class Campaign:
                 problems.append(f"{host.name}: lock not taken: {_first_line(str(exc))}")
         if not problems:
             smi = load_vendor(job.vendor).smi
-            problems = check_gates(self.backend, self.backend.transport, hosts, smi, self.suite.gates)
+            problems = check_gates(self.backend, self.backend.transport, hosts, smi, self.suite.gates, self.gate_memory)
         if problems:
             return record_unstarted(job, planned, self.backend, self.results, "infra",
                                     "health gate failed: " + "; ".join(problems), self.warn)
         entry = planned.entry
         limits = WatchLimits.for_cluster(self.inventory.cluster, entry.timeout_s, entry.stall_timeout_s)
         try:
-            return run_job(job, planned.inventory, self.backend, self.results, self.console, limits=limits)
+            return run_job(job, planned.inventory, self.backend, self.results, self.console, limits=limits,
+                           on_progress=self.view.progress)
         except RunInterrupted:
             raise
         except UserError as exc:  # the preflight refused: nothing was started
@@ -300,5 +302,6 @@ def run_campaign(suite_path: Path, results: Path, resume: bool, console: Console
         finally:
             for problem in campaign.locks.release_all():
                 campaign.warn(problem)
+            campaign.view.close()
     finally:
         backend.close()

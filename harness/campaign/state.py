@@ -83,6 +83,17 @@ class Unit(BaseModel):
         return all(getattr(self, key) == getattr(other, key) for key in keys)
 
 
+class HostHealth(BaseModel):
+    """What the health gates last read on one host (harness/campaign/gates.py),
+    kept so the next check can tell what happened since."""
+
+    checked_at: str = Field(default_factory=now_iso)
+    errors: dict[str, dict[str, int]] = Field(default_factory=dict)  # device index -> ECC counter -> value
+    boot_id: str | None = None  # the kernel's boot the driver error lines below belong to
+    kernel_events: int = 0  # driver error lines (XID) in that boot's kernel log
+    last_event_s: float | None = None  # the newest one's stamp, seconds since boot
+
+
 class Controller(BaseModel):
     host: str = Field(default_factory=socket.gethostname)
     pid: int = Field(default_factory=os.getpid)
@@ -101,6 +112,7 @@ class CampaignState(BaseModel):
     exit_status: int | None = None
     resumed: list[str] = Field(default_factory=list)  # when --resume continued it
     units: list[Unit]
+    health: dict[str, HostHealth] = Field(default_factory=dict)  # host name -> its last gate reading
 
     def count(self, status: UnitStatus) -> int:
         return sum(1 for unit in self.units if unit.status == status)

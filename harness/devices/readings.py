@@ -1,7 +1,8 @@
 """What a device tool reports, and the text helpers its parsers share.
 
 ``DeviceSample`` is one device at one moment (a monitor row); ``DeviceInventory``
-is what the environment capture reads once (model per device, memory, driver).
+is what the environment capture reads once (model per device, memory, driver);
+``DeviceProcess`` and ``ErrorCounters`` are what the campaign's health gates read.
 Each tool's module (nvidia_smi.py, ixsmi.py, xpu_smi.py) turns its output into
 these; recorded outputs are in tests/fixtures/smi/.
 """
@@ -9,7 +10,7 @@ these; recorded outputs are in tests/fixtures/smi/.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 INVALID_READING = 65535  # 0xFFFF: what a tool prints for a sensor it could not read
@@ -32,6 +33,37 @@ class DeviceSample:
     util_pct: float | None = None
     power_w: float | None = None
     temp_c: float | None = None
+
+
+@dataclass(frozen=True)
+class DeviceProcess:
+    """A process that holds a device, as the tool lists it (health gates)."""
+
+    pid: int
+    name: str
+    used_mib: float | None = None
+    device: str | None = None  # index, bus id or UUID, whichever the tool printed
+
+    def describe(self) -> str:
+        memory = f"{self.used_mib:.0f} MiB" if self.used_mib is not None else "memory unknown"
+        where = f" on device {self.device}" if self.device else ""
+        return f"pid {self.pid} ({self.name}, {memory}){where}"
+
+
+# The error counters a tool's parser reports, by neutral name (ErrorCounters.counts).
+UNCORRECTED_VOLATILE = "uncorrected_volatile"  # since the driver was loaded
+UNCORRECTED_AGGREGATE = "uncorrected_aggregate"  # the device's lifetime
+CORRECTED_VOLATILE = "corrected_volatile"
+CORRECTED_AGGREGATE = "corrected_aggregate"
+
+
+@dataclass(frozen=True)
+class ErrorCounters:
+    """One device's memory error (ECC) counters; a counter the tool printed as
+    N/A or not supported is absent."""
+
+    index: int
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class DeviceInventory(NamedTuple):

@@ -1,5 +1,5 @@
-"""Kunlunxin's ``xpu_smi``: the default table (samples and inventory) and the
-``xpu_smi -m`` machine lines (samples).
+"""Kunlunxin's ``xpu_smi``: the default table (samples, inventory, and for the
+health gates its PROCESSES section) and the ``xpu_smi -m`` machine lines (samples).
 
 Recorded outputs: tests/fixtures/smi/xpu_smi_table_*.txt and xpu_smi_m_p800.txt.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from harness.devices.readings import BUS_ID, DeviceInventory, DeviceSample, reading, table_cells
+from harness.devices.readings import BUS_ID, DeviceInventory, DeviceProcess, DeviceSample, reading, table_cells
 
 XPU_SMI_ARGV = ("xpu_smi",)
 XPU_SMI_MACHINE_ARGV = ("xpu_smi", "-m")
@@ -21,16 +21,17 @@ _DRIVER = re.compile(r"^Driver Version:\s*(\S+)", re.MULTILINE)
 XPU_MACHINE_FIELDS = {"bus_id": 0, "index": 1, "temp_c": 4, "power_w": 8, "mem_used_mib": 17, "mem_total_mib": 18, "util_pct": 19}
 
 
-def xpu_smi_rows(text: str) -> list[dict[str, str]]:
-    """The device rows of ``xpu_smi``'s default DEVICES table, each as
-    {column header: cell}. Columns are found by their header, since driver
-    versions print different sets."""
+def xpu_smi_rows(text: str, section: tuple[str, ...] = ("PCI Addr", "UseRate")) -> list[dict[str, str]]:
+    """The rows of one table of ``xpu_smi``'s default output, each as {column
+    header: cell}: the DEVICES table, or the first table whose header has DevID
+    and one of the ``section`` columns. Columns are found by their header, since
+    driver versions print different sets."""
     header: list[str] | None = None
     rows: list[dict[str, str]] = []
     for line in text.splitlines():
         cells = table_cells(line)
         if header is None:
-            if "DevID" in cells and ("PCI Addr" in cells or "UseRate" in cells):
+            if "DevID" in cells and any(column in cells for column in section):
                 header = cells
             continue
         if not cells:
@@ -103,3 +104,16 @@ def parse_xpu_smi_machine(text: str) -> list[DeviceSample]:
             )
         )
     return samples
+
+
+def parse_xpu_smi_processes(text: str) -> list[DeviceProcess]:
+    """The PROCESSES table of the default ``xpu_smi`` output (``DevID | PID |
+    Streams | L3 | Memory | Command``); empty when no process holds a device."""
+    processes: list[DeviceProcess] = []
+    for row in xpu_smi_rows(text, section=("PID",)):
+        if not row.get("PID", "").isdigit():
+            continue
+        memory = re.match(r"\s*(\d+(?:\.\d+)?)", row.get("Memory", ""))
+        processes.append(DeviceProcess(pid=int(row["PID"]), name=row.get("Command") or "?", device=row["DevID"],
+                                       used_mib=float(memory.group(1)) if memory else None))
+    return processes
