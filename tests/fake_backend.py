@@ -42,10 +42,12 @@ class FakeNode:
 
 class FakeBackend(ClusterBackend):
     def __init__(self, nodes: list[FakeNode], *, fail_image: Exception | None = None,
-                 fail_launch: Exception | None = None, on_poll: Callable[[int], None] | None = None) -> None:
+                 fail_launch: Exception | None = None, on_poll: Callable[[int], None] | None = None,
+                 fail_allocate: Exception | None = None) -> None:
         self.nodes = nodes
         self.fail_image = fail_image
         self.fail_launch = fail_launch
+        self.fail_allocate = fail_allocate
         self.on_poll = on_poll
         self.calls: list[tuple[str, tuple[int, ...]]] = []
         self._poll_rounds = 0
@@ -62,6 +64,15 @@ class FakeBackend(ClusterBackend):
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         self._call("preflight")
         return PreflightReport()
+
+    def allocate(self, plan: RunPlan) -> RunPlan:
+        self._call("allocate")
+        if self.fail_allocate is not None:
+            raise self.fail_allocate
+        return plan
+
+    def release(self, plan: RunPlan) -> None:
+        self._call("release")
 
     def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
         return {}

@@ -131,6 +131,23 @@ def test_an_image_that_cannot_be_built_is_infra_and_recorded(tmp_path: Path) -> 
     assert recorded(tmp_path)["status"] == "failed" and history(tmp_path) == [("flow", "failed")]
 
 
+def test_a_failed_allocation_is_infra_starts_nothing_and_is_released(tmp_path: Path) -> None:
+    backend = FakeBackend([FakeNode(), FakeNode()], fail_allocate=RunFailed("Slurm job 7 still PENDING after 1800 s"))
+    result = start(tmp_path, backend)
+    assert result.failure_kind == "infra" and result.failure.startswith("allocate failed: Slurm job 7 still PENDING")
+    assert backend.called("prepare_image") == [] and backend.called("launch") == []
+    assert backend.called("release") == [()]
+    assert recorded(tmp_path)["status"] == "failed"
+
+
+def test_a_run_that_got_to_the_end_releases_its_allocation_once_after_cleanup(tmp_path: Path) -> None:
+    backend = FakeBackend([FakeNode(), FakeNode()])
+    start(tmp_path, backend)
+    assert backend.called("allocate") == [()] and backend.called("release") == [()]
+    names = [name for name, _ in backend.calls]
+    assert names.index("allocate") < names.index("launch") < names.index("cleanup") < names.index("release")
+
+
 def test_a_launch_error_is_infra_and_whatever_started_is_cleaned(tmp_path: Path) -> None:
     error = RemoteCommandError("beta", ["docker", "run"], 125, "docker: Error response from daemon")
     backend = FakeBackend([FakeNode(), FakeNode()], fail_launch=error)

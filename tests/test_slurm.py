@@ -123,6 +123,12 @@ def test_a_bad_slurm_section_is_one_clear_error(make_slurm_yaml: Callable[..., P
     missing = bench(make_slurm_yaml({"partition": "nosuch"}), tmp_path, "slurm-no-partition", "--config", "2x1")
     assert missing.returncode == 2 and "partition nosuch" in missing.stderr, missing.stderr
     assert not (tmp_path / "slurm-no-partition").exists()
+    # More nodes than the partition has: Slurm's own verdict (sbatch --test-only), nothing submitted.
+    too_many = bench(make_slurm_yaml(), tmp_path, "slurm-too-many", "--config", "3x1")
+    assert too_many.returncode == 2 and "has 2" in too_many.stderr, too_many.stderr
+    limited = bench(make_slurm_yaml({"sbatch_args": ["--nodelist=n9"]}), tmp_path, "slurm-refused", "--config", "2x1")
+    assert limited.returncode == 2 and "Slurm refuses the job" in limited.stderr, limited.stderr
+    assert slurm_jobs("slurm-refused") == [] and not (tmp_path / "slurm-refused").exists()
 
 
 @pytest.mark.parametrize("name", ["slurm_2x8", "slurm_2x8_pyxis"])

@@ -51,7 +51,7 @@ from harness.backends.transport import CommandResult, LocalTransport, Transport,
 from harness.core.events import Event, parse_lines
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
-from harness.core.plan import NodePlan, RunPlan
+from harness.core.plan import NodePlan, RunPlan, node_dir_name
 from harness.core.results import FailureKind, NodeOutcome
 from harness.core.vendor import VendorSpec
 from harness.errors import RunFailed, UserError
@@ -179,14 +179,22 @@ class SlurmBackend(DockerSshBackend):
         except OSError as exc:
             raise UserError(f"cannot create the run folder {root}: {exc.strerror or exc}",
                             file=self.inventory.source, field="cluster.slurm.work_dir") from exc
-        report.facts["controller"] = {"slurm": version.output.strip(), "nodes_up": str(nodes)}
+        request = self.slurm(plan)
+        (root / BATCH_SCRIPT).write_text(request.batch_script, encoding="utf-8")
+        (root / STEP_SCRIPT).write_text(request.step_script, encoding="utf-8")
+        # Slurm's own verdict on the request (partition, node count, limits), submitting nothing.
+        trial = self.controller.run([request.sbatch_argv[0], "--test-only", *request.sbatch_argv[1:]],
+                                    timeout=QUICK_S)
+        if not trial.ok:
+            shutil.rmtree(root, ignore_errors=True)
+            raise UserError(f"Slurm refuses the job: {trial.output.strip()[-400:]}",
+                            file=self.inventory.source, field="cluster.slurm")
+        report.facts["controller"] = {"slurm": version.output.strip(), "nodes_up": str(nodes),
+                                      "sbatch_test_only": trial.output.strip()[-200:]}
         return report
 
     def allocate(self, plan: RunPlan) -> RunPlan:
         request = self.slurm(plan)
-        root = Path(request.run_root)
-        (root / BATCH_SCRIPT).write_text(request.batch_script, encoding="utf-8")
-        (root / STEP_SCRIPT).write_text(request.step_script, encoding="utf-8")
         submitted = self.controller.run(request.sbatch_argv, timeout=QUICK_S)
         job_id = submitted.output.strip().splitlines()[-1].split(";")[0] if submitted.ok and submitted.output else ""
         if not job_id.isdigit():
@@ -346,7 +354,7 @@ class SlurmBackend(DockerSshBackend):
             if not rank.isdigit():
                 continue
             host = _labelled_host(run_dir) or f"slurm-node{rank}"
-            outcome = collect_run_dir(host, int(rank), "", run_dir, dest / f"{host}_noderank{rank}", set(), set())
+            outcome = collect_run_dir(host, int(rank), "", run_dir, dest / node_dir_name(host, int(rank)), set(), set())
             if outcome.collected:
                 shutil.rmtree(run_dir, ignore_errors=True)
             outcomes.append(outcome)

@@ -125,6 +125,7 @@ class _Run:
 
     outcome: WaitOutcome = field(default_factory=lambda: WaitOutcome(False, "interrupted", "interrupted"))
     launched: bool = False
+    stage: str = "allocate"  # what was under way when a failure came: named in the report
     interrupted: bool = False
     image_id: str = ""
     environments: dict[str, EnvironmentInfo] = field(default_factory=dict)
@@ -240,9 +241,10 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         try:
             with clock.phase("allocate"):
                 plan = backend.allocate(plan)
+            run.stage = "image"
             _prepare(plan, backend, clock, console, check_environment, run)
             with clock.phase("launch"):
-                run.launched = True  # from here on, containers may exist
+                run.launched, run.stage = True, "launch"  # from here on, containers may exist
                 backend.launch(plan)
                 backend.start_monitors(plan, out_dir)
             with clock.phase("wait"):
@@ -252,12 +254,11 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
             run.outcome = WaitOutcome(False, "interrupted", "interrupted (SIGINT/SIGTERM/SIGHUP) "
                                       + ("while training" if run.launched else "before training started"))
         except HostUnreachable as exc:  # a host lost while building or starting: not bad input
-            run.outcome = WaitOutcome(False, "infra", f"{'launch' if run.launched else 'image'} failed: {exc}")
+            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}")
         except UserError:
             raise  # the REPRO gate: nothing was started
         except HarnessError as exc:
-            phase = "launch" if run.launched else "image"
-            run.outcome = WaitOutcome(False, "infra", f"{phase} failed: {exc}")
+            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}")
         if not run.outcome.ok:
             console.print(Text.assemble(("failed: ", "red"), f"{run.outcome.failure}; stopping the other nodes"),
                           soft_wrap=True)
