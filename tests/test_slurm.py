@@ -145,3 +145,28 @@ def test_dry_run_sbatch_scripts_match_golden(name: str) -> None:
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.write_text(text, encoding="utf-8")
     assert text == golden.read_text(encoding="utf-8")
+
+
+def test_a_campaign_runs_through_slurm(make_slurm_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    """A suite on the Slurm inventory: validated, run through sbatch twice (repeats),
+    summarised; a job needing more nodes than the partition has is refused first."""
+    from test_campaign_e2e import campaign_argv, state_of, write_suite
+
+    hosts = make_slurm_yaml()
+    name = f"slurmcamp{os.getpid()}"
+    bad = write_suite(tmp_path, name, hosts, [{"case": "resnet50", "config": "2x1", "fix_hp": TINY},
+                                              {"case": "resnet50", "config": "2x1", "fix_hp": "bz=2"}])
+    refused = subprocess.run(campaign_argv(bad, tmp_path / "results"), cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=120, check=False)
+    assert refused.returncode == 2 and "bz" in refused.stderr, refused.stdout + refused.stderr
+    suite = write_suite(tmp_path, name, hosts, [{"case": "resnet50", "config": "2x1", "fix_hp": TINY, "repeats": 2}])
+    done = subprocess.run(campaign_argv(suite, tmp_path / "results"), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = state_of(tmp_path / "results", name)
+    assert [u["status"] for u in state["units"]] == ["success", "success"]
+    for unit in state["units"]:
+        run_id = unit["attempts"][0]["run_id"]
+        assert (tmp_path / "results" / run_id / "resnet50" / "2x1" / "n2_noderank1" / "container.log").is_file()
+        assert_nothing_left(run_id)
+    assert list((tmp_path / "results" / "campaigns" / name).glob("*/summary.md"))

@@ -167,5 +167,10 @@ class ClusterBackend(ABC):
     def remove(self, leftovers: list[Leftover]) -> list[str]:
         """Remove these containers; return the ids removed."""
 
+    def forget(self) -> None:
+        """Drop what is kept from run to run (a campaign's captured environments,
+        images known present): a host that failed may have changed."""
+        return None
+
     def close(self) -> None:
         return None

@@ -7,8 +7,10 @@ images pruned), so the next attempt captures and checks again."""
 from __future__ import annotations
 
 from harness.backends.docker import DockerSshBackend
+from harness.backends.registry import make_backend
 from harness.core.inventory import Host, Inventory
 from harness.core.plan import RunPlan
+from harness.errors import UserError
 from harness.hostinfo.model import EnvironmentInfo
 
 
@@ -36,3 +38,16 @@ class CampaignBackend(DockerSshBackend):
         """Capture environments and check images again from the next run on."""
         self._environments.clear()
         self._images.clear()
+
+
+def campaign_backend(inventory: Inventory) -> DockerSshBackend:
+    """The backend a campaign runs its jobs through: the cached SSH one for a host
+    list, the registry's own otherwise (a scheduler hands out fresh nodes per job)."""
+    backend = make_backend(inventory)
+    if backend.uses_host_list:
+        backend.close()
+        return CampaignBackend(inventory)
+    if not isinstance(backend, DockerSshBackend):
+        raise UserError(f"campaigns cannot run on the {inventory.cluster.backend} backend yet",
+                        file=inventory.source, field="cluster.backend")
+    return backend

@@ -86,7 +86,8 @@ def check_entry(entry: SuiteEntry, inventory: Inventory, backend: ClusterBackend
                            page=page, pins=pins)
     job = planned.make_job(VALIDATION_RUN_ID)
     check_case_config(job)
-    planned.inventory.select(job.nnodes)
+    if backend.uses_host_list:
+        planned.inventory.select(job.nnodes)
     build_plan(job, planned.inventory, backend)
     return planned
 

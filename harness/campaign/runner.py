@@ -22,8 +22,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.backends.docker import MasterPortBusy, OrphansFound
-from harness.campaign.backend import CampaignBackend
+from harness.backends.docker import DockerSshBackend, MasterPortBusy, OrphansFound
+from harness.campaign.backend import campaign_backend
 from harness.campaign.check import PlannedEntry, check_suite
 from harness.campaign.gates import GateMemory, check_gates
 from harness.campaign.lock import HostLocked, HostLocks, this_controller
@@ -49,7 +49,7 @@ def _first_line(text: str | None) -> str:
 
 class Campaign:
     def __init__(self, loaded: LoadedSuite, planned: list[PlannedEntry], inventory: Inventory,
-                 backend: CampaignBackend, store: StateStore, state: CampaignState, results: Path,
+                 backend: DockerSshBackend, store: StateStore, state: CampaignState, results: Path,
                  console: Console, sleep: Callable[[float], None] = time.sleep) -> None:
         self.loaded = loaded
         self.suite = loaded.suite
@@ -220,7 +220,7 @@ class Campaign:
                 self.locks.acquire(host)
             except HarnessError as exc:  # HostLocked (another controller got it meanwhile) or unreachable
                 problems.append(f"{host.name}: lock not taken: {_first_line(str(exc))}")
-        if not problems:
+        if not problems and hosts:  # a scheduler's nodes are known only once allocated: no gates before
             smi = load_vendor(job.vendor).smi
             problems = check_gates(self.backend, self.backend.transport, hosts, smi, self.suite.gates, self.gate_memory)
         if problems:
@@ -267,7 +267,7 @@ def run_campaign(suite_path: Path, results: Path, resume: bool, console: Console
                  sleep: Callable[[float], None] = time.sleep) -> int:
     loaded = load_suite(suite_path)
     inventory = load_inventory(loaded.inventory)
-    backend = CampaignBackend(inventory)
+    backend = campaign_backend(inventory)
     try:
         planned = check_suite(loaded, inventory, backend)
         units = _units(planned)
