@@ -26,7 +26,8 @@ from harness.hostinfo.model import EnvironmentInfo
 
 @dataclass
 class FakeNode:
-    # One state per poll; the last one repeats. A state is "running", "exit:<code>", "gone" or "unreachable".
+    # One state per poll; the last one repeats. A state is "running", "exit:<code>", "gone", "unreachable"
+    # or "scheduler:<kind>:<detail>" (a scheduler's verdict on how the node ended).
     states: list[str] = field(default_factory=lambda: ["exit:0"])
     # global rank -> (time_ms, key, value) events its log holds once collected
     events: dict[int, list[tuple[int, str, dict]]] = field(default_factory=dict)
@@ -37,6 +38,9 @@ class FakeNode:
         self.polls += 1
         if state.startswith("exit:"):
             return NodeState(node_rank, "exited", int(state.split(":")[1]), "exited")
+        if state.startswith("scheduler:"):  # "scheduler:<kind>:<what it said>", as Slurm's TIMEOUT or NODE_FAIL
+            _, kind, said = state.split(":", 2)
+            return NodeState(node_rank, "exited", None, said, kind=kind)  # type: ignore[arg-type]
         return NodeState(node_rank, state, detail=f"scripted {state}")  # type: ignore[arg-type]
 
 

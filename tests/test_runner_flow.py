@@ -123,6 +123,14 @@ def test_the_deadline_is_timeout(tmp_path: Path) -> None:
     assert result.failure_kind == "timeout" and "timed out after 0 s" in result.failure
 
 
+@pytest.mark.parametrize(("said", "kind"), [("TIMEOUT", "timeout"), ("NODE_FAIL", "infra")])
+def test_the_schedulers_verdict_decides_the_kind(tmp_path: Path, said: str, kind: str) -> None:
+    backend = FakeBackend([FakeNode(["running", f"scheduler:{kind}:Slurm job 7 {said}"]), FakeNode(["running"])])
+    result = start(tmp_path, backend)
+    assert result.failure_kind == kind and f"Slurm job 7 {said}" in result.failure
+    assert backend.called("stop") == [(0, 1)] and backend.called("collect") == [(0, 1)]
+
+
 def test_an_image_that_cannot_be_built_is_infra_and_recorded(tmp_path: Path) -> None:
     backend = FakeBackend([FakeNode(), FakeNode()], fail_image=RunFailed("base image cannot be pulled"))
     result = start(tmp_path, backend)
