@@ -170,3 +170,16 @@ def test_a_campaign_runs_through_slurm(make_slurm_yaml: Callable[..., Path], tmp
         assert (tmp_path / "results" / run_id / "resnet50" / "2x1" / "n2_noderank1" / "container.log").is_file()
         assert_nothing_left(run_id)
     assert list((tmp_path / "results" / "campaigns" / name).glob("*/summary.md"))
+
+
+def test_slurms_time_limit_is_a_timeout(make_slurm_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    """sbatch --time 1: Slurm ends the job after a minute (TIMEOUT); every task
+    stops and saves its container, and the run is recorded as `timeout`."""
+    run_id = "slurm-time-limit"
+    done = bench(make_slurm_yaml({"time_limit": "1"}), tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG,
+                 timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = results_of(tmp_path, run_id, "2x1")
+    assert result["failure_kind"] == "timeout" and "TIMEOUT" in result["failure"], result["failure"]
+    assert (tmp_path / run_id / "resnet50" / "2x1" / "n1_noderank0" / "container.json").is_file()
+    assert_nothing_left(run_id)
