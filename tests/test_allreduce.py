@@ -3,9 +3,11 @@ read back into the bandwidth table and through the harness's own metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,39 @@ def test_the_sweep_is_configurable_and_checked() -> None:
     with pytest.raises(ConfigError, match="step_factor"):
         load_config("allreduce", spec.config, "cpu", "cpux1x2", "step_factor=1")
     assert isinstance(values, AllreduceConfig)
+
+
+def test_allreduce_2x2_through_the_harness_on_the_two_test_hosts(make_hosts_yaml: Callable[..., Path],
+                                                                 tmp_path: Path) -> None:
+    """`bench --case allreduce --vendor cpu --config 2x2`: gloo over the two sshd
+    hosts' containers; the bandwidth table in results.json and printed after the
+    metric table. An ethernet fabric on lo: each node's transport is recorded (the
+    cpu vendor's gloo log is not read: unknown), nothing fails for it."""
+    hosts = make_hosts_yaml(cluster_overrides={"fabric": {"type": "ethernet", "socket_ifname": "lo"}})
+    run_id = "e2e-allreduce-2x2"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "bench", "--case", "allreduce", "--vendor", "cpu", "--config", "2x2",
+         "--hosts", str(hosts), "--results", str(tmp_path), "--run-id", run_id, "--fix-hp", TINY],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    result = json.loads((tmp_path / run_id / "allreduce" / "2x2" / "results.json").read_text())
+    assert result["status"] == "success" and result["warnings"] == []
+    bandwidth = result["bandwidth"]
+    assert (bandwidth["op"], bandwidth["world_size"]) == ("all_reduce", 4)
+    rows = bandwidth["rows"]
+    assert [row["size_bytes"] for row in rows] == [8, 32, 128, 512, 2048]
+    for row in rows:
+        assert row["busbw_gbps"] > 0 and row["time_us"] > 0 and row["check"] == "ok"
+        assert row["busbw_gbps"] == pytest.approx(row["algbw_gbps"] * 2 * (4 - 1) / 4)
+    assert bandwidth["peak_busbw_gbps"] == max(row["busbw_gbps"] for row in rows)
+    assert [(n["host"], n["transport"]["library"], n["transport"]["transport"]) for n in result["nodes"]] == [
+        ("node1", "gloo", None), ("node2", "gloo", None)]
+
+    out = proc.stdout
+    assert out.index("e2e-allreduce-2x2 bandwidth:") > out.index("e2e_time")  # after the metric table
+    table = out[out.index("# all_reduce, 4 ranks, busbw = algbw x 2(n-1)/n"):].splitlines()
+    assert table[1].split() == ["size(B)", "count", "type", "time_us", "algbw(GB/s)", "busbw(GB/s)"]
+    assert [line.split()[0] for line in table[2:7]] == ["8", "32", "128", "512", "2048"]
+    assert "node 0 (node1) transport: unknown (the harness does not read gloo's log)" in out
+    assert "busbw (GB/s)" in (tmp_path / run_id / "allreduce" / "2x2" / "report.html").read_text()

@@ -49,6 +49,32 @@ def test_dry_run_matches_golden(name: str, args: list[str]) -> None:
     assert text == golden.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("vendor", ["nvidia", "iluvatar", "kunlunxin"])
+def test_dry_run_on_an_ib_fabric_matches_golden(vendor: str) -> None:
+    """RDMA devices, IPC_LOCK and one unlimited memlock; the vendor's collective
+    variables, with the debug level that shows the transport; cluster.env kept."""
+    result = dry_run("--hosts", str(GOLDEN / "hosts_2x8_ib.yaml"), "--case", "allreduce", "--vendor", vendor,
+                     "--config", "2x8")
+    assert result.returncode == 0, result.stderr
+    text = normalise(result.stdout)
+    golden = GOLDEN / f"dry_run_{vendor}_2x8_ib.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
+    for line in (line for line in text.splitlines() if line.strip().startswith("run:")):
+        assert line.count("--ulimit memlock=") == 1
+        assert "--device /dev/infiniband --cap-add IPC_LOCK" in line
+
+
+def test_an_ib_fabric_the_vendor_cannot_express_is_bad_input() -> None:
+    result = dry_run("--hosts", str(GOLDEN / "hosts_2x8_ib.yaml"), "--case", "allreduce", "--vendor", "cpu",
+                     "--config", "2x2")
+    assert result.returncode == 2
+    assert "hosts_2x8_ib.yaml: cluster.fabric: vendor cpu's collective library gloo has no variable for hcas" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_dry_run_touches_no_host() -> None:
     # 10.0.0.x is not reachable from here: a dry run that tried to connect would fail or hang.
     result = dry_run("--hosts", str(GOLDEN / "hosts_2x2.yaml"), "--config", "2x8")

@@ -328,7 +328,7 @@ def test_gate_refuses_drift_before_anything_is_built(tmp_path: Path) -> None:
     message = str(raised.value)
     assert message.startswith("nvidia-resnet50.md: the hosts' environment drifts from the page in docker_version, driver")
     assert "ALLOW_DRIFT=1" in message and "nothing was started" in message
-    assert backend.steps == ["preflight", "environment"]  # no image, no container
+    assert backend.steps == ["preflight", "allocate", "environment", "release"]  # no image, no container
     table = output.getvalue()
     assert "535.104.05" in table and "470.129.06" in table and "drift" in table
     assert not (tmp_path / "results").exists()

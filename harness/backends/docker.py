@@ -15,6 +15,7 @@ from harness.backends import docker_image
 from harness.backends.base import ClusterBackend, Leftover, NodeState, PreflightReport
 from harness.backends.docker_collect import collect_node, failed_outcome
 from harness.backends.docker_request import DockerNode, DockerRequest, docker_plan
+from harness.backends.fabric_checks import check_inventory_fabric
 from harness.backends.image import ImagePlan
 from harness.backends.launch import ENV_FILE_NAME, LABEL_PREFIX, docker_cli
 from harness.backends.ssh import open_transport
@@ -98,6 +99,10 @@ class DockerSshBackend(ClusterBackend):
         for node, (facts, warnings) in zip(plan.nodes, run_all(lambda n: self._check(plan, n), plan.nodes)):
             report.facts[node.host.name] = facts
             report.warnings += warnings
+        # cluster.fabric type ib: HCAs, ports, rates, RDMA devices, memlock on every host (UserError: exit 2).
+        fabric_facts = check_inventory_fabric(self.inventory, [(n.host.name, self.transport(n.host)) for n in plan.nodes])
+        for host, facts in fabric_facts.items():
+            report.facts.setdefault(host, {}).update(facts)
         return report
 
     def _check(self, plan: RunPlan, node: NodePlan) -> tuple[dict[str, str], list[str]]:

@@ -20,6 +20,8 @@ from harness.core.job import Job
 from harness.core.plan import CONTAINER_DATA_DIR, CONTAINER_LOG_DIR
 from harness.core.vendor import VendorSpec
 from harness.errors import UserError
+from harness.fabric.env import collective_env, unsupported_settings
+from harness.fabric.model import docker_run_args
 from harness.secrets import SecretEnv, is_secret_key, line_breaker
 
 LABEL_PREFIX = "bench."
@@ -79,12 +81,18 @@ def train_argv(job: Job, vendor: VendorSpec, node_rank: int | str, master_addr: 
 
 def container_env(job: Job, inventory: Inventory, vendor: VendorSpec) -> tuple[dict[str, str], SecretEnv]:
     """(the variables every container gets on its command line, the secret ones):
-    the vendor's env, then cluster.env (from_env read now, UserError when unset),
-    then the visible-devices variable. A variable is secret when it came from
-    from_env or its key looks like a credential; a secret value must fit on an
-    env file line."""
+    the vendor's env, then the fabric's collective variables (harness/fabric/env.py:
+    a fabric run's debug level wins over the vendor's), then cluster.env (from_env
+    read now, UserError when unset; the user's explicit values win), then the
+    visible-devices variable. A fabric the vendor's library cannot express is bad
+    input. A variable is secret when it came from from_env or its key looks like a
+    credential; a secret value must fit on an env file line."""
+    fabric = inventory.cluster.fabric
+    problems = unsupported_settings(fabric, vendor.collective, vendor.name)
+    if problems:
+        raise UserError("; ".join(problems), file=inventory.source, field="cluster.fabric")
     resolved, sources = inventory.resolve_env()
-    env = {**vendor.env, **resolved}
+    env = {**vendor.env, **collective_env(fabric, vendor.collective), **resolved}
     if vendor.visible_devices_env:
         env[vendor.visible_devices_env] = ",".join(str(i) for i in range(job.nproc_per_node))
     secret_keys = sorted(k for k in env if k in sources or is_secret_key(k))
@@ -113,6 +121,7 @@ def docker_run_argv(job: Job, inventory: Inventory, vendor: VendorSpec, image: I
     for ulimit in inventory.cluster.ulimits:
         argv += ["--ulimit", ulimit]
     argv += vendor.docker_run_args
+    argv += fabric_run_args(inventory)
     for device in vendor.device_nodes(host.devices):
         argv += ["--device", device]
     mounts = [*vendor.mounts, *inventory.cluster.mounts]
@@ -127,6 +136,30 @@ def docker_run_argv(job: Job, inventory: Inventory, vendor: VendorSpec, image: I
         argv += ["--env", f"{key}={env[key]}"]
     argv += ["--workdir", "/workspace", image.tag, *command]
     return argv
+
+
+def _ulimit_name(value: str) -> str:
+    return value.split("=", 1)[0].strip()
+
+
+def fabric_run_args(inventory: Inventory) -> list[str]:
+    """The fabric's `docker run` flags (harness/fabric/model.py), less a `--ulimit`
+    that cluster.ulimits already sets to the same value; a different value for the
+    same limit is bad input (docker would take one of the two silently)."""
+    args = docker_run_args(inventory.cluster.fabric)
+    mine = {_ulimit_name(u): u for u in inventory.cluster.ulimits}
+    kept: list[str] = []
+    for flag, value in zip(args[::2], args[1::2]):
+        if flag == "--ulimit" and _ulimit_name(value) in mine:
+            if mine[_ulimit_name(value)].replace(" ", "") != value:
+                raise UserError(
+                    f"cluster.ulimits sets {mine[_ulimit_name(value)]} but fabric type "
+                    f"{inventory.cluster.fabric.type} needs {value} (RDMA pins memory); "
+                    f"drop the {_ulimit_name(value)} entry or set it to {value.split('=', 1)[1]}",
+                    file=inventory.source, field="cluster.ulimits")
+            continue
+        kept += [flag, value]
+    return kept
 
 
 def check_hosts(job: Job, inventory: Inventory, hosts: list[Host]) -> list[str]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from harness.core.vendor import Mount, template_value_problem
 from harness.errors import UserError
+from harness.fabric.model import Fabric
 from harness.secrets import ENV_KEY_RE
 from harness.yamlfile import load_model
 
@@ -106,6 +107,9 @@ class Cluster(BaseModel):
     ulimits: list[str] = Field(default_factory=lambda: ["memlock=-1:-1", "stack=67108864:67108864"])
     mounts: list[Mount] = Field(default_factory=list)
     template_params: dict[str, TemplateValue] = Field(default_factory=dict)
+    # What the nodes talk over (harness/fabric/model.py): container flags, the
+    # collective library's variables, the fabric preflight and the transport check.
+    fabric: Fabric = Field(default_factory=Fabric)
     # Which backend runs the jobs (harness/backends/registry.py). Its own settings
     # sit under a key of its name (`slurm: {...}`) and are checked by that backend.
     backend: str = "ssh-docker"

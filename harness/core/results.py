@@ -33,6 +33,41 @@ class Metrics(BaseModel):
     stop_reason: str | None = None
 
 
+class NodeTransport(BaseModel):
+    """What the node's collective library chose, from its ranks' debug output
+    (harness/fabric/record.py); recorded on runs with a fabric."""
+
+    library: str
+    transport: str | None = None  # ib | roce | socket | ...; None: the log does not say
+    networks: list[str] = Field(default_factory=list)  # as the library printed them
+    devices: list[str] = Field(default_factory=list)  # the devices its channels used (or listed)
+    gdr: bool | None = None  # GPU Direct RDMA on the channels; None: not seen
+    version: str | None = None
+    notes: list[str] = Field(default_factory=list)  # log lines that explain a fallback
+    summary: str = ""  # one line: "ib (mlx5_0:1), GPU Direct RDMA on, NCCL 2.19.3"
+
+
+class BandwidthRow(BaseModel):
+    size_bytes: int
+    count: int
+    dtype: str
+    time_us: float
+    algbw_gbps: float
+    busbw_gbps: float  # algbw x 2(n-1)/n
+    iters: int = 0
+    check: str = ""  # ok | skipped
+
+
+class Bandwidth(BaseModel):
+    """A bandwidth case's table (cases/allreduce, harness/fabric/busbw.py)."""
+
+    op: str
+    world_size: int
+    rows: list[BandwidthRow] = Field(default_factory=list)
+    avg_busbw_gbps: float | None = None
+    peak_busbw_gbps: float | None = None
+
+
 class NodeOutcome(BaseModel):
     host: str
     node_rank: int
@@ -45,6 +80,7 @@ class NodeOutcome(BaseModel):
     collected: bool = True
     remote_run_dir: str = ""
     notes: list[str] = Field(default_factory=list)  # partial docker logs, skipped files, ...
+    transport: NodeTransport | None = None  # runs with a fabric: what the collective library chose
 
 
 class RunResult(BaseModel):
@@ -64,6 +100,9 @@ class RunResult(BaseModel):
     # folder): finish with `python -m harness collect` / `clean --run-id`.
     left_on_hosts: list[str] = Field(default_factory=list)
     metrics: Metrics | None = None
+    bandwidth: Bandwidth | None = None  # bandwidth cases: busbw per message size
+    # What did not fail the run but must be seen (a fabric fallback under allow_fallback, ...).
+    warnings: list[str] = Field(default_factory=list)
     nodes: list[NodeOutcome] = Field(default_factory=list)
     image: str = ""
     effective_config: dict[str, Any] = Field(default_factory=dict)

@@ -37,6 +37,7 @@ from harness.core.vendor import load_vendor
 from harness.core.watch import StepProgress, WaitOutcome, Watcher, WatchLimits
 from harness.devices.sampler import peak_memory
 from harness.errors import HarnessError, HostUnreachable, RunFailed, UserError
+from harness.fabric.record import bandwidth_result, fabric_verdict, with_transports
 from harness.hostinfo.compare import differences
 from harness.hostinfo.model import EnvironmentInfo, FrameworkVersions
 
@@ -291,6 +292,12 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
                                   else str(exc))
             kind = kind or ("infra" if uncollected else "job")
         world = last(by_rank.get(0, []), "world")
+        # What the collective library chose on each node; a fallback on an ib fabric is infra.
+        fabric = fabric_verdict(inventory.cluster.fabric, plan.vendor.collective, run.nodes)
+        run.nodes = with_transports(run.nodes, fabric.transports)
+        failure, kind, warnings = fabric.judge(failure, kind)
+    for warning in warnings:
+        _warn(console, warning)
 
     result = RunResult(
         run_id=job.run_id,
@@ -308,6 +315,8 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         lost_hosts=[plan.nodes[rank].host.name for rank in run.outcome.lost_nodes],
         left_on_hosts=run.left_on_hosts,
         metrics=metrics,
+        bandwidth=bandwidth_result(by_rank),
+        warnings=warnings,
         nodes=run.nodes,
         image=f"{plan.image.tag} ({run.image_id})" if run.image_id else plan.image.tag,
         effective_config=config_event.value if config_event else {},

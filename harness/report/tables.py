@@ -11,6 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.core.results import RunResult
+from harness.fabric.busbw import render_table
+from harness.fabric.record import bandwidth_table_of
 from harness.hostinfo.model import EnvironmentInfo
 from harness.pages.render import metric_header, render_metric_table
 from harness.pages.rows import row_from_result
@@ -42,6 +44,10 @@ def print_results(results: list[RunResult], console: Console, verbose: bool = Tr
                       style=None if result.status == "success" else "red")
     console.print(table)
     for result in results:
+        if result.bandwidth is not None and result.bandwidth.rows:
+            console.print(Text(f"{result.run_id} bandwidth:", style="bold"))
+            console.print(Text(render_table(bandwidth_table_of(result.bandwidth)).rstrip("\n")), soft_wrap=True)
+    for result in results:
         for regression in (regressions or {}).get(result.run_id, []):
             console.print(Text.assemble((f"{result.run_id} regression: ", "bold yellow"), regression))
         metrics = result.metrics
@@ -50,6 +56,12 @@ def print_results(results: list[RunResult], console: Console, verbose: bool = Tr
                 f"{result.run_id}: world size {metrics.world_size} · {metrics.samples} samples in {metrics.steps} steps"
                 f" · step time p50/p90/max {metrics.step_s_p50 or 0:.3f}/{metrics.step_s_p90 or 0:.3f}/"
                 f"{metrics.step_s_max or 0:.3f} s · mem from {metrics.mem_source}", style="dim"))
+        for node in result.nodes:
+            if node.transport is not None:
+                console.print(Text(f"{result.run_id}: node {node.node_rank} ({node.host}) transport: "
+                                   f"{node.transport.summary}", style="dim"))
+        for warning in result.warnings:
+            console.print(Text.assemble((f"{result.run_id} warning: ", "yellow"), warning))
         if result.status != "success":
             failure = (result.failure or "unknown failure").strip()
             if not verbose and "\n" in failure:
