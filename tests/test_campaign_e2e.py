@@ -387,3 +387,31 @@ def test_a_foreign_process_on_the_devices_fails_the_gate_as_infra(tmp_path: Path
                                                           "corrected_volatile": 0, "corrected_aggregate": 0}}
     assert containers(campaign_name) == []
     assert not (tmp_path / "work" / LOCK_DIR_NAME).exists()
+
+
+def test_the_bandwidth_gate_measures_the_jobs_nodes_and_refuses_a_slow_fabric(
+        make_hosts_yaml: Callable[..., Path], tmp_path: Path, campaign_name: str) -> None:
+    """gates.min_busbw_gbps: cases/allreduce runs on the job's two hosts first and
+    is recorded under <run>-busbw. Above the bar the job runs; below it the job is
+    not started and its attempt is infra, naming the measured figure."""
+    hosts = make_hosts_yaml()
+    sweep = "max_bytes=65536,step_factor=16,warmup_iters=1,iters=2"
+    results = tmp_path / "results"
+    for bar, expected in ((1e-6, "success"), (1e6, "failed")):
+        name = f"{campaign_name}{'ok' if expected == 'success' else 'slow'}"
+        suite = write_suite(tmp_path, name, hosts, [{"case": "resnet50", "config": "2x1", "fix_hp": TINY, "retries": 0}],
+                            gates={"min_busbw_gbps": bar, "busbw_fix_hp": sweep})
+        done = run_campaign(suite, results)
+        assert done.returncode == (0 if expected == "success" else 1), done.stdout + done.stderr
+        (unit,) = state_of(results, name)["units"]
+        (attempt,) = unit["attempts"]
+        assert unit["status"] == expected
+        gate_run = json.loads((results / f"{attempt['run_id']}-busbw" / "allreduce" / "2x1" / "results.json").read_text())
+        peak = gate_run["bandwidth"]["peak_busbw_gbps"]
+        assert gate_run["status"] == "success" and 0 < peak < 1e6
+        if expected == "failed":
+            assert attempt["failure_kind"] == "infra"
+            assert re.fullmatch(r"health gate failed: all-reduce bus bandwidth [0-9.e+-]+ GB/s on node1, node2 is below "
+                                r"gates\.min_busbw_gbps 1e\+06 \(run .*-busbw\)", attempt["failure"]), attempt["failure"]
+            assert not (results / attempt["run_id"] / "resnet50" / "2x1" / "n1_noderank0").exists()
+    assert containers(campaign_name) == []

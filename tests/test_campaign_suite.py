@@ -141,3 +141,14 @@ def test_reference_suite_reproduces_every_row_of_the_five_pages_once() -> None:
         assert row is not None and row.fix_hp == fix_hp, planned.entry.describe()
         found.append((planned.entry.reference.name, row.config_name, row.fix_hp))
     assert sorted(found) == sorted(wanted) and len(found) == len(wanted) == 18
+
+
+def test_the_bandwidth_gate_is_checked_for_every_job_before_any_starts(tmp_path: Path) -> None:
+    jobs = [{"case": "resnet50", "config": "2x1", "fix_hp": TINY}]
+    typo = write_suite(tmp_path, jobs, gates={"min_busbw_gbps": 10, "busbw_fix_hp": "maxbytes=4096"})
+    with pytest.raises(SuiteError) as raised:
+        checked(typo)
+    assert "maxbytes" in str(raised.value) and "max_bytes" in str(raised.value)
+    assert len(checked(write_suite(tmp_path, jobs, gates={"min_busbw_gbps": 10}))) == 1
+    with pytest.raises(SuiteError, match="gates.min_busbw_gbps"):
+        checked(write_suite(tmp_path, jobs, gates={"min_busbw_gbps": 0}))

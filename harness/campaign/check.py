@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.backends.base import ClusterBackend
+from harness.campaign.busbw_gate import check_busbw_job
 from harness.campaign.suite import LoadedSuite, SuiteEntry, SuiteError
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job, make_job, parse_config_name
@@ -98,7 +99,10 @@ def check_suite(loaded: LoadedSuite, inventory: Inventory, backend: ClusterBacke
     problems: list[str] = []
     for entry in loaded.entries:
         try:
-            planned.append(check_entry(entry, inventory, backend))
+            checked = check_entry(entry, inventory, backend)
+            if loaded.suite.gates.min_busbw_gbps is not None:
+                check_busbw_job(checked, loaded.suite.gates.busbw_fix_hp)
+            planned.append(checked)
         except UserError as exc:
             problems.append(_problem(entry, exc, str(loaded.source)))
     if problems:

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from harness.backends.docker import DockerSshBackend, MasterPortBusy, OrphansFound
 from harness.campaign.backend import campaign_backend
+from harness.campaign.busbw_gate import busbw_problem
 from harness.campaign.check import PlannedEntry, check_suite
 from harness.campaign.gates import GateMemory, check_gates
 from harness.campaign.lock import HostLocked, HostLocks, this_controller
@@ -223,6 +224,11 @@ class Campaign:
         if not problems and hosts:  # a scheduler's nodes are known only once allocated: no gates before
             smi = load_vendor(job.vendor).smi
             problems = check_gates(self.backend, self.backend.transport, hosts, smi, self.suite.gates, self.gate_memory)
+        gates = self.suite.gates
+        if not problems and gates.min_busbw_gbps is not None:
+            problem = busbw_problem(planned, attempt.run_id, gates.min_busbw_gbps, gates.busbw_fix_hp, self.backend,
+                                    self.results, self.console)
+            problems = [problem] if problem else []
         if problems:
             return record_unstarted(job, planned, self.backend, self.results, "infra",
                                     "health gate failed: " + "; ".join(problems), self.warn)

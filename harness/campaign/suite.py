@@ -93,6 +93,10 @@ class Gates(BaseModel):
 
     leftovers: bool = True  # no bench.* container on the job's hosts
     devices: bool = True  # the vendor's smi tool sees the inventory's device count
+    # Before each job, cases/allreduce on its nodes must reach this peak bus
+    # bandwidth (GB/s); busbw_fix_hp sets its sweep (e.g. "max_bytes=268435456").
+    min_busbw_gbps: float | None = Field(default=None, gt=0)
+    busbw_fix_hp: str | None = None
 
 
 class Suite(BaseModel):
