@@ -10,6 +10,7 @@ that cannot be fetched is noted and the rest still come back.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from pathlib import Path
 
@@ -42,6 +43,18 @@ def _redact_file(path: Path, secret_values: set[str]) -> None:
     masked.replace(path)
 
 
+def _inspect_state(output: str) -> dict:
+    """The State in `docker inspect`'s JSON array; lines a login shell printed
+    around it (a pyenv rehash lock message, a banner) are skipped."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"^\[", output, re.MULTILINE):
+        try:
+            return decoder.raw_decode(output, match.start())[0][0]["State"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+    raise ValueError("no docker inspect array in the output")
+
+
 def collect_node(transport: Transport, docker: list[str], container: str, remote_log_dir: str,
                  folder: Path, secret_keys: set[str],
                  secret_values: set[str]) -> tuple[int | None, bool, list[str], list[str]]:
@@ -55,7 +68,7 @@ def collect_node(transport: Transport, docker: list[str], container: str, remote
     if inspect.ok:
         (folder / "container.json").write_text(redact_container_json(inspect.output, secret_keys), encoding="utf-8")
         try:
-            state = json.loads(inspect.output)[0]["State"]
+            state = _inspect_state(inspect.output)
             if not state.get("Running"):
                 exit_code = int(state["ExitCode"])
         except (ValueError, KeyError, IndexError, TypeError):

@@ -26,6 +26,7 @@ from harness.backends import docker_image
 from harness.backends.base import Leftover, NodeState, PreflightReport
 from harness.backends.docker import DockerSshBackend
 from harness.backends.docker_request import DockerNode, image_commands
+from harness.backends.fabric_checks import check_inventory_fabric
 from harness.backends.image import ImagePlan
 from harness.backends.launch import (
     ENV_FILE_NAME,
@@ -205,6 +206,8 @@ class SlurmBackend(DockerSshBackend):
             bound = self._bind(plan, self._wait_running())
             for _facts, _warnings in run_all(lambda node: self._check(bound, node), bound.nodes):
                 pass  # a node that cannot take the job raises, naming it
+            # cluster.fabric type ib: the allocated nodes' HCAs, ports, rates, RDMA devices and memlock.
+            check_inventory_fabric(self.inventory, [(n.host.name, self.transport(n.host)) for n in bound.nodes])
         except BaseException:
             self.release(plan)
             raise
