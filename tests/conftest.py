@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,3 +261,20 @@ def make_slurm_yaml(tmp_path: Path, infra: TestInfra, request: pytest.FixtureReq
     yield make
     if not request.node.stash.get(_FAILED, True):
         shutil.rmtree(work.parent, ignore_errors=True)
+
+
+# pyenv's rehash lock in the home of the test hosts' user. A login whose rehash
+# was killed midway (the fault tests kill sessions and sshds) leaves it behind,
+# and every later login on this machine then prints "pyenv: cannot rehash"
+# around its command's output. Only where the machine's .bashrc runs pyenv.
+PYENV_REHASH_LOCK = Path.home() / ".pyenv" / "shims" / ".pyenv-shim"
+STALE_LOCK_S = 30.0
+
+
+@pytest.fixture(autouse=True)
+def no_stale_pyenv_lock() -> None:
+    try:
+        if time.time() - PYENV_REHASH_LOCK.stat().st_mtime > STALE_LOCK_S:
+            PYENV_REHASH_LOCK.unlink()
+    except FileNotFoundError:
+        pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.backends import docker_image
@@ -83,8 +84,18 @@ class DockerSshBackend(ClusterBackend):
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         self._collected.clear()  # a new run (a campaign runs many through one backend)
         report = PreflightReport()
-        # Orphans first: a killed run's containers also hold the master port and the devices.
-        found = self.leftovers([n.host for n in plan.nodes])
+        # The orphan listing and the hosts' checks run side by side (one round trip
+        # each); orphans are judged first: a killed run's containers also hold the
+        # master port and the devices, so the checks' verdict waits for theirs.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            listing = pool.submit(self.leftovers, [n.host for n in plan.nodes])
+            checked: list[tuple[dict[str, str], list[str]]] | None = None
+            check_error: HarnessError | None = None
+            try:
+                checked = run_all(lambda n: self._check(plan, n), plan.nodes)
+            except HarnessError as exc:
+                check_error = exc
+            found = listing.result()
         orphans = [c for c in found if c.run_id != plan.job.run_id]
         if orphans and not clean_orphans:
             raise OrphansFound(
@@ -96,7 +107,10 @@ class DockerSshBackend(ClusterBackend):
             removed = self.remove(orphans)
             report.warnings.append(f"removed {len(removed)} orphaned container(s): "
                                    + "; ".join(c.describe() for c in orphans))
-        for node, (facts, warnings) in zip(plan.nodes, run_all(lambda n: self._check(plan, n), plan.nodes)):
+            checked, check_error = run_all(lambda n: self._check(plan, n), plan.nodes), None  # what they held is free
+        if check_error is not None or checked is None:
+            raise check_error or RunFailed("preflight checks gave no answer")
+        for node, (facts, warnings) in zip(plan.nodes, checked):
             report.facts[node.host.name] = facts
             report.warnings += warnings
         # cluster.fabric type ib: HCAs, ports, rates, RDMA devices, memlock on every host (UserError: exit 2).
@@ -109,14 +123,10 @@ class DockerSshBackend(ClusterBackend):
         host = node.host
         field = f"hosts.{host.name}"
         transport = self.transport(host)
-        before = time.time()
-        clock = transport.run(["date", "+%s.%N"], timeout=QUICK_S)
-        after = time.time()
-        if not clock.ok:
-            raise HostUnreachable(f"cannot run commands on {host.name}: {clock.output.strip()}",
-                                  file=self.inventory.source, field=field)
-        # The remaining checks are independent: one round trip for all of them.
+        # The checks are independent: one round trip for all of them. The clock's
+        # skew is judged against the round trip's middle (seconds of slack, not ms).
         checks: dict[str, list[str]] = {
+            "date": ["date", "+%s.%N"],
             "docker": [*docker_cli(node.host), "version", "--format", "{{.Server.Version}}"],
             "mkdir": ["mkdir", "-p", "--", f"{node.host_run_dir}/logs"],
             "df": ["df", "-Pk", host.work_dir],
@@ -133,7 +143,13 @@ class DockerSshBackend(ClusterBackend):
             checks["port"] = ["python3", "-c", "import socket,sys; s=socket.socket(); "
                               "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
                               "s.bind(('', int(sys.argv[1])))", str(plan.master_port)]
+        before = time.time()
         done = dict(zip(checks, run_all(lambda argv: transport.run(argv, timeout=QUICK_S), list(checks.values()))))
+        after = time.time()
+        clock = done["date"]
+        if not clock.ok:
+            raise HostUnreachable(f"cannot run commands on {host.name}: {clock.output.strip()}",
+                                  file=self.inventory.source, field=field)
 
         facts: dict[str, str] = {}
         warnings: list[str] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.backends.transport import Transport
@@ -64,7 +65,21 @@ def collect_node(transport: Transport, docker: list[str], container: str, remote
     notes: list[str] = []
     complete = True
     exit_code: int | None = None
-    inspect = transport.run([*docker, "inspect", container], timeout=QUICK_S)
+
+    def fetch_tree() -> tuple[list[Path], HarnessError | OSError | None]:
+        try:
+            return transport.get_tree(remote_log_dir, folder / CONTAINER_FILES), None
+        except (HarnessError, OSError) as exc:
+            return [], exc
+
+    # Three independent round trips side by side: the state, the output, the log folder.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        tree = pool.submit(fetch_tree)
+        output = pool.submit(transport.run_to_file, [*docker, "logs", container], folder / "container.log",
+                             timeout=LOGS_S)
+        inspect = transport.run([*docker, "inspect", container], timeout=QUICK_S)
+        logs = output.result()
+        fetched, tree_error = tree.result()
     if inspect.ok:
         (folder / "container.json").write_text(redact_container_json(inspect.output, secret_keys), encoding="utf-8")
         try:
@@ -75,7 +90,6 @@ def collect_node(transport: Transport, docker: list[str], container: str, remote
             notes.append("container.json: no readable State")
     else:
         notes.append(f"docker inspect failed: {inspect.output.strip()[-200:]}")
-    logs = transport.run_to_file([*docker, "logs", container], folder / "container.log", timeout=LOGS_S)
     if secret_values:
         _redact_file(folder / "container.log", secret_values)
     if logs.partial:
@@ -83,12 +97,11 @@ def collect_node(transport: Transport, docker: list[str], container: str, remote
         notes.append(f"container.log is partial: docker logs did not finish within {LOGS_S:.0f} s")
     elif not logs.ok:
         notes.append(f"docker logs exited {logs.exit_code}")
-    try:
-        fetched = transport.get_tree(remote_log_dir, folder / CONTAINER_FILES)
-        notes += [f"not collected: {skip}" for skip in fetched.skipped]
-    except (HarnessError, OSError) as exc:
+    if tree_error is None:
+        notes += [f"not collected: {skip}" for skip in getattr(fetched, "skipped", [])]
+    else:
         complete = False
-        notes.append(f"the container's log folder {remote_log_dir} could not be fetched: {exc}")
+        notes.append(f"the container's log folder {remote_log_dir} could not be fetched: {tree_error}")
     return exit_code, complete, notes, _last_lines(folder / "container.log")
 
 
