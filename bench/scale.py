@@ -29,7 +29,6 @@ at 32 hosts <= 10 s. Needs the test infrastructure:
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
@@ -49,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import WORK_ROOT, TestInfra, local_infra, write_hosts_yaml  # noqa: E402
-from spare_sshd import LOCK_DIR, SPARE_PORT, SpareSshd, _children, _port_open  # noqa: E402
+from spare_sshd import LOCK_DIR, SPARE_PORT, SpareSshd, _children, try_claim  # noqa: E402
 
 SUBNET = "127.0.2."  # 127.0.2.1 .. 127.0.2.254: clear of the test hosts (127.0.0.2-9)
 SWEEP = "max_bytes=1024,min_bytes=8,step_factor=4,warmup_iters=1,iters=2"
@@ -69,14 +68,8 @@ def claim_addresses(count: int) -> list[tuple[str, IO[str]]]:
     claimed: list[tuple[str, IO[str]]] = []
     for last in range(1, 255):
         address = f"{SUBNET}{last}"
-        lock = (LOCK_DIR / f"{address}.lock").open("a")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        if _port_open(address, SPARE_PORT, timeout=0.2):
-            lock.close()
+        lock = try_claim(address, probe_s=0.2)
+        if lock is None:
             continue
         claimed.append((address, lock))
         if len(claimed) == count:

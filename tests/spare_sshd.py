@@ -43,7 +43,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import pytest
 
@@ -97,6 +97,21 @@ def _signal(pids: list[int], sig: signal.Signals) -> None:
             pass
 
 
+def try_claim(address: str, probe_s: float = 0.5) -> TextIO | None:
+    """The address's lock file, held, when no other test holds it and nothing
+    (not ours) listens on the spare port there; None otherwise."""
+    lock = (LOCK_DIR / f"{address}.lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    if _port_open(address, SPARE_PORT, timeout=probe_s):
+        lock.close()
+        return None
+    return lock
+
+
 def claim_addresses(count: int, wait_s: float = 120.0) -> list[tuple[str, IO[str]]]:
     """`count` free spare addresses, each with its flock held, claimed all at
     once (never some while waiting for the rest, so two claimers cannot block
@@ -108,14 +123,8 @@ def claim_addresses(count: int, wait_s: float = 120.0) -> list[tuple[str, IO[str
     while True:
         claimed: list[tuple[str, IO[str]]] = []
         for address in SPARE_ADDRESSES:
-            lock = (LOCK_DIR / f"{address}.lock").open("a")
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                continue
-            if _port_open(address, SPARE_PORT, timeout=0.5):  # something not ours listens there
-                lock.close()
+            lock = try_claim(address)
+            if lock is None:
                 continue
             claimed.append((address, lock))
             if len(claimed) == count:
