@@ -7,13 +7,13 @@ carry `bench.*` labels and are found again by them.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.backends import docker_image
 from harness.backends.base import ClusterBackend, Leftover, NodeState, PreflightReport
+from harness.backends.docker_checks import CONTAINER_ID_RE, check_host
 from harness.backends.docker_collect import collect_node, failed_outcome
 from harness.backends.docker_request import DockerNode, DockerRequest, docker_plan
 from harness.backends.fabric_checks import check_inventory_fabric
@@ -37,10 +37,7 @@ from harness.secrets import env_file_text, remove_file_argv, write_private_file_
 
 QUICK_S = 30.0
 POLL_TIMEOUT_S = 10.0  # one `docker inspect` of the poll loop; longer counts as no answer
-MAX_CLOCK_SKEW_S = 2.0
-MIN_FREE_DISK_GIB = 5.0
 MONITOR_INTERVAL_S = 2.0
-_CONTAINER_ID_RE = re.compile(r"[0-9a-f]{12,64}")
 _STATE_RE = re.compile(r"state=(\w+) exit=(-?\d+)")
 _NO_SUCH = ("No such object", "No such container")
 _LEFTOVER_FORMAT = '{{.ID}} {{.Names}} {{.Label "bench.run_id"}} {{.State}} {{.Label "bench.host"}}'
@@ -50,10 +47,6 @@ _TAIL_EVENTS = 'for f in "$1"/events_rank*.log; do [ -f "$f" ] && tail -n 1 "$f"
 
 class OrphansFound(UserError):
     """Containers of other runs hold these hosts (a killed controller, or a live run)."""
-
-
-class MasterPortBusy(UserError):
-    """The rendezvous port is taken on the first host (a run or a process still holds it)."""
 
 
 class DockerSshBackend(ClusterBackend):
@@ -120,75 +113,7 @@ class DockerSshBackend(ClusterBackend):
         return report
 
     def _check(self, plan: RunPlan, node: NodePlan) -> tuple[dict[str, str], list[str]]:
-        host = node.host
-        field = f"hosts.{host.name}"
-        transport = self.transport(host)
-        # The checks are independent: one round trip for all of them. The clock's
-        # skew is judged against the round trip's middle (seconds of slack, not ms).
-        checks: dict[str, list[str]] = {
-            "date": ["date", "+%s.%N"],
-            "docker": [*docker_cli(node.host), "version", "--format", "{{.Server.Version}}"],
-            "mkdir": ["mkdir", "-p", "--", f"{node.host_run_dir}/logs"],
-            "df": ["df", "-Pk", host.work_dir],
-            "leftovers": [*docker_cli(node.host), "ps", "-aq", "--filter", f"name=^{node.container_name}$"],
-        }
-        devices = plan.vendor.device_nodes(host.devices)
-        if devices:
-            checks["devices"] = ["ls", "-d", "--", *devices]
-        if host.data_dir and not plan.job.synthetic:
-            checks["data"] = ["test", "-d", host.data_dir]
-        if node.node_rank == 0:
-            # SO_REUSEADDR as torchrun's store sets it: a port in TIME_WAIT after
-            # the previous run is free for it, a listening one is not.
-            checks["port"] = ["python3", "-c", "import socket,sys; s=socket.socket(); "
-                              "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-                              "s.bind(('', int(sys.argv[1])))", str(plan.master_port)]
-        before = time.time()
-        done = dict(zip(checks, run_all(lambda argv: transport.run(argv, timeout=QUICK_S), list(checks.values()))))
-        after = time.time()
-        clock = done["date"]
-        if not clock.ok:
-            raise HostUnreachable(f"cannot run commands on {host.name}: {clock.output.strip()}",
-                                  file=self.inventory.source, field=field)
-
-        facts: dict[str, str] = {}
-        warnings: list[str] = []
-        try:
-            skew = float(clock.output.split()[-1]) - (before + after) / 2
-            facts["clock_skew_s"] = f"{skew:+.3f}"
-            if abs(skew) > MAX_CLOCK_SKEW_S:
-                warnings.append(f"{host.name}: clock is {skew:+.1f} s off the controller's; "
-                                "cross-host timestamps will be skewed")
-        except (ValueError, IndexError):
-            facts["clock_skew_s"] = "unknown"
-        version = done["docker"]
-        if not version.ok:
-            raise HostUnreachable(f"docker is not usable on {host.name}: {version.output.strip()[-300:]}",
-                                  file=self.inventory.source, field=field)
-        facts["docker"] = version.output.strip().splitlines()[-1] if version.output.strip() else "unknown"
-        if not done["mkdir"].ok:
-            raise HostUnreachable(f"cannot create {node.host_run_dir} on {host.name}: {done['mkdir'].output.strip()}",
-                                  file=self.inventory.source, field=f"{field}.work_dir")
-        disk = done["df"]
-        if disk.ok and len(disk.output.splitlines()) >= 2:
-            free_gib = int(disk.output.splitlines()[-1].split()[3]) / 2**20
-            facts["work_dir_free_gib"] = f"{free_gib:.1f}"
-            if free_gib < MIN_FREE_DISK_GIB:
-                warnings.append(f"{host.name}: only {free_gib:.1f} GiB free in {host.work_dir}")
-        if "devices" in done and not done["devices"].ok:
-            missing = [d for d in devices if d not in done["devices"].output.split()]
-            raise HostUnreachable(f"device(s) {', '.join(missing)} (vendor {plan.vendor.name}) missing on "
-                                  f"{host.name}", file=self.inventory.source, field=f"{field}.devices")
-        if "data" in done and not done["data"].ok:
-            raise UserError(f"data directory {host.data_dir} does not exist on {host.name}",
-                            file=self.inventory.source, field=f"{field}.data_dir")
-        if done["leftovers"].ok and _CONTAINER_ID_RE.search(done["leftovers"].output):
-            raise UserError(f"a container named {node.container_name} already exists on {host.name}", field=field)
-        port = done.get("port")
-        if port is not None and port.exit_code == 1 and "Address already in use" in port.output:
-            raise MasterPortBusy(f"master port {plan.master_port} is already in use on {host.name}",
-                            file=self.inventory.source, field="cluster.master_port")
-        return facts, warnings
+        return check_host(self.transport(node.host), plan, node, self.inventory.source)
 
     # -- environment and monitors -----------------------------------------------------
     def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
@@ -402,7 +327,7 @@ class DockerSshBackend(ClusterBackend):
             found = []
             for line in result.output.splitlines() if result.ok else []:
                 parts = line.split()
-                if len(parts) in (4, 5) and _CONTAINER_ID_RE.fullmatch(parts[0]):
+                if len(parts) in (4, 5) and CONTAINER_ID_RE.fullmatch(parts[0]):
                     found.append(Leftover(host.name, *parts[:4], labelled_host=parts[4] if len(parts) == 5 else ""))
             return found
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.backends.docker import DockerSshBackend, MasterPortBusy, OrphansFound
+from harness.backends.docker import DockerSshBackend, OrphansFound
+from harness.backends.docker_checks import MasterPortBusy
 from harness.campaign.backend import campaign_backend
 from harness.campaign.busbw_gate import busbw_problem
 from harness.campaign.check import PlannedEntry, check_suite
