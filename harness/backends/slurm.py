@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from harness.backends import docker_image
 from harness.backends.base import Leftover, NodeState, PreflightReport
 from harness.backends.docker import DockerSshBackend
+from harness.backends.docker_collect import CONTAINER_FILES, LAST_LINES
 from harness.backends.docker_request import DockerNode, image_commands
 from harness.backends.fabric_checks import check_inventory_fabric
 from harness.backends.image import ImagePlan
@@ -66,7 +67,6 @@ _ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESI
 _KINDS: dict[str, FailureKind] = {"NODE_FAIL": "infra", "BOOT_FAIL": "infra", "PREEMPTED": "infra",
                                   "CANCELLED": "infra", "TIMEOUT": "timeout", "DEADLINE": "timeout"}
 _FIELD_RE = re.compile(r"(\w+)=(\S*)")
-CONTAINER_FILES = "container"
 
 
 class SrunTransport(Transport):
@@ -416,5 +416,5 @@ def collect_run_dir(host: str, node_rank: int, container: str, run_dir: Path, fo
     fetched = LocalTransport(host).get_tree(str(run_dir / "logs"), folder / CONTAINER_FILES)
     notes += [f"not collected: {skip}" for skip in getattr(fetched, "skipped", [])]
     return NodeOutcome(host=host, node_rank=node_rank, container=container, exit_code=exit_code,
-                       log_dir=str(folder), last_lines=log.splitlines()[-30:], collected=exit_code is not None,
+                       log_dir=str(folder), last_lines=log.splitlines()[-LAST_LINES:], collected=exit_code is not None,
                        remote_run_dir=str(run_dir), notes=notes)
