@@ -44,15 +44,16 @@ def _redact_file(path: Path, secret_values: set[str]) -> None:
     masked.replace(path)
 
 
-def _inspect_state(output: str) -> dict:
-    """The State in `docker inspect`'s JSON array; lines a login shell printed
-    around it (a pyenv rehash lock message, a banner) are skipped."""
+def _inspect_document(output: str) -> str:
+    """`docker inspect`'s JSON array as it printed it; lines a login shell printed
+    around it (a pyenv rehash lock message, a banner) are left out."""
     decoder = json.JSONDecoder()
     for match in re.finditer(r"^\[", output, re.MULTILINE):
         try:
-            return decoder.raw_decode(output, match.start())[0][0]["State"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            _, end = decoder.raw_decode(output, match.start())
+        except ValueError:
             continue
+        return output[match.start():end] + "\n"
     raise ValueError("no docker inspect array in the output")
 
 
@@ -81,9 +82,13 @@ def collect_node(transport: Transport, docker: list[str], container: str, remote
         logs = output.result()
         fetched, tree_error = tree.result()
     if inspect.ok:
-        (folder / "container.json").write_text(redact_container_json(inspect.output, secret_keys), encoding="utf-8")
         try:
-            state = _inspect_state(inspect.output)
+            document = _inspect_document(inspect.output)
+        except ValueError:
+            document = inspect.output
+        (folder / "container.json").write_text(redact_container_json(document, secret_keys), encoding="utf-8")
+        try:
+            state = json.loads(document)[0]["State"]
             if not state.get("Running"):
                 exit_code = int(state["ExitCode"])
         except (ValueError, KeyError, IndexError, TypeError):
