@@ -7,9 +7,10 @@ harness/core/runner.py.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +38,9 @@ class NodeState:
     # A scheduler's verdict on how the node ended (Slurm's NODE_FAIL is infra,
     # TIMEOUT is timeout); None: the exit code decides.
     kind: FailureKind | None = None
+    # unreachable: since when (time.monotonic()) the host has said nothing, when
+    # the backend knows; None: from when the watcher first saw it so.
+    silent_since: float | None = None
 
     @property
     def running(self) -> bool:
@@ -65,6 +69,54 @@ class Leftover:
 
     def describe(self) -> str:
         return f"{self.name} ({self.state}, run {self.run_id}) on {self.host}"
+
+
+class NodeWatch(ABC):
+    """What the watcher reads while a run goes on: every node's state and each
+    rank's latest event. Reading is cheap (what is known now); `wait` returns when
+    something changed or `timeout` passed."""
+
+    @abstractmethod
+    def states(self) -> list[NodeState]:
+        """One state per watched node. Never raises for one host's trouble: that node is `unreachable`."""
+
+    @abstractmethod
+    def events(self, node_ranks: list[int]) -> dict[int, Event]:
+        """Global rank -> its latest event, for the ranks of these nodes that could be read."""
+
+    def notes(self) -> list[str]:
+        """What happened to the watching itself since last asked (a stream reopened), for the log."""
+        return []
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> NodeWatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class PollingWatch(NodeWatch):
+    """A watch that asks the backend each time it is read: poll() for the states,
+    progress() for the events (a scheduler's queue, a test's fake backend)."""
+
+    def __init__(self, backend: ClusterBackend, plan: RunPlan, node_ranks: list[int]) -> None:
+        self._backend = backend
+        self._plan = plan
+        self._node_ranks = node_ranks
+
+    def states(self) -> list[NodeState]:
+        asked = time.monotonic()  # a silent host's poll may block: its silence began before the answer
+        return [replace(state, silent_since=asked) if state.status == "unreachable" and state.silent_since is None
+                else state for state in self._backend.poll(self._plan, self._node_ranks)]
+
+    def events(self, node_ranks: list[int]) -> dict[int, Event]:
+        return self._backend.progress(self._plan, node_ranks)
 
 
 class ClusterBackend(ABC):
@@ -121,15 +173,21 @@ class ClusterBackend(ABC):
     def launch(self, plan: RunPlan) -> None:
         """Start one container per node."""
 
-    @abstractmethod
-    def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
-        """The state of these nodes' containers. Never raises for one host's
-        trouble: that node is `unreachable` this time."""
+    def watch(self, plan: RunPlan, node_ranks: list[int]) -> NodeWatch:
+        """Start watching these nodes until the watch is closed. The default asks
+        poll() and progress() again and again; a backend that can listen to its
+        hosts instead returns its own NodeWatch."""
+        return PollingWatch(self, plan, node_ranks)
 
-    @abstractmethod
+    def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
+        """For the default watch: the state of these nodes now. Never raises for one
+        host's trouble: that node is `unreachable` this time."""
+        raise NotImplementedError(f"{type(self).__name__} has neither watch() nor poll()")
+
     def progress(self, plan: RunPlan, node_ranks: list[int]) -> dict[int, Event]:
-        """Global rank -> the last event its event log holds, for the ranks of
-        these nodes that could be read (the stall watchdog's input)."""
+        """For the default watch: global rank -> the last event its event log holds,
+        for the ranks of these nodes that could be read (the stall watchdog's input)."""
+        raise NotImplementedError(f"{type(self).__name__} has neither watch() nor progress()")
 
     @abstractmethod
     def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:

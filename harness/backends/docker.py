@@ -6,23 +6,22 @@ carry `bench.*` labels and are found again by them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.backends import docker_image
-from harness.backends.base import ClusterBackend, Leftover, NodeState, PreflightReport
+from harness.backends.base import ClusterBackend, Leftover, NodeWatch, PreflightReport
 from harness.backends.docker_checks import CONTAINER_ID_RE, check_host
 from harness.backends.docker_collect import collect_node, failed_outcome
 from harness.backends.docker_request import DockerNode, DockerRequest, docker_plan
+from harness.backends.docker_watch import DockerWatch
 from harness.backends.fabric_checks import check_inventory_fabric
 from harness.backends.image import ImagePlan
 from harness.backends.launch import ENV_FILE_NAME, LABEL_PREFIX, docker_cli
 from harness.backends.ssh import open_transport
 from harness.backends.transport import Transport
 from harness.campaign.lock import DEFAULT_STALE_AFTER_S, refuse_if_locked
-from harness.core.events import Event, parse_lines
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
 from harness.core.plan import NodePlan, RunPlan, node_dir_name
@@ -36,13 +35,8 @@ from harness.parallel import run_all
 from harness.secrets import env_file_text, remove_file_argv, write_private_file_argv
 
 QUICK_S = 30.0
-POLL_TIMEOUT_S = 10.0  # one `docker inspect` of the poll loop; longer counts as no answer
 MONITOR_INTERVAL_S = 2.0
-_STATE_RE = re.compile(r"state=(\w+) exit=(-?\d+)")
-_NO_SUCH = ("No such object", "No such container")
 _LEFTOVER_FORMAT = '{{.ID}} {{.Names}} {{.Label "bench.run_id"}} {{.State}} {{.Label "bench.host"}}'
-# The last line of every rank's event log, in one round trip per host.
-_TAIL_EVENTS = 'for f in "$1"/events_rank*.log; do [ -f "$f" ] && tail -n 1 "$f"; done; exit 0'
 
 
 class OrphansFound(UserError):
@@ -178,43 +172,9 @@ class DockerSshBackend(ClusterBackend):
         wanted = set(node_ranks)
         return [node for node in plan.nodes if node.node_rank in wanted]
 
-    def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
-        def state(node: NodePlan) -> NodeState:
-            try:
-                result = self.transport(node.host).run(
-                    [*docker_cli(node.host), "inspect", "--format", "state={{.State.Status}} exit={{.State.ExitCode}}",
-                     node.container_name], timeout=POLL_TIMEOUT_S)
-            except HarnessError as exc:  # the host itself: SSH down, reconnect failed
-                return NodeState(node.node_rank, "unreachable", detail=str(exc).splitlines()[0])
-            # Login shells may print their own lines around ours: find ours.
-            match = _STATE_RE.search(result.output)
-            if match is None:
-                if result.exit_code is not None and any(text in result.output for text in _NO_SUCH):
-                    return NodeState(node.node_rank, "gone", detail="container not found: " + result.output.strip())
-                what = "no answer" if result.exit_code is None else f"exit {result.exit_code}"
-                return NodeState(node.node_rank, "unreachable",
-                                 detail=f"docker inspect: {what} {result.output.strip()[-200:]}".strip())
-            status, code = match.group(1), match.group(2)
-            if status in ("created", "running", "restarting", "paused"):
-                return NodeState(node.node_rank, "running", detail=status)
-            return NodeState(node.node_rank, "exited", int(code), status)
-
-        return run_all(state, self._nodes(plan, node_ranks))
-
-    def progress(self, plan: RunPlan, node_ranks: list[int]) -> dict[int, Event]:
-        def read(node: NodePlan) -> list[Event]:
-            try:
-                result = self.transport(node.host).run(["sh", "-c", _TAIL_EVENTS, "sh", node.host_log_dir],
-                                                       timeout=POLL_TIMEOUT_S)
-            except HarnessError:
-                return []
-            return parse_lines(result.output.splitlines()) if result.exit_code is not None else []
-
-        latest: dict[int, Event] = {}
-        for events in run_all(read, self._nodes(plan, node_ranks)):
-            for event in events:
-                latest[event.rank] = event
-        return latest
+    def watch(self, plan: RunPlan, node_ranks: list[int]) -> NodeWatch:
+        return DockerWatch(plan.job.run_id, plan.job.nproc_per_node,
+                           [(node, self.transport(node.host)) for node in self._nodes(plan, node_ranks)])
 
     def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
         def dump(node: NodePlan) -> None:

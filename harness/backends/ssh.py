@@ -39,6 +39,7 @@ pipes deadlock paramiko otherwise).
 from __future__ import annotations
 
 import contextlib
+import math
 import shlex
 import socket
 import threading
@@ -253,8 +254,13 @@ class SshTransport(Transport):
             exit_code = self._exec(argv, timeout, stdin, sink)
         return CommandResult(self.host, argv, exit_code, read_tail(dest), output_file=dest)
 
-    def _exec(self, argv: list[str], timeout: float, stdin: bytes | None, sink: Callable[[bytes], None]) -> int | None:
-        """Exit status of argv on the host, None when it ran past `timeout`; output to sink as it comes."""
+    def stream(self, argv: list[str], on_data: Callable[[bytes], None], stop: threading.Event) -> int | None:
+        return self._exec(argv, math.inf, None, on_data, stop)
+
+    def _exec(self, argv: list[str], timeout: float, stdin: bytes | None, sink: Callable[[bytes], None],
+              stop: threading.Event | None = None) -> int | None:
+        """Exit status of argv on the host, None when it ran past `timeout` (or `stop`
+        was set); output to sink as it comes."""
         deadline = time.monotonic() + timeout
         what = f"`{_brief(argv)}`"
         channel, transport = self._open_channel(what)
@@ -263,21 +269,21 @@ class SshTransport(Transport):
                 channel.set_combine_stderr(True)
                 channel.exec_command(quote_argv(argv))
                 dog.disarm()  # from here the command's own deadline and the probes bound the wait
-                return self._pump(channel, transport, what, deadline, stdin or b"", sink)
+                return self._pump(channel, transport, what, deadline, stdin or b"", sink, stop)
             finally:
                 dog.arm()
                 with contextlib.suppress(*TRANSPORT_ERRORS):
                     channel.close()
 
     def _pump(self, channel: paramiko.Channel, transport: paramiko.Transport, what: str, deadline: float,
-              stdin: bytes, sink: Callable[[bytes], None]) -> int | None:
+              stdin: bytes, sink: Callable[[bytes], None], stop: threading.Event | None = None) -> int | None:
         sent = 0
         if not stdin:
             channel.shutdown_write()
         quiet_since = time.monotonic()
         exited_at: float | None = None
         while True:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                 return None
             sending = sent < len(stdin)
             if sending:

@@ -18,9 +18,13 @@ What a caller can tell apart:
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import signal
 import subprocess
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +87,26 @@ def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
     return data.decode("utf-8", "replace")
 
 
+STREAM_POLL_S = 0.2  # how often a stream's reader looks at its stop flag
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """End a streamed command and whatever it started (its own session)."""
+    if proc.poll() is None:
+        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 class Transport(ABC):
     host: str
 
@@ -102,6 +126,12 @@ class Transport(ABC):
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(result.output.encode("utf-8"))
         return CommandResult(result.host, result.argv, result.exit_code, read_tail(dest), output_file=dest)
+
+    def stream(self, argv: list[str], on_data: Callable[[bytes], None], stop: threading.Event) -> int | None:
+        """Run a long-lived argv, its output handed to on_data as it arrives, until
+        it ends (its exit status) or `stop` is set (the command is ended; None).
+        A transport failure raises as in run()."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream a command")
 
     @abstractmethod
     def put_tree(self, local: Path, remote: str) -> None:
@@ -157,6 +187,26 @@ class LocalTransport(Transport):
                     proc.wait()
                     exit_code = None
         return CommandResult(self.host, argv, exit_code, read_tail(dest), output_file=dest)
+
+    def stream(self, argv: list[str], on_data: Callable[[bytes], None], stop: threading.Event) -> int | None:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        except FileNotFoundError as exc:
+            on_data(f"{argv[0]}: {exc.strerror}\n".encode())
+            return 127
+        assert proc.stdout is not None
+        try:
+            while not stop.is_set():
+                readable, _, _ = select.select([proc.stdout], [], [], STREAM_POLL_S)
+                if readable:
+                    data = os.read(proc.stdout.fileno(), 65536)
+                    if not data:
+                        return proc.wait()
+                    on_data(data)
+            return None
+        finally:
+            _end_group(proc)
 
     def put_tree(self, local: Path, remote: str) -> None:
         target = Path(remote)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 
 from cases.protocol import PROGRESS_KEYS
-from harness.backends.base import ClusterBackend, NodeState
+from harness.backends.base import ClusterBackend, NodeState, NodeWatch
 from harness.core.events import Event
 from harness.core.inventory import Cluster
 from harness.core.plan import RunPlan
@@ -139,10 +139,10 @@ class Watcher:
         self._unreachable_since: dict[int, float] = {}
         self._unreachable_detail: dict[int, str] = {}
 
-    def _lost(self, states: list[NodeState], asked: float, now: float) -> list[int]:
+    def _lost(self, states: list[NodeState], now: float) -> list[int]:
         for state in states:
             if state.status == "unreachable":
-                self._unreachable_since.setdefault(state.node_rank, asked)
+                self._unreachable_since.setdefault(state.node_rank, state.silent_since or now)
                 self._unreachable_detail[state.node_rank] = state.detail
             else:
                 self._unreachable_since.pop(state.node_rank, None)
@@ -150,20 +150,25 @@ class Watcher:
                       if now - since >= self.limits.host_lost_s)
 
     def wait(self) -> WaitOutcome:
+        ranks = [node.node_rank for node in self.plan.nodes]
+        with self.backend.watch(self.plan, ranks) as watch:
+            return self._wait(watch)
+
+    def _wait(self, watch: NodeWatch) -> WaitOutcome:
         plan, limits = self.plan, self.limits
         start = time.monotonic()
         deadline = start + limits.timeout_s
         stall = StallWatch(plan.job.world_size, limits.stall_timeout_s, start)
-        ranks = [node.node_rank for node in plan.nodes]
         next_read = start + PROGRESS_READ_S
         next_line = start + PROGRESS_READ_S  # the first line soon; in a log, then every PROGRESS_LOG_S
         line: str | None = None
         with self.console.status("training", spinner="dots") as status:
             while True:
-                asked = time.monotonic()  # a silent host's poll may block: its silence began before the answer
-                states = self.backend.poll(plan, ranks)
+                states = watch.states()
+                for note in watch.notes():
+                    self.console.print(f"watch: {note}")
                 now = time.monotonic()
-                lost = self._lost(states, asked, now)
+                lost = self._lost(states, now)
                 if lost:
                     names = ", ".join(f"node {r} ({_host(plan, r)}): {self._unreachable_detail.get(r, '')}".rstrip(": ")
                                       for r in lost)
@@ -176,7 +181,7 @@ class Watcher:
                     return WaitOutcome(False, "timeout", f"timed out after {limits.timeout_s:.0f} s")
                 if now >= next_read:
                     reachable = [s.node_rank for s in states if s.status != "unreachable"]
-                    events = self.backend.progress(plan, reachable)
+                    events = watch.events(reachable)
                     stall.update(events, time.monotonic())
                     if 0 in events and (text := _step_line(events[0])):
                         line = text
@@ -196,7 +201,7 @@ class Watcher:
                     else:  # an overnight log has no spinner: a line now and then instead
                         self.console.print(f"training: {line}")
                     next_line = now + (PROGRESS_READ_S if self.console.is_terminal else PROGRESS_LOG_S)
-                time.sleep(POLL_S)
+                watch.wait(POLL_S)
 
     def _verdict(self, states: list[NodeState]) -> WaitOutcome | None:
         failed = [s for s in states if s.status == "exited" and s.exit_code != 0]
