@@ -254,6 +254,12 @@ def test_killed_controller_resumes_and_the_lock_refuses_others(
                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert bench.returncode == 2 and f"locked by campaign {campaign_name}" in bench.stderr, bench.stderr
 
+        # Killed once both of job 2's ranks have written events, so there are logs to collect on resume.
+        def job_2_logged() -> bool:  # 2x1: node k on host k runs rank k
+            logs = [d / "runs" / job2_run / f"node{k}" / "logs" / f"events_rank{k}.log" for k, d in enumerate(work_dirs(hosts))]
+            return all(log.is_file() and log.stat().st_size > 0 for log in logs)
+
+        wait_for(job_2_logged, "job 2's event logs on both hosts", proc=proc)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         assert len(containers(job2_run)) == 2  # left behind by the killed controller

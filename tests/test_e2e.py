@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -194,9 +193,11 @@ def test_timeout_stops_the_run_and_reports_it(make_hosts_yaml: Callable[..., Pat
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert time.monotonic() - started < 60
     result = json.loads((tmp_path / run_id / "resnet50" / "1x1" / "results.json").read_text())
-    assert result["status"] == "failed" and "timed out after 12 s" in result["failure"]
-    assert re.search(r"training: epoch \d+ step \d+: [\d,.]+ samples/s", proc.stderr)  # live progress in a log
-    assert (tmp_path / run_id / "resnet50" / "1x1" / "node1_noderank0" / "container" / "events_rank0.log").is_file()
+    assert result["status"] == "failed" and result["failure_kind"] == "timeout"
+    assert "timed out after 12 s" in result["failure"]
+    # Collected all the same (how far training got in 12 s depends on the machine: the live
+    # progress line is checked where a step is waited for, tests/test_faults.py's SIGHUP test).
+    assert (tmp_path / run_id / "resnet50" / "1x1" / "node1_noderank0" / "container.json").is_file()
     assert containers_of(run_id) == []
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,6 +80,27 @@ def wait_for_step(run_dir: Path, rank: int = 0, limit_s: float = 240) -> None:
                 return
         time.sleep(0.5)
     raise AssertionError(f"rank {rank} never reached a step under {run_dir}")
+
+
+def wait_for_output(proc: subprocess.Popen[str], pattern: re.Pattern[str], limit_s: float = 120) -> str:
+    """Read the controller's stderr until a line matches; returns what was read."""
+    assert proc.stderr is not None
+    read: list[str] = []
+    found = threading.Event()
+
+    def reader() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            read.append(line)
+            if pattern.search(line):
+                found.set()
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    if not found.wait(limit_s):
+        raise AssertionError(f"no line matching {pattern.pattern!r} within {limit_s:.0f} s:\n" + "".join(read))
+    return "".join(read)
 
 
 def results_of(results: Path, run_id: str, config: str) -> dict:
@@ -179,11 +202,14 @@ def test_full_results_disk_is_one_clear_error(make_hosts_yaml: Callable[..., Pat
 
 def test_sighup_stops_collects_and_records(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
     run_id = "fault-sighup"
-    with controller(bench_argv(make_hosts_yaml(), tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG)) as proc:
+    hosts = make_hosts_yaml()
+    with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG)) as proc:
         wait_running(run_id, 2, proc=proc)
-        time.sleep(2)
+        wait_for_step(work_dir(hosts), rank=0)
+        progress = wait_for_output(proc, re.compile(r"training: epoch \d+ step \d+: [\d,.]+ samples/s"))
         proc.send_signal(signal.SIGHUP)
         stdout, stderr = proc.communicate(timeout=120)
+    stderr = progress + stderr  # live progress in a log, as soon as the first step is read
     assert proc.returncode == 130, stdout + stderr
     result = results_of(tmp_path, run_id, "2x1")
     assert result["failure_kind"] == "interrupted"

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from test_dry_run import normalise
-from test_faults import LONG, TINY, bench, bench_argv, containers_of, controller, results_of, wait_running
+from test_faults import LONG, TINY, bench, bench_argv, containers_of, controller, results_of, wait_for_step, wait_running
 
 from harness import REPO_ROOT
 
@@ -102,9 +103,11 @@ def test_scancel_from_outside_stops_every_container_and_is_infra(make_slurm_yaml
 def test_sigterm_to_the_controller_cancels_the_job_and_records(make_slurm_yaml: Callable[..., Path],
                                                                tmp_path: Path) -> None:
     run_id = "slurm-sigterm"
-    with controller(bench_argv(make_slurm_yaml(), tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG)) as proc:
+    inventory = make_slurm_yaml()
+    with controller(bench_argv(inventory, tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG)) as proc:
         wait_running(run_id, 2, proc=proc)
-        time.sleep(3)
+        # The nodes' work_dir is shared with this machine (tests/infra/slurm.sh): rank 0's log shows a step.
+        wait_for_step(Path(yaml.safe_load(inventory.read_text())["cluster"]["slurm"]["work_dir"]), rank=0)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 130, stdout + stderr

@@ -101,14 +101,19 @@ class NodeWatch(ABC):
         self.close()
 
 
+PROGRESS_READ_S = 5.0  # a polling watch reads the ranks' event logs this often
+
+
 class PollingWatch(NodeWatch):
-    """A watch that asks the backend each time it is read: poll() for the states,
-    progress() for the events (a scheduler's queue, a test's fake backend)."""
+    """A watch that asks the backend: poll() each time it is read for the states,
+    progress() every PROGRESS_READ_S for the events (a scheduler's queue, a test's fake backend)."""
 
     def __init__(self, backend: ClusterBackend, plan: RunPlan, node_ranks: list[int]) -> None:
         self._backend = backend
         self._plan = plan
         self._node_ranks = node_ranks
+        self._events: dict[int, Event] = {}
+        self._next_read = time.monotonic() + PROGRESS_READ_S
 
     def states(self) -> list[NodeState]:
         asked = time.monotonic()  # a silent host's poll may block: its silence began before the answer
@@ -116,7 +121,10 @@ class PollingWatch(NodeWatch):
                 else state for state in self._backend.poll(self._plan, self._node_ranks)]
 
     def events(self, node_ranks: list[int]) -> dict[int, Event]:
-        return self._backend.progress(self._plan, node_ranks)
+        if time.monotonic() >= self._next_read:
+            self._events.update(self._backend.progress(self._plan, node_ranks))
+            self._next_read = time.monotonic() + PROGRESS_READ_S
+        return dict(self._events)
 
 
 class ClusterBackend(ABC):

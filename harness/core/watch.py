@@ -22,8 +22,7 @@ from harness.core.inventory import Cluster
 from harness.core.plan import RunPlan
 from harness.core.results import FailureKind
 
-POLL_S = 0.25
-PROGRESS_READ_S = 5.0  # how often the ranks' event logs are read (stall watchdog, progress line)
+POLL_S = 0.25  # the longest the watcher waits between looks at what the watch knows
 PROGRESS_LOG_S = 30.0  # an overnight log (not a terminal) gets a progress line this often
 HOST_LOST_S = 60.0  # a host that answers nothing for this long is lost
 DEFAULT_STALL_TIMEOUT_S = 15 * 60.0
@@ -159,9 +158,9 @@ class Watcher:
         start = time.monotonic()
         deadline = start + limits.timeout_s
         stall = StallWatch(plan.job.world_size, limits.stall_timeout_s, start)
-        next_read = start + PROGRESS_READ_S
-        next_line = start + PROGRESS_READ_S  # the first line soon; in a log, then every PROGRESS_LOG_S
+        next_line = start  # the first line as soon as there is one; in a log, then every PROGRESS_LOG_S
         line: str | None = None
+        seen: Event | None = None
         with self.console.status("training", spinner="dots") as status:
             while True:
                 states = watch.states()
@@ -179,28 +178,27 @@ class Watcher:
                     return verdict
                 if now > deadline:
                     return WaitOutcome(False, "timeout", f"timed out after {limits.timeout_s:.0f} s")
-                if now >= next_read:
-                    reachable = [s.node_rank for s in states if s.status != "unreachable"]
-                    events = watch.events(reachable)
-                    stall.update(events, time.monotonic())
-                    if 0 in events and (text := _step_line(events[0])):
-                        line = text
-                    if 0 in events and self.on_progress and (progress := step_progress(events[0])):
+                reachable = [s.node_rank for s in states if s.status != "unreachable"]
+                events = watch.events(reachable)
+                stall.update(events, time.monotonic())
+                newest = events.get(0)
+                if newest is not None and newest != seen:
+                    seen = newest
+                    line = _step_line(newest) or line
+                    if self.on_progress and (progress := step_progress(newest)):
                         self.on_progress(progress)
-                    stalled = stall.stalled(time.monotonic())
-                    if stalled:
-                        return WaitOutcome(
-                            False, "stalled",
-                            f"stalled: no progress for {limits.stall_timeout_s:.0f} s from "
-                            f"{stall.describe(stalled, time.monotonic())}",
-                            stalled_ranks=stalled)
-                    next_read = time.monotonic() + PROGRESS_READ_S
-                if line and now >= next_line:
-                    if self.console.is_terminal:
-                        status.update(f"training: {line}")
-                    else:  # an overnight log has no spinner: a line now and then instead
-                        self.console.print(f"training: {line}")
-                    next_line = now + (PROGRESS_READ_S if self.console.is_terminal else PROGRESS_LOG_S)
+                stalled = stall.stalled(time.monotonic())
+                if stalled:
+                    return WaitOutcome(
+                        False, "stalled",
+                        f"stalled: no progress for {limits.stall_timeout_s:.0f} s from "
+                        f"{stall.describe(stalled, time.monotonic())}",
+                        stalled_ranks=stalled)
+                if line and self.console.is_terminal:
+                    status.update(f"training: {line}")
+                elif line and now >= next_line:  # an overnight log has no spinner: a line now and then instead
+                    self.console.print(f"training: {line}")
+                    next_line = now + PROGRESS_LOG_S
                 watch.wait(POLL_S)
 
     def _verdict(self, states: list[NodeState]) -> WaitOutcome | None:
