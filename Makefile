@@ -39,11 +39,13 @@ campaign: setup
 # Everything the tests need (setup + two SSH test hosts), then the whole suite.
 test:
 	@bash tests/infra/setup.sh
-	$(PY) -m ruff check harness cases tests bench
+	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
 
+# ruff over the code and tests; mypy (settings in pyproject.toml) over harness/ and cases/.
 lint:
 	$(PY) -m ruff check harness cases tests bench
+	$(PY) -m mypy harness cases
 
 report:
 	$(PY) -m harness report results $(if $(VERBOSE),--verbose)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generic, List, Optional, Type, TypeVar
 
-from cases.config import CASES_DIR, CaseConfig
+from pydantic import BaseModel
+
+from cases.config import CASES_DIR
 from cases.errors import CaseError
 
 if TYPE_CHECKING:
@@ -23,20 +25,26 @@ if TYPE_CHECKING:
     from cases.recorder import Recorder
 
 
-def _no_weights(cfg: CaseConfig, data_dir: Optional[Path]) -> Optional[Path]:
+# The case's config model: a CaseConfig subclass, or for a workload case any model.
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+# What build_model returns, and load_weights takes.
+ModelT = TypeVar("ModelT", bound="nn.Module")
+
+
+def _no_weights(cfg: object, data_dir: Optional[Path]) -> Optional[Path]:
     return None
 
 
 @dataclass(frozen=True)
-class CaseSpec:
+class CaseSpec(Generic[ConfigT, ModelT]):
     name: str
-    config: Type[CaseConfig]
+    config: Type[ConfigT]
     # builds the model with random weights (torchvision: weights=None)
-    build_model: Callable[[CaseConfig], nn.Module]
+    build_model: Callable[[ConfigT], ModelT]
     # the file to initialise from, or None for random init
-    weights_file: Callable[[CaseConfig, Optional[Path]], Optional[Path]] = _no_weights
+    weights_file: Callable[[ConfigT, Optional[Path]], Optional[Path]] = _no_weights
     # loads weights_file into the built model; raises CaseError on a bad file
-    load_weights: Optional[Callable[[nn.Module, Path, CaseConfig], None]] = None
+    load_weights: Optional[Callable[[ModelT, Path, ConfigT], None]] = None
     # the config key that names the weights file, for messages
     weights_key: str = "weights"
     # A case that trains no model (cases/allreduce): run.py writes config and world
@@ -62,7 +70,7 @@ def available_cases() -> List[str]:
     return sorted(p.parent.name for p in CASES_DIR.glob("*/defaults.yaml"))
 
 
-def load_case(name: str) -> CaseSpec:
+def load_case(name: str) -> CaseSpec[Any, Any]:
     known = available_cases()
     if name not in known:
         raise CaseError(f"--case: unknown case {name!r}; available: {', '.join(known)}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, Generic, List, Literal, Optional, Tuple, Type, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -94,12 +94,17 @@ class CaseConfig(BaseModel):
         return self.base_lr * self.batch_size * world_size / self.lr_ref_batch
 
 
+# The case's config model: a CaseConfig subclass, or for a workload case
+# (cases/allreduce) any model.
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class LoadedConfig:
+class LoadedConfig(Generic[ModelT]):
     case: str
     vendor: str
     name: HardwareConfig
-    values: CaseConfig
+    values: ModelT
     files: List[str]
     hardware_file: Optional[str]
     hardware_keys: List[str]
@@ -181,7 +186,7 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
-def _known_keys(model: Type[CaseConfig], source: str) -> str:
+def _known_keys(model: Type[BaseModel], source: str) -> str:
     keys = list(model.model_fields)
     if source == FIX_HP_SOURCE:
         keys = [f"{alias} ({key})" if alias != key else key for alias, key in ALIASES.items() if key in keys] + [
@@ -190,7 +195,7 @@ def _known_keys(model: Type[CaseConfig], source: str) -> str:
     return ", ".join(keys)
 
 
-def _validate(model: Type[CaseConfig], data: Dict[str, Any], source: str) -> CaseConfig:
+def _validate(model: Type[ModelT], data: Dict[str, Any], source: str) -> ModelT:
     unknown = [k for k in data if k not in model.model_fields]
     if unknown:
         raise ConfigError(
@@ -218,12 +223,12 @@ def hardware_file(case_dir: Path, vendor: str, name: HardwareConfig) -> Optional
 
 def load_config(
     case: str,
-    model: Type[CaseConfig],
+    model: Type[ModelT],
     vendor: str,
     config_name: str,
     fix_hp: Optional[str],
     case_dir: Optional[Path] = None,
-) -> LoadedConfig:
+) -> LoadedConfig[ModelT]:
     case_dir = case_dir or CASES_DIR / case
     name = parse_config_name(config_name)
     defaults_path = case_dir / "defaults.yaml"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -21,10 +21,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from cases.config import CaseConfig
 from cases.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
+
 LAYOUT = "<data>/train/<wnid>/*.JPEG and <data>/val/<wnid>/*.JPEG"
+# One sample: an image (3 x size x size) and its class index.
+Sample = Tuple[torch.Tensor, int]
 
 
-class SyntheticImages(Dataset):
+class SyntheticImages(Dataset[Sample]):
     """Random normal images and uniform labels, deterministic per index."""
 
     def __init__(self, samples: int, image_size: int, num_classes: int, seed: int) -> None:
@@ -36,7 +41,7 @@ class SyntheticImages(Dataset):
     def __len__(self) -> int:
         return self.samples
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> Sample:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         image = torch.randn(3, self.image_size, self.image_size, generator=generator)
         label = int(torch.randint(self.num_classes, (1,), generator=generator))
@@ -45,9 +50,9 @@ class SyntheticImages(Dataset):
 
 @dataclass
 class Data:
-    train: DataLoader
-    sampler: DistributedSampler
-    val: Optional[DataLoader]
+    train: DataLoader[Sample]
+    sampler: DistributedSampler[Sample]
+    val: Optional[DataLoader[Sample]]
     source: str  # "synthetic" or the data directory
     train_samples: int  # global, per epoch, before drop_last
     val_samples: int  # global
@@ -103,7 +108,7 @@ def _transforms(cfg: CaseConfig) -> Tuple[object, object]:
     return train, val
 
 
-def _image_folder(path: Path, transform: object) -> Dataset:
+def _image_folder(path: Path, transform: object) -> ImageFolder:
     from torchvision.datasets import ImageFolder
 
     try:
@@ -116,8 +121,9 @@ def build_data(cfg: CaseConfig, data_dir: Optional[Path], rank: int, world_size:
                pin_memory: bool) -> Data:
     evaluate = cfg.eval
     if data_dir is None:
-        train_set: Dataset = SyntheticImages(cfg.synthetic_samples, cfg.image_size, cfg.num_classes, cfg.seed)
-        val_set: Optional[Dataset] = None
+        train_set: Union[SyntheticImages, ImageFolder] = SyntheticImages(cfg.synthetic_samples, cfg.image_size,
+                                                                          cfg.num_classes, cfg.seed)
+        val_set: Optional[Union[SyntheticImages, ImageFolder]] = None
         if evaluate and cfg.synthetic_val_samples > 0:
             val_set = SyntheticImages(cfg.synthetic_val_samples, cfg.image_size, cfg.num_classes, cfg.seed + 1)
         source = "synthetic"
@@ -135,8 +141,8 @@ def build_data(cfg: CaseConfig, data_dir: Optional[Path], rank: int, world_size:
         raise error(f"{where}: {len(train_set)} samples, fewer than one global batch "
                     f"(batch_size {cfg.batch_size} x world size {world_size} = {global_batch})")
 
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
+    sampler: DistributedSampler[Sample] = DistributedSampler(train_set, num_replicas=world_size, rank=rank,
+                                                             shuffle=True, seed=cfg.seed, drop_last=True)
     workers = cfg.num_workers
     train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                        pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0)

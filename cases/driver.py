@@ -23,7 +23,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -84,7 +84,7 @@ def make_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Opt
     def step(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         with autocast():
-            loss = criterion(model(images), targets)
+            loss: torch.Tensor = criterion(model(images), targets)
         if scaler is None:
             loss.backward()
             optimizer.step()
@@ -97,10 +97,11 @@ def make_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Opt
     return step
 
 
-def _grad_scaler(device_type: str) -> object:
+def _grad_scaler(device_type: str) -> torch.amp.GradScaler:
     amp = getattr(torch, "amp", None)
     if amp is not None and hasattr(amp, "GradScaler"):
-        return amp.GradScaler(device_type)
+        scaler: torch.amp.GradScaler = amp.GradScaler(device_type)
+        return scaler
     return torch.cuda.amp.GradScaler()  # torch < 2.3, as in some vendor images
 
 
@@ -118,7 +119,7 @@ class CoreTimer:
         return time.perf_counter()
 
 
-def evaluate(t: Trainer, module: nn.Module, heartbeat: Optional[Heartbeat] = None) -> tuple:
+def evaluate(t: Trainer, module: nn.Module, heartbeat: Optional[Heartbeat] = None) -> Tuple[Optional[float], int]:
     """Top-1 percent over the whole val set, (correct, count) summed over ranks.
     The local pass heartbeats; the all-reduce that follows does not."""
     assert t.data.val is not None
@@ -235,7 +236,7 @@ def train(t: Trainer) -> Result:
     return result
 
 
-def summarize(t: Trainer, result: Result) -> dict:
+def summarize(t: Trainer, result: Result) -> Dict[str, Any]:
     memory = t.spec.memory(t.device)
     return {
         "core_s": sum(result.core_s),

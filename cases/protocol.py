@@ -122,7 +122,8 @@ def split_fix_hp(text: Optional[str]) -> List[Tuple[str, str]]:
     if text is None or text.strip() in ("", "/"):
         return []
     items: List[str] = []
-    depth, current = 0, []
+    depth = 0
+    current: List[str] = []
     for char in text:
         if char == "[":
             depth += 1

@@ -26,13 +26,14 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import IO, List, Optional  # noqa: E402
+from typing import IO, Any, Callable, Dict, List, Optional  # noqa: E402
 
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from cases import distributed  # noqa: E402
 from cases.case import CaseSpec, WorkloadContext, load_case  # noqa: E402
-from cases.config import LoadedConfig, load_config  # noqa: E402
+from cases.config import CaseConfig, LoadedConfig, load_config  # noqa: E402
 from cases.data import build_data, check_layout  # noqa: E402
 from cases.devices import DeviceSpec, PrecisionPlan, apply_precision, get_device_spec  # noqa: E402
 from cases.distributed import World, world_from_env  # noqa: E402
@@ -47,12 +48,12 @@ class Terminated(Exception):
     run records run_stop failed before it ends."""
 
 
-def framework_versions() -> dict:
+def framework_versions() -> Dict[str, str]:
     """What this process trains with, as the environment record names it
     (harness/hostinfo/model.py FrameworkVersions): strings, "unknown" when absent."""
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "cuda": str(torch.version.cuda or "unknown")}
-    probes = {
+    probes: Dict[str, Callable[[], object]] = {
         "cudnn": lambda: torch.backends.cudnn.version(),
         "nccl": lambda: ".".join(str(part) for part in torch.cuda.nccl.version()),
         "torchvision": lambda: __import__("torchvision").__version__,
@@ -112,8 +113,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _config_event(loaded: LoadedConfig, case: CaseSpec, args: argparse.Namespace, world: World,
-                  weights: Optional[Path]) -> dict:
+def _config_event(loaded: LoadedConfig[CaseConfig], case: CaseSpec[Any, Any], args: argparse.Namespace, world: World,
+                  weights: Optional[Path]) -> Dict[str, Any]:
     cfg = loaded.values
     return {
         **loaded.as_event(),
@@ -127,7 +128,7 @@ def _config_event(loaded: LoadedConfig, case: CaseSpec, args: argparse.Namespace
 
 
 def _world_event(world: World, spec: DeviceSpec, device: torch.device, plan: PrecisionPlan,
-                 expected: Optional[int]) -> dict:
+                 expected: Optional[int]) -> Dict[str, Any]:
     return {
         "world_size": world.world_size, "rank": world.rank, "local_rank": world.local_rank,
         "node_rank": world.node_rank, "backend": spec.backend if world.distributed else "none",
@@ -139,14 +140,15 @@ def _world_event(world: World, spec: DeviceSpec, device: torch.device, plan: Pre
     }
 
 
-def _run_workload(case: CaseSpec, loaded: LoadedConfig, spec: DeviceSpec, world: World, events: Recorder) -> None:
+def _run_workload(case: CaseSpec[Any, Any], loaded: LoadedConfig[Any], spec: DeviceSpec, world: World,
+                  events: Recorder) -> None:
     """A case that trains no model (CaseSpec.workload): config and world as for
     training, then the case's own loop, whose result is the summary event."""
     assert case.workload is not None
     events.emit("config", {**loaded.as_event(), "data": "none", "synthetic": True})
     if not world.distributed:
         raise ConfigError(f"--case {case.name} measures a collective: run it under torchrun")
-    expected = loaded.name.nnodes * loaded.name.nproc if loaded.name.nnodes else None
+    expected = loaded.name.nnodes * loaded.name.nproc if loaded.name.nnodes and loaded.name.nproc else None
     spec.prepare()
     device = spec.make_device(world.local_rank)
     plan = spec.precision(getattr(loaded.values, "precision", "fp32"), device)
@@ -162,7 +164,7 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
     if case.workload is not None:
         _run_workload(case, loaded, spec, world, events)
         return
-    cfg = loaded.values
+    cfg: CaseConfig = loaded.values  # a training case's config (a workload case's need not be one)
     events.log_every = cfg.log_every
     weights = case.weights_file(cfg, args.data)
     events.emit("config", _config_event(loaded, case, args, world, weights))
@@ -172,7 +174,7 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
                           f"(set {case.weights_key}: null to train from random init)")
     if args.data is not None:
         check_layout(args.data, cfg.num_classes, need_val=cfg.eval)
-    expected = loaded.name.nnodes * loaded.name.nproc if loaded.name.nnodes else None
+    expected = loaded.name.nnodes * loaded.name.nproc if loaded.name.nnodes and loaded.name.nproc else None
     if expected is not None and expected != world.world_size and world.is_main:
         print(f"warning: --config {loaded.name.name} means {expected} processes, "
               f"this job has {world.world_size}", file=sys.stderr)
@@ -187,11 +189,12 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
 
     data = build_data(cfg, args.data, world.rank, world.world_size,
                       pin_memory=cfg.pin_memory and spec.device_type != "cpu")
-    model = case.build_model(cfg)
+    model: nn.Module = case.build_model(cfg)
     if weights is not None and case.load_weights is not None:
         case.load_weights(model, weights, cfg)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
+    # Module.to accepts a device and a memory_format together; torch's overloads list them only apart.
+    model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     if world.distributed:
         device_ids = [device.index] if device.index is not None else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

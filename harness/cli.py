@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from rich.console import Console
@@ -19,7 +19,7 @@ from harness.backends.registry import make_backend
 from harness.campaign import cli as campaign_cli
 from harness.core.inventory import load_inventory
 from harness.core.job import ensure_new_run_id, make_job
-from harness.core.results import RunResult
+from harness.core.results import RunResult, RunStatus
 from harness.core.runner import RunInterrupted, build_plan, run_job
 from harness.core.validate import check_case_config
 from harness.core.vendor import VendorSpec, load_vendor
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     past.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
     past.add_argument("--case", help="only this case")
     past.add_argument("--vendor", help="only this vendor")
-    past.add_argument("--status", choices=("success", "failed"), help="only runs with this status")
+    past.add_argument("--status", choices=get_args(RunStatus), help="only runs with this status")
     past.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
 
     report = sub.add_parser("report", help="print the metric table of finished runs")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from typing import NoReturn
 
 REDACTED = "***"
 # What `docker run --env-file` (and a shell) accepts as a variable name.
@@ -104,7 +105,7 @@ class SecretEnv(Mapping[str, str]):
 
     __str__ = __repr__
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("SecretEnv holds secret values: it is not pickled")
 
     def __copy__(self) -> "SecretEnv":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.backends.transport import CommandResult, Transport
+from harness.backends.transport import CommandResult, FetchedFiles, Transport
 from harness.campaign.gates import GateMemory, check_gates
 from harness.campaign.state import CampaignState, HostHealth, StateStore, new_folder
 from harness.campaign.suite import Gates
@@ -49,7 +49,7 @@ class ToolTransport(Transport):
     def put_tree(self, local: Path, remote: str) -> None:
         raise NotImplementedError
 
-    def get_tree(self, remote: str, local: Path) -> list[Path]:
+    def get_tree(self, remote: str, local: Path) -> FetchedFiles:
         raise NotImplementedError
 
 

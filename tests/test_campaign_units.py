@@ -24,7 +24,7 @@ from campaignkit import TINY, checked, write_suite
 from rich.console import Console
 
 from harness import REPO_ROOT
-from harness.backends.transport import CommandResult, Transport
+from harness.backends.transport import CommandResult, FetchedFiles, Transport
 from harness.campaign.gates import device_problem
 from harness.campaign.lock import LockHolder, stale_reason
 from harness.campaign.notify import Notifier
@@ -171,7 +171,7 @@ class CannedTransport(Transport):
     def put_tree(self, local: Path, remote: str) -> None:
         raise NotImplementedError
 
-    def get_tree(self, remote: str, local: Path) -> list[Path]:
+    def get_tree(self, remote: str, local: Path) -> FetchedFiles:
         raise NotImplementedError
 
 

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from harness.backends.transport import CommandResult, LocalTransport, Transport
+from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport
 from harness.hostinfo.compare import (
     cpu_matches,
     differences,
@@ -163,7 +163,7 @@ class ReplayTransport(Transport):
     def put_tree(self, local: Path, remote: str) -> None:  # pragma: no cover - not used
         raise NotImplementedError
 
-    def get_tree(self, remote: str, local: Path) -> list[Path]:  # pragma: no cover - not used
+    def get_tree(self, remote: str, local: Path) -> FetchedFiles:  # pragma: no cover - not used
         raise NotImplementedError
 
 

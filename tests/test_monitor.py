@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.backends.transport import CommandResult, LocalTransport, Transport
+from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport
 from harness.devices.host import cpu_percent_between, parse_meminfo, parse_proc_stat, sample_local_host
 from harness.devices.ipmitool import IPMI_POWER_ARGV, parse_ipmitool_power
 from harness.devices.ixsmi import parse_process_table, parse_smi_table
@@ -307,7 +307,7 @@ class ReplayTransport(Transport):
     def put_tree(self, local: Path, remote: str) -> None:  # pragma: no cover - not used
         raise NotImplementedError
 
-    def get_tree(self, remote: str, local: Path) -> list[Path]:  # pragma: no cover - not used
+    def get_tree(self, remote: str, local: Path) -> FetchedFiles:  # pragma: no cover - not used
         raise NotImplementedError
 
 

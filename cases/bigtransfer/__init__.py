@@ -14,7 +14,7 @@ from cases.case import CaseSpec
 from cases.config import CaseConfig
 
 if TYPE_CHECKING:  # torch only where the model is built: the controller imports the config model
-    from torch import nn
+    from cases.bigtransfer.model import ResNetV2
 
 
 class BigTransferConfig(CaseConfig):
@@ -24,7 +24,7 @@ class BigTransferConfig(CaseConfig):
     zero_head: bool = Field(description="zero-init the head instead of loading it")
 
 
-def build_model(cfg: BigTransferConfig) -> nn.Module:
+def build_model(cfg: BigTransferConfig) -> ResNetV2:
     from cases.bigtransfer.model import ResNetV2
 
     return ResNetV2(cfg.layers, cfg.width_factor, cfg.num_classes, zero_head=cfg.zero_head)
@@ -39,7 +39,7 @@ def weights_file(cfg: BigTransferConfig, data_dir: Optional[Path]) -> Optional[P
     return path
 
 
-def load_weights(model: nn.Module, path: Path, cfg: BigTransferConfig) -> None:
+def load_weights(model: ResNetV2, path: Path, cfg: BigTransferConfig) -> None:
     from cases.bigtransfer.npz import load_npz
 
     load_npz(model, path, load_head=not cfg.zero_head)

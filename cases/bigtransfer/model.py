@@ -6,7 +6,7 @@ width factor 2. Module names follow the published checkpoints' layout
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ class Unit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = F.relu(self.gn1(x))
         shortcut = x if self.downsample is None else self.downsample(pre)
-        out = self.conv1(pre)
+        out: torch.Tensor = self.conv1(pre)
         out = self.conv2(F.relu(self.gn2(out)))
         out = self.conv3(F.relu(self.gn3(out)))
         return out + shortcut
@@ -59,27 +59,30 @@ class ResNetV2(nn.Module):
             ("pad", nn.ConstantPad2d(1, 0.0)),
             ("pool", nn.MaxPool2d(kernel_size=3, stride=2)),
         ]))
-        blocks = []
+        blocks: List[Tuple[str, nn.Module]] = []
         cin = 64 * wf
         for index, units in enumerate(layers):
             cmid = 64 * wf * 2 ** index
             cout = 4 * cmid
             stride = 1 if index == 0 else 2
-            block = OrderedDict()
+            block: OrderedDict[str, nn.Module] = OrderedDict()
             for number in range(1, units + 1):
                 block[f"unit{number:02d}"] = Unit(cin, cmid, cout, stride if number == 1 else 1)
                 cin = cout
             blocks.append((f"block{index + 1}", nn.Sequential(block)))
         self.body = nn.Sequential(OrderedDict(blocks))
+        head_gn = nn.GroupNorm(GROUPS, cin)
+        head_conv = nn.Conv2d(cin, num_classes, kernel_size=1, bias=True)
         self.head = nn.Sequential(OrderedDict([
-            ("gn", nn.GroupNorm(GROUPS, cin)),
+            ("gn", head_gn),
             ("relu", nn.ReLU(inplace=True)),
             ("avg", nn.AdaptiveAvgPool2d(1)),
-            ("conv", nn.Conv2d(cin, num_classes, kernel_size=1, bias=True)),
+            ("conv", head_conv),
         ]))
         if zero_head:
-            nn.init.zeros_(self.head.conv.weight)
-            nn.init.zeros_(self.head.conv.bias)
+            for param in head_conv.parameters():  # weight, bias
+                nn.init.zeros_(param)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.root(x))).flatten(1)
+        features: torch.Tensor = self.head(self.body(self.root(x)))
+        return features.flatten(1)

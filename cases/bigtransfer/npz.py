@@ -91,4 +91,5 @@ def load_npz(model: ResNetV2, path: Path, load_head: bool) -> None:
 def save_npz(model: ResNetV2, path: Path) -> None:
     """Write ``model`` in the BiT checkpoint format (used by the tests' round trip)."""
     state = model.state_dict()
-    np.savez(path, **{key: _to_tf(state[name]) for name, key in npz_keys(model).items()})
+    arrays = {key: _to_tf(state[name]) for name, key in npz_keys(model).items()}
+    np.savez(path, allow_pickle=True, **arrays)  # the default, named: no array can then be taken for it

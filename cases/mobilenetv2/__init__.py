@@ -21,7 +21,8 @@ class MobileNetV2Config(CaseConfig):
 def build_model(cfg: MobileNetV2Config) -> nn.Module:
     from torchvision.models import mobilenet_v2
 
-    return mobilenet_v2(weights=None, num_classes=cfg.num_classes, dropout=cfg.dropout)
+    model: nn.Module = mobilenet_v2(weights=None, num_classes=cfg.num_classes, dropout=cfg.dropout)
+    return model
 
 
 SPEC = CaseSpec(name="mobilenetv2", config=MobileNetV2Config, build_model=build_model)

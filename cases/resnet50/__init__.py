@@ -19,7 +19,8 @@ class ResNet50Config(CaseConfig):
 def build_model(cfg: ResNet50Config) -> nn.Module:
     from torchvision.models import resnet50
 
-    return resnet50(weights=None, num_classes=cfg.num_classes)
+    model: nn.Module = resnet50(weights=None, num_classes=cfg.num_classes)
+    return model
 
 
 SPEC = CaseSpec(name="resnet50", config=ResNet50Config, build_model=build_model)

@@ -30,9 +30,10 @@ def build_model(cfg: ViTConfig) -> nn.Module:
     from torchvision.models.vision_transformer import VisionTransformer
 
     # the sizes of torchvision's vit_b_16
-    return VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, num_layers=12,
-                             num_heads=12, hidden_dim=768, mlp_dim=3072, dropout=cfg.dropout,
-                             num_classes=cfg.num_classes)
+    model: nn.Module = VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, num_layers=12,
+                                         num_heads=12, hidden_dim=768, mlp_dim=3072, dropout=cfg.dropout,
+                                         num_classes=cfg.num_classes)
+    return model
 
 
 SPEC = CaseSpec(name="vit", config=ViTConfig, build_model=build_model)

@@ -288,7 +288,8 @@ class DockerSshBackend(ClusterBackend):
             for line in result.output.splitlines() if result.ok else []:
                 parts = line.split()
                 if len(parts) in (4, 5) and CONTAINER_ID_RE.fullmatch(parts[0]):
-                    found.append(Leftover(host.name, *parts[:4], labelled_host=parts[4] if len(parts) == 5 else ""))
+                    found.append(Leftover(host.name, parts[0], parts[1], parts[2], parts[3],
+                                         labelled_host=parts[4] if len(parts) == 5 else ""))
             return found
 
         try:

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness.backends.transport import Transport
+from harness.backends.transport import FetchedFiles, Transport
 from harness.core.results import NodeOutcome
 from harness.errors import HarnessError
 from harness.secrets import redact, redact_container_json
@@ -67,11 +67,11 @@ def collect_node(transport: Transport, docker: list[str], container: str, remote
     complete = True
     exit_code: int | None = None
 
-    def fetch_tree() -> tuple[list[Path], HarnessError | OSError | None]:
+    def fetch_tree() -> tuple[FetchedFiles, HarnessError | OSError | None]:
         try:
             return transport.get_tree(remote_log_dir, folder / CONTAINER_FILES), None
         except (HarnessError, OSError) as exc:
-            return [], exc
+            return FetchedFiles(), exc
 
     # Three independent round trips side by side: the state, the output, the log folder.
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -103,7 +103,7 @@ def collect_node(transport: Transport, docker: list[str], container: str, remote
     elif not logs.ok:
         notes.append(f"docker logs exited {logs.exit_code}")
     if tree_error is None:
-        notes += [f"not collected: {skip}" for skip in getattr(fetched, "skipped", [])]
+        notes += [f"not collected: {skip}" for skip in fetched.skipped]
     else:
         complete = False
         notes.append(f"the container's log folder {remote_log_dir} could not be fetched: {tree_error}")

@@ -49,7 +49,7 @@ from harness.backends.slurm_request import (
     node_host,
     slurm_request,
 )
-from harness.backends.transport import CommandResult, LocalTransport, Transport, read_tail
+from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport, read_tail
 from harness.core.events import Event, parse_lines
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
@@ -93,7 +93,7 @@ class SrunTransport(Transport):
     def put_tree(self, local: Path, remote: str) -> None:
         self._local.put_tree(local, remote)
 
-    def get_tree(self, remote: str, local: Path) -> list[Path]:
+    def get_tree(self, remote: str, local: Path) -> FetchedFiles:
         return self._local.get_tree(remote, local)
 
 
@@ -414,7 +414,7 @@ def collect_run_dir(host: str, node_rank: int, container: str, run_dir: Path, fo
     log = _read(run_dir / CONTAINER_LOG)
     (folder / CONTAINER_LOG).write_text(redact(log, secret_values) if secret_values else log, encoding="utf-8")
     fetched = LocalTransport(host).get_tree(str(run_dir / "logs"), folder / CONTAINER_FILES)
-    notes += [f"not collected: {skip}" for skip in getattr(fetched, "skipped", [])]
+    notes += [f"not collected: {skip}" for skip in fetched.skipped]
     return NodeOutcome(host=host, node_rank=node_rank, container=container, exit_code=exit_code,
                        log_dir=str(folder), last_lines=log.splitlines()[-LAST_LINES:], collected=exit_code is not None,
                        remote_run_dir=str(run_dir), notes=notes)

@@ -138,9 +138,9 @@ class Transport(ABC):
         """Copy a local directory to `remote` (created, contents replaced)."""
 
     @abstractmethod
-    def get_tree(self, remote: str, local: Path) -> list[Path]:
+    def get_tree(self, remote: str, local: Path) -> FetchedFiles:
         """Copy a remote directory's files under `local`; returns the files written
-        (the real transports return FetchedFiles, which also lists what was skipped)."""
+        and, in `skipped`, what was not copied."""
 
     def close(self) -> None:
         return None

@@ -13,7 +13,7 @@ from harness.campaign.view import state_table
 from harness.errors import UserError
 
 
-def add_parser(sub: argparse._SubParsersAction, default_results: Path) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_results: Path) -> None:
     campaign = sub.add_parser("campaign", help="run a suite of jobs overnight, or show where one stands")
     actions = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
     run = actions.add_parser(

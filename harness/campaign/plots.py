@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from harness.core.events import read_event_files
 
@@ -87,7 +88,7 @@ def nights_plot(name: str, title: str, points: list[tuple[str, float, bool]]) ->
 def step_times(run_dir: Path) -> list[tuple[int, float]]:
     """(global step, step seconds) of rank 0 in a run's collected event logs."""
     events = read_event_files(run_dir).get(0, [])
-    steps = []
+    steps: list[tuple[int, float]] = []
     for event in events:
         if event.key == "step" and isinstance(event.value.get("step_s"), (int, float)):
             steps.append((int(event.value.get("step", len(steps) + 1)), float(event.value["step_s"])))
@@ -102,7 +103,9 @@ def step_time_plot(name: str, title: str, run_dir: Path) -> Plot | None:
     axes = figure.subplots()
     axes.plot([s for s, _ in steps], [t * 1000 for _, t in steps], marker="." if len(steps) < 50 else None)
     axes.set_xlabel("step")
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    locator = axes.xaxis.get_major_locator()
+    if isinstance(locator, MaxNLocator):  # a linear axis' AutoLocator is one
+        locator.set_params(integer=True)
     axes.set_ylabel("step time (ms), rank 0")
     axes.set_title(title, fontsize=9)
     return Plot(name, title, _png(figure))

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -31,7 +32,7 @@ from harness.campaign.gates import GateMemory, check_gates
 from harness.campaign.lock import HostLocked, HostLocks, this_controller
 from harness.campaign.notify import Notifier
 from harness.campaign.recover import record_unstarted, recover_attempt
-from harness.campaign.state import Attempt, CampaignState, Controller, StateStore, Unit, folders, new_folder, now_iso
+from harness.campaign.state import Attempt, AttemptStatus, CampaignState, Controller, StateStore, Unit, folders, new_folder, now_iso
 from harness.campaign.suite import LoadedSuite, SuiteError, load_suite
 from harness.campaign.view import CampaignView
 from harness.core.inventory import Host, Inventory, load_inventory
@@ -130,8 +131,8 @@ class Campaign:
         if final or self.notifier.enabled:
             self.notifier.send(self._payload("campaign_finished" if final else "campaign_interrupted", summary_md))
 
-    def _payload(self, event: str, summary: Path | None = None, unit: Unit | None = None) -> dict:
-        payload = {
+    def _payload(self, event: str, summary: Path | None = None, unit: Unit | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {
             "event": event, "campaign": self.state.name, "stamp": self.state.stamp, "folder": str(self.store.folder),
             "status": self.state.status, "exit_status": self.state.exit_status,
             "counts": {s: self.state.count(s) for s in ("success", "failed", "running", "waiting")},
@@ -194,8 +195,8 @@ class Campaign:
                                              f"{entry.retries} in {delay:.0f} s", "yellow")
             self.sleep(delay)
 
-    def _close(self, attempt: Attempt, result: RunResult, status: str) -> None:
-        attempt.status = status  # type: ignore[assignment]
+    def _close(self, attempt: Attempt, result: RunResult, status: AttemptStatus) -> None:
+        attempt.status = status
         attempt.failure_kind = result.failure_kind
         attempt.failure = result.failure
         attempt.finished_at = now_iso()

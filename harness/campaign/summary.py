@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from harness.campaign.check import PlannedEntry
 from harness.campaign.plots import Plot, monitor_plot, nights_plot, repeats_plot, step_time_plot
-from harness.campaign.state import CampaignState, StateStore, Unit, folders
+from harness.campaign.state import CampaignState, StateStore, Unit, UnitStatus, folders
 from harness.campaign.stats import Spread, spread
 from harness.core.record import write_atomic
 from harness.core.results import RunResult
@@ -37,7 +37,7 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__
 class JobSummary:
     number: int
     label: str
-    status: str
+    status: UnitStatus
     attempts: int
     runs: list[str]
     failures: list[str] = field(default_factory=list)  # "kind: cause" of each failed repeat
@@ -85,9 +85,10 @@ def _successes(units: list[Unit]) -> list[RunResult]:
     return found
 
 
-def _status(units: list[Unit]) -> str:
+def _status(units: list[Unit]) -> UnitStatus:
     states = {unit.status for unit in units}
-    for status in ("failed", "running", "waiting"):
+    order: tuple[UnitStatus, ...] = ("failed", "running", "waiting")
+    for status in order:
         if status in states:
             return status
     return "success"

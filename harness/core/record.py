@@ -9,6 +9,7 @@ A write that fails is one clear error that says where the logs still are.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def record_run(result: RunResult, plan_text: str, out_dir: Path, results_root: P
         for name, text in report_texts([result]).items():
             write_atomic(out_dir / name, text)
         history.record(results_root / history.HISTORY_FILE, result, out_dir / "results.json")
-    except (OSError, history.sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error) as exc:
         raise RecordError(_record_failure(result, out_dir, exc)) from exc
 
 

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 # Why a run failed, as campaigns decide retries (only `infra`, and `stalled`
 # where configured, are retried). bad_input never gets this far: exit 2.
 FailureKind = Literal["bad_input", "infra", "job", "stalled", "timeout", "interrupted"]
+# A recorded run either succeeded or failed (failure and failure_kind say why).
+RunStatus = Literal["success", "failed"]
 
 
 class Metrics(BaseModel):
@@ -92,7 +94,7 @@ class RunResult(BaseModel):
     nproc_per_node: int
     precision: str
     fix_hp: str  # "bs=256,lr=0.72" or "/"
-    status: str  # "success" | "failed"
+    status: RunStatus
     failure: str | None = None
     failure_kind: FailureKind | None = None
     lost_hosts: list[str] = Field(default_factory=list)

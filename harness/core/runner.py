@@ -115,8 +115,8 @@ def _device_memory(metrics: Metrics, nodes: list[NodeOutcome], devices_used: int
     peaks = [p for node in nodes if (p := peak_memory(Path(node.log_dir) / "monitor.csv", used)) is not None]
     if not peaks:
         return metrics
-    used, total = max(peaks, key=lambda p: p[0])
-    return metrics.model_copy(update={"mem_used_gib": used, "mem_total_gib": total,
+    peak_used, total = max(peaks, key=lambda p: p[0])
+    return metrics.model_copy(update={"mem_used_gib": peak_used, "mem_total_gib": total,
                                       "mem_source": "device monitor (vendor tool)"})
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from cases.case import load_case
 from cases.config import CASES_DIR, FIX_HP_SOURCE, LoadedConfig, hardware_file, load_config
 from cases.errors import CaseError
@@ -37,7 +39,7 @@ def _missing_hardware_file(job: Job, cases_dir: Path) -> UserError:
         "that has a file (--accelerator / ACCEL), or add one", field="ACCEL")
 
 
-def check_case_config(job: Job, cases_dir: Path = CASES_DIR) -> LoadedConfig:
+def check_case_config(job: Job, cases_dir: Path = CASES_DIR) -> LoadedConfig[BaseModel]:
     """The job's effective case config, or a UserError naming what is wrong: no
     hardware file for the accelerator (naming the files that exist), an unknown
     fix_hp key (naming the known keys) or a value the case's model refuses."""

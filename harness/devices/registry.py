@@ -82,8 +82,8 @@ def inventory_commands(key: str | None) -> list[InventoryCommand]:
     way, as ixsmi is."""
     if not key:
         commands: dict[tuple[str, ...], InventoryCommand] = {}
-        for tool in SMI_TOOLS.values():
-            commands.setdefault(tool.inventory_argv, (tool.inventory_argv, tool.parse_inventory))
+        for known in SMI_TOOLS.values():
+            commands.setdefault(known.inventory_argv, (known.inventory_argv, known.parse_inventory))
         return list(commands.values())
     tool = SMI_TOOLS.get(key)
     if tool is None:

@@ -112,7 +112,8 @@ def parse_ibv_devinfo(text: str) -> tuple[str, str] | None:
     rate = active_width (4X) x active_speed (50.0 Gbps)."""
     best: tuple[float, str] | None = None
     state = layer = ""
-    width = speed = None
+    width: float | None = None
+    speed: float | None = None
 
     def close() -> None:
         nonlocal best

@@ -160,7 +160,9 @@ class _PageParser:
                 if raw:
                     page.extra_environment.append(raw)
                 continue
-            heading = _ENV_SUBSECTION.match(heading_line.text).group("heading")  # type: ignore[union-attr]
+            match = _ENV_SUBSECTION.match(heading_line.text)
+            assert match is not None, "a block starts only at a line the pattern matched"
+            heading = match.group("heading")
             if heading.endswith(HEADINGS["hardware"][0]) or heading.lower() == HEADINGS["hardware"][1].lower():
                 page.hardware = HardwareEnv(heading=heading, entries=self.parse_entries(body, HARDWARE_KEYS))
             elif heading.endswith(HEADINGS["software"][0]) or heading.lower() == HEADINGS["software"][1].lower():

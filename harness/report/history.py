@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.core.results import RunResult
+from harness.core.results import RunResult, RunStatus
 
 HISTORY_FILE = "history.sqlite"
 # A throughput this far below the baseline median is reported as a regression.
@@ -51,7 +51,7 @@ class HistoryRow:
     config: str
     precision: str
     fix_hp: str
-    status: str
+    status: RunStatus
     p_core: float | None
     p_train: float | None
     p_whole: float | None
@@ -107,7 +107,7 @@ def record(path: Path, result: RunResult, results_json: Path) -> None:
 
 
 def runs(path: Path, case: str | None = None, vendor: str | None = None, limit: int = 50,
-         status: str | None = None) -> list[HistoryRow]:
+         status: RunStatus | None = None) -> list[HistoryRow]:
     """The newest runs first, optionally of one case, vendor and/or status."""
     if not path.is_file():
         return []
