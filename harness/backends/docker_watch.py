@@ -16,6 +16,7 @@ it is heard again the node counts as silent for the lost-host rule.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -106,7 +107,7 @@ class DockerWatch(NodeWatch):
         self._opened = time.monotonic()
         self._streams = {
             node.node_rank: NodeStream(node.host.name, transport, watch_argv(run_id, node, nproc_per_node, heartbeat_s),
-                                       on_line=lambda line, rank=node.node_rank: self._on_line(rank, line),
+                                       on_line=functools.partial(self._on_line, node.node_rank),
                                        on_change=self._stream_changed)
             for node, transport in nodes}
         for stream in self._streams.values():

@@ -200,7 +200,7 @@ class SshTransport(Transport):
                 dead = not transport.is_active()
                 self._forget(transport)
                 if not dead or attempt == 1:
-                    raise self._lost(what, f"no channel ({exc or type(exc).__name__})") from exc
+                    raise self._lost(what, f"no channel ({str(exc) or type(exc).__name__})") from exc
         raise AssertionError("unreachable")
 
     def _check_alive(self, transport: paramiko.Transport, what: str) -> None:
@@ -215,7 +215,7 @@ class SshTransport(Transport):
                 probe = transport.open_session(timeout=self.response_timeout_s)
             except TRANSPORT_ERRORS as exc:
                 self._forget(transport)
-                raise self._lost(what, f"the host stopped answering ({exc or type(exc).__name__})") from exc
+                raise self._lost(what, f"the host stopped answering ({str(exc) or type(exc).__name__})") from exc
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 probe.close()
             self._last_alive = time.monotonic()
@@ -235,7 +235,7 @@ class SshTransport(Transport):
                 raise self._lost(what, f"the host left a request unanswered for {self.response_timeout_s:g} s") from exc
             if not transport.is_active() or not isinstance(exc, OSError) or isinstance(exc, TimeoutError):
                 self._forget(transport)
-                raise self._lost(what, exc or type(exc).__name__) from exc
+                raise self._lost(what, str(exc) or type(exc).__name__) from exc
             raise  # a local file error, or the host's answer to an SFTP request (no such file, ...)
 
     # -- commands ---------------------------------------------------------------------

@@ -92,7 +92,7 @@ def connect_once(spec: Host, cluster: Cluster, known_hosts: KnownHostsFile, time
         client.close()
         if answered:
             raise Refused(f"ssh to {where} failed: {exc}") from exc
-        raise Transient(f"ssh to {where} failed: {exc or type(exc).__name__}") from exc
+        raise Transient(f"ssh to {where} failed: {str(exc) or type(exc).__name__}") from exc
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(max(1, round(keepalive_s)))
