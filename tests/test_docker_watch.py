@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import write_hosts_yaml
 from test_faults import LONG, bench_argv, controller, results_of, wait_for_step, wait_running, work_dir
 
 from harness.backends.docker_watch import DockerWatch, parse_state
@@ -94,18 +93,18 @@ def container(infra: TestInfra, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
 
 
-def _node(container: str, logs: Path, infra: TestInfra, tmp_path: Path) -> NodePlan:
+def _node(container: str, logs: Path, make_hosts_yaml: Callable[..., Path]) -> NodePlan:
     """Node 0 of a 1x2 run (ranks 0 and 1): `container`, its logs in `logs`, on this machine."""
-    inventory = load_inventory(write_hosts_yaml(tmp_path, infra, ["node1"]))
+    inventory = load_inventory(make_hosts_yaml(hosts=["node1"]))
     return NodePlan(host=inventory.hosts[0], node_rank=0, container_name=container, labels={},
                     host_run_dir=str(logs.parent), train_argv=[])
 
 
-def test_a_container_exit_is_heard_and_every_rank_event_read(container: tuple[str, Path], infra: TestInfra,
-                                                            tmp_path: Path) -> None:
+def test_a_container_exit_is_heard_and_every_rank_event_read(container: tuple[str, Path],
+                                                            make_hosts_yaml: Callable[..., Path]) -> None:
     name, logs = container
     run_id = f"watch-{uuid.uuid4().hex[:6]}"
-    with DockerWatch(run_id, 2, [(_node(name, logs, infra, tmp_path), LocalTransport())]) as watch:
+    with DockerWatch(run_id, 2, [(_node(name, logs, make_hosts_yaml), LocalTransport())]) as watch:
         until(lambda: watch.states()[0].status == "running", 60, "the container seen running")
         until(lambda: 1 in watch.events([0]), 60, "rank 1's event read")
         assert watch.events([0])[1].value["step"] == 2  # the latest line of the file
@@ -126,11 +125,11 @@ def test_a_container_exit_is_heard_and_every_rank_event_read(container: tuple[st
     until(lambda: _pids(f"bench-watch-{run_id}") == [], 30, "the host's watcher ended with the watch")
 
 
-def test_a_killed_stream_is_reopened_and_heard_again(container: tuple[str, Path], infra: TestInfra,
-                                                               tmp_path: Path) -> None:
+def test_a_killed_stream_is_reopened_and_heard_again(container: tuple[str, Path],
+                                                     make_hosts_yaml: Callable[..., Path]) -> None:
     name, logs = container
     run_id = f"watch-{uuid.uuid4().hex[:6]}"
-    with DockerWatch(run_id, 2, [(_node(name, logs, infra, tmp_path), LocalTransport())], heartbeat_s=0.5) as watch:
+    with DockerWatch(run_id, 2, [(_node(name, logs, make_hosts_yaml), LocalTransport())], heartbeat_s=0.5) as watch:
         until(lambda: 1 in watch.events([0]), 60, "the stream heard")
         assert _pids(f"bench-watch-{run_id}"), "no watcher runs"
         subprocess.run(["pkill", "-f", f"bench-watch-{run_id}"], check=False)
