@@ -5,7 +5,8 @@
 #
 #   source scripts/setup-steps.sh    # from the repository root, under set -euo pipefail
 #   setup_args "$@"                  # --check: report what would be done, change nothing
-#   setup_bench [tests]              # packages (+ the test group's), venv, Docker engine, base image
+#   setup_bench [tests]              # packages (+ the test group's), then the venv beside the Docker
+#                                    # engine and base image, then the check that needs both
 #
 # shellcheck shell=bash
 
@@ -227,8 +228,10 @@ step_base_image() {
             "$tarball" "$BASE_IMAGE" >/dev/null
         say image "built $BASE_IMAGE: $how ($(elapsed "$t") s)"
     fi
+}
 
-    # Once per (image, requirements): the venv's torch must load in the image's python.
+# Once per (image, requirements): the venv's torch must load in the image's python.
+step_image_py() {
     local stamp=$BASE_DIR/verified want
     want="$(docker image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) $(sha256sum requirements.txt | cut -d' ' -f1)"
     if [[ -f $stamp && $(<"$stamp") == "$want" ]]; then
@@ -249,9 +252,35 @@ step_base_image() {
 }
 
 # --- what `make bench` needs ---------------------------------------------------
-setup_bench() { # extra package groups (tests/infra/setup.sh: tests), installed by the same apt-get
-    step_packages bench "$@"
-    step_venv
+# Runs the step functions named at the same time, each in a subshell, and waits for
+# all; fails naming those that failed (their own message came first). With --check
+# one after another, in this shell (they only look, and `would` counts here).
+side_by_side() {
+    local step
+    if ((CHECK == 1)); then
+        for step in "$@"; do "$step"; done
+        return
+    fi
+    local pids=() failed=() i
+    for step in "$@"; do
+        "$step" &
+        pids+=("$!")
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[i]}" || failed+=("${*:i+1:1}")
+    done
+    ((${#failed[@]} == 0)) || die "${failed[*]} failed (see above)"
+}
+
+engine_and_base_image() {
     step_dockerd
     step_base_image
+}
+
+setup_bench() { # extra package groups (tests/infra/setup.sh: tests), installed by the same apt-get
+    step_packages bench "$@"
+    # The venv (local wheels: unpacking about 5 GB, CPU and disk) beside the engine and
+    # the base image (debootstrap: mostly downloads); each prints its own line and time.
+    side_by_side step_venv engine_and_base_image
+    step_image_py
 }
