@@ -17,7 +17,7 @@ RESUME ?=
 VERBOSE ?=
 PY := .venv/bin/python
 
-.PHONY: setup bench campaign test lint report clean help
+.PHONY: setup bench campaign test test-fast lint report clean help
 
 help:
 	@$(PY) -m harness --help 2>/dev/null || echo "run 'make setup' first"
@@ -41,6 +41,12 @@ test:
 	@bash tests/infra/setup.sh
 	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+
+# For development: every test that needs no test hosts, no Docker and no Slurm (markers
+# that tests/conftest.py applies from the fixtures a test uses), on two pytest-xdist
+# workers; needs only the venv.
+test-fast:
+	$(PY) -m pytest -ra -n 2 -m 'not hosts and not slurm' $(PYTEST_ARGS) tests
 
 # ruff over the code and tests; mypy (settings in pyproject.toml) over harness/ and cases/.
 lint:

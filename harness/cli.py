@@ -7,39 +7,29 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, get_args
-
-import yaml
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, get_args
 
 from harness import REPO_ROOT
-from harness.backends.registry import make_backend
 from harness.campaign import cli as campaign_cli
-from harness.core.inventory import load_inventory
-from harness.core.job import ensure_new_run_id, make_job
-from harness.core.results import RunResult, RunStatus
-from harness.core.runner import RunInterrupted, build_plan, run_job
-from harness.core.validate import check_case_config
-from harness.core.vendor import VendorSpec, load_vendor
-from harness.core.watch import WatchLimits
+from harness.core.kinds import RunStatus
 from harness.errors import HarnessError, UserError
-from harness.pages import compare, repro
-from harness.pages.cells import format_acc, format_throughput
-from harness.pages.model import VendorPage
-from harness.pages.parse import read_page
-from harness.pages.readme import build_readme
-from harness.pages.render import render_page
-from harness.report import history
-from harness.report.load import load_results, load_sourced, regressions_by_run
-from harness.report.tables import print_results
+
+# A command imports what it uses when it runs: `--help` (and a mistyped argument)
+# must not wait for rich, pydantic, paramiko or a backend to load.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from harness.core.results import RunResult
+    from harness.core.vendor import VendorSpec
+    from harness.pages.model import VendorPage
 
 DEFAULT_HOSTS = REPO_ROOT / "hosts.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"
 
 
 def _param(text: str) -> tuple[str, Any]:
+    import yaml
+
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
@@ -143,16 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _wide_console(stderr: bool = False, width: int = 140) -> Console:
     """Tables keep their columns in a log file or a pipe too."""
+    from rich.console import Console
+
     return Console(stderr=stderr, width=max(Console(stderr=stderr).width, width))
 
 
 def _warn(console: Console, message: str) -> None:
+    from rich.text import Text
+
     console.print(Text.assemble(("warning: ", "yellow"), message), soft_wrap=True)
 
 
 def _repro_pins(args: argparse.Namespace, vendor: VendorSpec,
                 console: Console) -> tuple[VendorPage | None, dict[str, Any]]:
     """The --repro page and the template params it pins (bad page, unknown pin: UserError)."""
+    from harness.pages import repro
+    from harness.pages.parse import read_page
+
     if args.repro is None:
         if args.allow_drift:
             _warn(console, "--allow-drift has no effect without --repro")
@@ -173,6 +170,19 @@ def _repro_pins(args: argparse.Namespace, vendor: VendorSpec,
 
 
 def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from rich.text import Text
+
+    from harness.backends.registry import make_backend
+    from harness.core.inventory import load_inventory
+    from harness.core.job import ensure_new_run_id, make_job
+    from harness.core.runner import RunInterrupted, build_plan, run_job
+    from harness.core.validate import check_case_config
+    from harness.core.vendor import load_vendor
+    from harness.core.watch import WatchLimits
+    from harness.pages import compare, repro
+    from harness.report import history
+    from harness.report.tables import print_results
+
     inventory = load_inventory(args.hosts)
     vendor = load_vendor(args.vendor)
     page, pins = _repro_pins(args, vendor, console)
@@ -207,6 +217,10 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         backend.refuse_if_held(job, lambda message: _warn(console, message))
         result = run_job(job, inventory, backend, args.results, console, check_environment=gate,
                          limits=limits, clean_orphans=args.clean_orphans, annotate=annotate)
+    except RunInterrupted as exc:
+        out_dir = args.results / exc.result.run_id / exc.result.case / exc.result.config_name
+        console.print(Text.assemble(("interrupted: ", "red"), f"containers stopped and removed, logs in {out_dir}"))
+        return 130
     finally:
         backend.close()
     out_dir = args.results / job.run_id / job.case / job.config_name
@@ -224,6 +238,11 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_history(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from harness.pages.cells import format_acc, format_throughput
+    from harness.report import history
+
     rows = history.runs(args.results / history.HISTORY_FILE, args.case, args.vendor, args.limit, args.status)
     if not rows:
         console.print(f"no runs recorded in {args.results / history.HISTORY_FILE}")
@@ -243,6 +262,9 @@ def _cmd_history(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace, console: Console) -> int:
+    from harness.backends.registry import make_backend
+    from harness.core.inventory import load_inventory
+
     inventory = load_inventory(args.hosts)
     backend = make_backend(inventory)
     try:
@@ -259,6 +281,9 @@ def _cmd_clean(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace, console: Console) -> int:
+    from harness.backends.registry import make_backend
+    from harness.core.inventory import load_inventory
+
     inventory = load_inventory(args.hosts)
     dest = args.results / args.run_id / "collected"
     backend = make_backend(inventory)
@@ -276,6 +301,9 @@ def _cmd_collect(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from harness.report.load import load_sourced, regressions_by_run
+    from harness.report.tables import print_results
+
     loaded = load_sourced(args.results)
     # Full run ids, case and config in every row: wider than a terminal rather than folded.
     print_results([result for _, result in loaded], _wide_console(width=220), verbose=args.verbose,
@@ -284,6 +312,13 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_readme(args: argparse.Namespace, console: Console) -> int:
+    from rich.text import Text
+
+    from harness.pages.parse import read_page
+    from harness.pages.readme import build_readme
+    from harness.pages.render import render_page
+    from harness.report.load import load_results
+
     results = load_results(args.results)
     reference = read_page(args.reference) if args.reference else None
     readme = build_readme(results, reference, include_failed=args.include_failed)
@@ -309,6 +344,13 @@ def _cmd_readme(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_env(args: argparse.Namespace, console: Console) -> int:
+    from rich.text import Text
+
+    from harness.core.inventory import load_inventory
+    from harness.core.vendor import load_vendor
+    from harness.pages import repro
+    from harness.pages.parse import read_page
+
     inventory = load_inventory(args.hosts)
     if args.env_command == "capture":
         vendor = load_vendor(args.vendor) if args.vendor else None
@@ -352,6 +394,9 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rich.console import Console
+    from rich.text import Text
+
     console = Console(stderr=True, soft_wrap=True)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
@@ -363,10 +408,6 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         console.print(Text.assemble(("failed: ", "red"), str(exc)), soft_wrap=True)
         return exc.exit_code
-    except RunInterrupted as exc:
-        out_dir = args.results / exc.result.run_id / exc.result.case / exc.result.config_name
-        console.print(Text.assemble(("interrupted: ", "red"), f"containers stopped and removed, logs in {out_dir}"))
-        return 130
     except KeyboardInterrupt:
         console.print(Text.assemble(("interrupted", "red"), " before any container was started"))
         return 130

@@ -7,6 +7,12 @@ never pass by skipping the real tests.
 
 `make_hosts_yaml` writes an inventory (harness/core/inventory.py's schema) for those
 hosts, with a free master port and a fresh work_dir per call.
+
+Markers come from fixtures, never from a list of tests: a test that uses (directly
+or through another fixture) `infra` or `docker_engine` is marked `hosts`, one that
+uses `make_slurm_yaml` `slurm` (see MARKERS). A test that calls docker, ssh or
+Slurm itself must ask for the fixture that stands for it. `make test-fast` runs
+`-m "not hosts and not slurm"`: what needs none of them.
 """
 
 from __future__ import annotations
@@ -86,16 +92,18 @@ def _docker(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]
     )
 
 
-def _infra_problems(infra: TestInfra) -> list[str]:
-    problems: list[str] = []
+def _docker_problems() -> list[str]:
     try:
         info = _docker("info", "--format", "{{.ServerVersion}}")
-        if info.returncode != 0:
-            problems.append(f"`docker info` failed: {(info.stderr or info.stdout).strip()}")
-        elif _docker("image", "inspect", infra.base_image).returncode != 0:
-            problems.append(f"base image {infra.base_image} is missing")
     except (OSError, subprocess.TimeoutExpired) as exc:
-        problems.append(f"`docker info` failed: {exc}")
+        return [f"`docker info` failed: {exc}"]
+    return [] if info.returncode == 0 else [f"`docker info` failed: {(info.stderr or info.stdout).strip()}"]
+
+
+def _infra_problems(infra: TestInfra) -> list[str]:
+    problems = _docker_problems()
+    if not problems and _docker("image", "inspect", infra.base_image).returncode != 0:
+        problems.append(f"base image {infra.base_image} is missing")
     engine2 = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
                              timeout=30, check=False, env={**os.environ, "DOCKER_HOST": infra.second_engine})
     if engine2.returncode != 0:
@@ -120,16 +128,43 @@ def local_infra() -> TestInfra:
     )
 
 
-@pytest.fixture(scope="session")
-def infra() -> TestInfra:
-    infra = local_infra()
-    problems = _infra_problems(infra)
+def _require(problems: list[str]) -> None:
+    """Skip the test when something it needs is not up; fail instead under CI=true."""
     if problems:
         reason = "test infrastructure not up: " + "; ".join(problems) + f" ({SETUP_HINT})"
         if _in_ci():
             pytest.fail(reason + " [CI=true: failing instead of skipping]", pytrace=False)
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """This machine's Docker engine, for a test that runs `docker` itself (tests/infra/setup.sh starts it)."""
+    _require(_docker_problems())
+
+
+@pytest.fixture(scope="session")
+def infra() -> TestInfra:
+    infra = local_infra()
+    _require(_infra_problems(infra))
     return infra
+
+
+# Marker <- a fixture that stands for something only tests/infra/setup.sh provides.
+# item.fixturenames is the closure of a test's fixtures, so `spare_sshd`, `make_hosts_yaml`
+# and every fixture built on these are covered without being listed.
+MARKERS: dict[str, str] = {
+    "docker_engine": "hosts",  # the Docker engine
+    "infra": "hosts",  # the SSH test hosts, both Docker engines, the base image
+    "make_slurm_yaml": "slurm",  # the single-machine Slurm cluster (tests/infra/slurm.sh)
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for marker in sorted({marker for fixture, marker in MARKERS.items() if fixture in names}):
+            item.add_marker(marker)
 
 
 def write_hosts_yaml(

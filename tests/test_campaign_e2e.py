@@ -54,7 +54,8 @@ def containers(prefix: str, running: bool = False) -> list[str]:
 
 
 @pytest.fixture
-def campaign_name() -> Iterator[str]:
+def campaign_name(docker_engine: None) -> Iterator[str]:
+    """A fresh campaign name; its containers are looked up and removed with `docker` (marks the test `hosts`)."""
     name = f"camp{uuid.uuid4().hex[:6]}"
     try:
         yield name

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-
-from harness.campaign.runner import run_campaign
-from harness.campaign.state import STATE_FILE, StateStore, all_folders
-from harness.campaign.view import state_table
 from harness.errors import UserError
+
+# Imported when a command runs, not when the parser is built (`--help` stays quick).
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_results: Path) -> None:
@@ -33,10 +33,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from harness.campaign.runner import run_campaign
+
     return run_campaign(args.suite, args.results, args.resume, console)
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from rich.console import Console
+
+    from harness.campaign.state import STATE_FILE, StateStore, all_folders
+    from harness.campaign.view import state_table
+
     folder = args.folder
     if folder is None:
         found = all_folders(args.results)

@@ -3,15 +3,12 @@ the report, the vendor-page renderer and the history."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-# Why a run failed, as campaigns decide retries (only `infra`, and `stalled`
-# where configured, are retried). bad_input never gets this far: exit 2.
-FailureKind = Literal["bad_input", "infra", "job", "stalled", "timeout", "interrupted"]
-# A recorded run either succeeded or failed (failure and failure_kind say why).
-RunStatus = Literal["success", "failed"]
+from harness.core.kinds import FailureKind as FailureKind
+from harness.core.kinds import RunStatus as RunStatus
 
 
 class Metrics(BaseModel):
