@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from harness.backends import docker_image
-from harness.backends.base import Leftover, NodeState, PreflightReport
+from harness.backends.base import Leftover, NodeState, NodeWatch, PollingWatch, PreflightReport
 from harness.backends.docker import DockerSshBackend
 from harness.backends.docker_collect import CONTAINER_FILES, LAST_LINES
 from harness.backends.docker_request import DockerNode, image_commands
@@ -270,6 +270,10 @@ class SlurmBackend(DockerSshBackend):
         Path(self.slurm(plan).run_root, GO_FILE).touch()
 
     # -- watching --------------------------------------------------------------------------
+    def watch(self, plan: RunPlan, node_ranks: list[int]) -> NodeWatch:
+        # The scheduler's word on each task (squeue/sacct), not the Docker backend's host streams.
+        return PollingWatch(self, plan, node_ranks)
+
     def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
         result = self._scontrol("show", "job", "-o", self.job_id or "")
         fields = job_fields(result.output) if result.ok else {}
