@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # torch only where the model is built: the controller imports
 
 class ViTConfig(CaseConfig):
     patch_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0, description="encoder blocks; 12: vit_b_16")
     dropout: float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -29,8 +30,8 @@ class ViTConfig(CaseConfig):
 def build_model(cfg: ViTConfig) -> nn.Module:
     from torchvision.models.vision_transformer import VisionTransformer
 
-    # the sizes of torchvision's vit_b_16
-    model: nn.Module = VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, num_layers=12,
+    # the sizes of torchvision's vit_b_16 (num_layers 12 unless a hardware file says otherwise)
+    model: nn.Module = VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, num_layers=cfg.num_layers,
                                          num_heads=12, hidden_dim=768, mlp_dim=3072, dropout=cfg.dropout,
                                          num_classes=cfg.num_classes)
     return model
