@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from harness import REPO_ROOT
-from harness.backends.docker import DockerSshBackend
+from harness.backends.registry import make_backend
 from harness.campaign.check import check_suite
 from harness.campaign.suite import load_suite
 from harness.core.inventory import load_inventory
@@ -27,4 +27,4 @@ def write_suite(folder: Path, jobs: list[dict], **top: object) -> Path:
 def checked(path: Path) -> list:
     loaded = load_suite(path)
     inventory = load_inventory(loaded.inventory)
-    return check_suite(loaded, inventory, DockerSshBackend(inventory))
+    return check_suite(loaded, inventory, make_backend(inventory))

@@ -138,7 +138,7 @@ class FakeBackend(ClusterBackend):
                                         log_dir=str(dest / node.dir_name), remote_run_dir=node.host_run_dir))
         return outcomes
 
-    def cleanup(self, plan: RunPlan, node_ranks: list[int]) -> list[str]:
+    def cleanup(self, plan: RunPlan, node_ranks: list[int], collected: set[int]) -> list[str]:
         self._call("cleanup", node_ranks)
         return [plan.nodes[rank].container_name for rank in node_ranks]
 

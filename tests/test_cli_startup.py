@@ -13,7 +13,9 @@ import pytest
 
 from harness import REPO_ROOT
 from harness.backends.base import ClusterBackend
+from harness.backends.nodes import PAYLOADS, NodeBackend
 from harness.backends.registry import BACKENDS, backend_factory
+from harness.core.inventory import Cluster, Host, Inventory, PayloadSpec
 
 # What `python -m harness --help` used to load first: none of it is needed to print the usage.
 HEAVY = ("paramiko", "matplotlib", "jinja2", "pydantic", "rich", "yaml", "harness.backends.docker",
@@ -50,6 +52,19 @@ def test_help_imports_no_backend_and_no_heavy_library(argv: list[str]) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))
-def test_every_registered_backend_is_a_cluster_backend(name: str) -> None:
+def test_every_registered_backend_makes_a_cluster_backend(name: str) -> None:
     factory = backend_factory(name)
-    assert isinstance(factory, type) and issubclass(factory, ClusterBackend)
+    hosts = [Host(name="here", address="127.0.0.1", transport="local")]
+    settings = {"work_dir": "/tmp/bench-slurm-work"} if name == "slurm" else {}
+    backend = factory(Inventory(cluster=Cluster(backend=name, backend_settings=settings), hosts=hosts))
+    try:
+        assert isinstance(backend, ClusterBackend)
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("payload", sorted(PAYLOADS))
+def test_every_registered_payload_composes_with_local_access(payload: str) -> None:
+    inventory = Inventory(cluster=Cluster(backend="local", payload=PayloadSpec(type=payload)))
+    backend = backend_factory("local")(inventory)
+    assert isinstance(backend, NodeBackend) and backend.payload.name == payload

@@ -71,7 +71,7 @@ def test_bad_inventory_names_file_and_field(tmp_path: Path, text: str, field: st
     [
         ("hosts: []\n", "hosts", "expected at least one host"),
         ("cluster: {backend: kubernetes}\nhosts:\n  - {name: a, address: h}\n", "cluster.backend",
-         "expected one of slurm, ssh-docker"),
+         "expected one of local, slurm, ssh, ssh-docker"),
         ("cluster: {backend: slurm, slurm: {work_dir: rel}}\n", "cluster.slurm", "absolute path"),
     ],
 )

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 from harness.backends.image import ImagePlan
+from harness.backends.transport import Transport
 from harness.core.events import Event
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
 from harness.core.plan import RunPlan
 from harness.core.results import FailureKind, NodeOutcome
 from harness.core.vendor import VendorSpec
+from harness.errors import UserError
 from harness.hostinfo.model import EnvironmentInfo
 
 # running: the container runs. exited: it finished (exit_code holds how).
@@ -216,9 +218,10 @@ class ClusterBackend(ABC):
         outcome per node, whatever failed (recorded in the outcome)."""
 
     @abstractmethod
-    def cleanup(self, plan: RunPlan, node_ranks: list[int]) -> list[str]:
-        """Remove these nodes' containers and, where their logs were collected,
-        their remote run folders; return the containers removed."""
+    def cleanup(self, plan: RunPlan, node_ranks: list[int], collected: set[int]) -> list[str]:
+        """Remove these nodes' workloads and, for the nodes whose logs were collected
+        (`collected`: their node ranks), their remote run folders; return what was
+        removed. Whatever stays on a host is raised (RunFailed naming it)."""
 
     @abstractmethod
     def collect_again(self, run_id: str, hosts: list[Host], dest: Path) -> list[NodeOutcome]:
@@ -232,6 +235,14 @@ class ClusterBackend(ABC):
     @abstractmethod
     def remove(self, leftovers: list[Leftover]) -> list[str]:
         """Remove these containers; return the ids removed."""
+
+    def transport(self, host: Host) -> Transport:
+        """How to run a command on one of this backend's hosts (campaign gates and locks)."""
+        raise UserError(f"{type(self).__name__} runs no command on a host outside a run")
+
+    def capture_hosts(self, hosts: list[Host], smi: str | None) -> dict[str, EnvironmentInfo]:
+        """Each host's environment as a run captures it (`env diff`, REPRO=), by host name."""
+        raise UserError(f"{type(self).__name__} cannot capture hosts' environments outside a run")
 
     def forget(self) -> None:
         """Drop what is kept from run to run (a campaign's captured environments,

@@ -81,6 +81,13 @@ class DockerRequest(BackendRequest):
         return "\n".join(lines) + "\n"
 
 
+def image_of(plan: RunPlan) -> ImagePlan:
+    """The image a container payload's plan runs."""
+    if plan.image is None:
+        raise TypeError("a plan without an image (the bare payload's) has no container to run")
+    return plan.image
+
+
 def image_commands(host: Host, node_rank: int, image: ImagePlan, run_id: str) -> ImageCommands:
     docker = docker_cli(host)
     folder = f"{host.work_dir}/images/{image.tag.replace('/', '_').replace(':', '_')}-n{node_rank}"

@@ -51,9 +51,12 @@ def node_labels(job: Job, host: Host, node_rank: int | str) -> dict[str, str]:
 
 
 def train_argv(job: Job, vendor: VendorSpec, node_rank: int | str, master_addr: str, master_port: int,
-               with_data: bool) -> list[str]:
+               with_data: bool, *, python: str | None = None, log_dir: str = CONTAINER_LOG_DIR,
+               data_dir: str = CONTAINER_DATA_DIR) -> list[str]:
+    """torchrun for one node; `python`, `log_dir` and `data_dir` as the node sees them
+    (inside a container: the vendor image's python, /bench/logs, /bench/data)."""
     argv = [
-        vendor.python, "-m", "torch.distributed.run",
+        python or vendor.python, "-m", "torch.distributed.run",
         "--nnodes", str(job.nnodes),
         "--nproc_per_node", str(job.nproc_per_node),
         "--node_rank", str(node_rank),
@@ -63,19 +66,19 @@ def train_argv(job: Job, vendor: VendorSpec, node_rank: int | str, master_addr: 
         # torchrun checks its workers this often (default 5 s): the lag between
         # the last worker's exit and the container's.
         "--monitor_interval", "0.5",
-        "--log_dir", f"{CONTAINER_LOG_DIR}/torchrun",
+        "--log_dir", f"{log_dir}/torchrun",
         "--redirects", "3",
         "--tee", "3",
         "-m", "cases.run",
         "--case", job.case,
         "--vendor", job.vendor,
         "--config", job.hardware_config,
-        "--log-dir", CONTAINER_LOG_DIR,
+        "--log-dir", log_dir,
     ]
     if job.fix_hp:
         argv += ["--fix-hp", job.fix_hp]
     if with_data:
-        argv += ["--data", CONTAINER_DATA_DIR]
+        argv += ["--data", data_dir]
     return argv
 
 

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from harness.core.inventory import Inventory
 
 BACKENDS: dict[str, str] = {
-    "ssh-docker": "harness.backends.docker:DockerSshBackend",
+    "ssh": "harness.backends.nodes:ssh_backend",
+    "ssh-docker": "harness.backends.nodes:ssh_backend",  # its first name
+    "local": "harness.backends.nodes:local_backend",
     "slurm": "harness.backends.slurm:SlurmBackend",
 }
 
@@ -36,8 +38,4 @@ def make_backend(inventory: Inventory) -> ClusterBackend:
     if name not in BACKENDS:
         raise UserError(f"unknown backend {name!r}; expected one of {', '.join(sorted(BACKENDS))}",
                         file=inventory.source, field="cluster.backend")
-    backend = backend_factory(name)(inventory)
-    if backend.uses_host_list and not inventory.hosts:
-        raise UserError(f"the {name} backend runs on the hosts listed here: expected at least one host",
-                        file=inventory.source, field="hosts")
-    return backend
+    return backend_factory(name)(inventory)

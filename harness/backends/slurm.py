@@ -23,10 +23,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from harness.backends import docker_image
-from harness.backends.base import Leftover, NodeState, NodeWatch, PollingWatch, PreflightReport
-from harness.backends.docker import DockerSshBackend
-from harness.backends.docker_collect import CONTAINER_FILES, LAST_LINES
-from harness.backends.docker_request import DockerNode, image_commands
+from harness.backends.base import ClusterBackend, Leftover, NodeState, NodeWatch, PollingWatch, PreflightReport
+from harness.backends.docker import DockerPayload
+from harness.backends.docker_collect import CONTAINER_FILES
+from harness.backends.docker_request import DockerNode, image_commands, image_of
 from harness.backends.fabric_checks import check_inventory_fabric
 from harness.backends.image import ImagePlan
 from harness.backends.launch import (
@@ -37,6 +37,8 @@ from harness.backends.launch import (
     node_labels,
     train_argv,
 )
+from harness.backends.monitors import Monitors
+from harness.backends.payload import LAST_LINES
 from harness.backends.slurm_request import (
     BATCH_SCRIPT,
     CONTAINER_JSON,
@@ -57,6 +59,7 @@ from harness.core.plan import NodePlan, RunPlan, node_dir_name
 from harness.core.results import FailureKind, NodeOutcome
 from harness.core.vendor import VendorSpec
 from harness.errors import RunFailed, UserError
+from harness.hostinfo.model import EnvironmentInfo
 from harness.parallel import run_all
 from harness.secrets import env_file_text, redact, redact_container_json
 
@@ -102,11 +105,15 @@ def job_fields(text: str) -> dict[str, str]:
     return dict(_FIELD_RE.findall(text))
 
 
-class SlurmBackend(DockerSshBackend):
+class SlurmBackend(ClusterBackend):
     uses_host_list = False
 
     def __init__(self, inventory: Inventory) -> None:
-        super().__init__(inventory)
+        self.inventory = inventory
+        # On the allocated nodes: the docker CLI's checks, environment capture and stack dumps.
+        self.docker = DockerPayload(inventory)
+        self._transports: dict[str, Transport] = {}
+        self._monitors = Monitors()
         try:
             self.settings = SlurmSettings(**inventory.cluster.backend_settings)
         except (ValidationError, TypeError) as exc:
@@ -122,8 +129,20 @@ class SlurmBackend(DockerSshBackend):
             self._transports[host.name] = SrunTransport(self.job_id, host.name)
         return self._transports[host.name]
 
-    def monitor_transport(self, host: Host) -> Transport:
-        return SrunTransport(self.job_id or "", host.name)
+    def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
+        hosts = [node.host for node in plan.nodes]
+        captured = run_all(lambda host: self.docker.capture(self.transport(host), host, plan.vendor.smi), hosts)
+        return {host.name: info for host, info in zip(hosts, captured)}
+
+    def start_monitors(self, plan: RunPlan, dest: Path) -> None:
+        self._monitors.start(plan, dest, lambda host: SrunTransport(self.job_id or "", host.name))
+
+    def stop_monitors(self) -> None:
+        self._monitors.stop()
+
+    def close(self) -> None:
+        self.stop_monitors()
+        self._transports.clear()
 
     @staticmethod
     def slurm(plan: RunPlan) -> SlurmRequest:
@@ -155,7 +174,6 @@ class SlurmBackend(DockerSshBackend):
                        inventory_source=inventory.source, notes=notes)
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
-        self._collected.clear()
         report = PreflightReport()
         version = self.controller.run(["sinfo", "--version"], timeout=QUICK_S)
         if not version.ok:
@@ -204,7 +222,8 @@ class SlurmBackend(DockerSshBackend):
         self._transports.clear()
         try:
             bound = self._bind(plan, self._wait_running())
-            for _facts, _warnings in run_all(lambda node: self._check(bound, node), bound.nodes):
+            for _facts, _warnings in run_all(lambda node: self.docker.check(self.transport(node.host), bound, node),
+                                             bound.nodes):
                 pass  # a node that cannot take the job raises, naming it
             # cluster.fabric type ib: the allocated nodes' HCAs, ports, rates, RDMA devices and memlock.
             check_inventory_fabric(self.inventory, [(n.host.name, self.transport(n.host)) for n in bound.nodes])
@@ -253,11 +272,11 @@ class SlurmBackend(DockerSshBackend):
     # -- image and launch -----------------------------------------------------------------
     def prepare_image(self, plan: RunPlan) -> str:
         if self.settings.container == "pyxis":
-            return self.settings.container_image or plan.image.tag  # each task imports it
+            return self.settings.container_image or image_of(plan).tag  # each task imports it
         entries = [DockerNode(node=node, docker=["docker"], run_argv=[],
-                              image=image_commands(node.host, node.node_rank, plan.image, plan.job.run_id))
+                              image=image_commands(node.host, node.node_rank, image_of(plan), plan.job.run_id))
                    for node in plan.nodes]
-        return docker_image.prepare_image(lambda entry: self.transport(entry.node.host), entries, plan.image)
+        return docker_image.prepare_image(lambda entry: self.transport(entry.node.host), entries, image_of(plan))
 
     def launch(self, plan: RunPlan) -> None:
         for node in plan.nodes:
@@ -279,7 +298,7 @@ class SlurmBackend(DockerSshBackend):
         fields = job_fields(result.output) if result.ok else {}
         state = fields.get("JobState", "")
         states = []
-        for node in self._nodes(plan, node_ranks):
+        for node in plan.nodes_in(node_ranks):
             status_file = Path(node.host_run_dir, EXIT_STATUS)
             # COMPLETING hides why the job ends (scancel, a node failure, the time limit):
             # the final state follows within KillWait, and decides the kind.
@@ -302,7 +321,7 @@ class SlurmBackend(DockerSshBackend):
 
     def progress(self, plan: RunPlan, node_ranks: list[int]) -> dict[int, Event]:
         latest: dict[int, Event] = {}
-        for node in self._nodes(plan, node_ranks):
+        for node in plan.nodes_in(node_ranks):
             for path in sorted(Path(node.host_log_dir).glob("events_rank*.log")):
                 for event in parse_lines(read_tail(path, 16 * 1024).splitlines()[-1:]):
                     latest[event.rank] = event
@@ -310,7 +329,8 @@ class SlurmBackend(DockerSshBackend):
 
     def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
         if self.settings.container == "docker":
-            super().dump_stacks(plan, node_ranks)
+            run_all(lambda node: self.docker.dump_stacks(self.transport(node.host), plan, node),
+                    plan.nodes_in(node_ranks))
 
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         """scancel: every task stops its container and saves its logs (Slurm stops
@@ -335,15 +355,14 @@ class SlurmBackend(DockerSshBackend):
             shutil.copyfile(batch_log, dest / "slurm.out")
         outcomes = [collect_run_dir(node.host.name, node.node_rank, node.container_name, Path(node.host_run_dir),
                                     dest / node.dir_name, secret_keys, secret_values)
-                    for node in self._nodes(plan, node_ranks)]
-        self._collected.update(o.node_rank for o in outcomes if o.collected)
+                    for node in plan.nodes_in(node_ranks)]
         return outcomes
 
-    def cleanup(self, plan: RunPlan, node_ranks: list[int]) -> list[str]:
+    def cleanup(self, plan: RunPlan, node_ranks: list[int], collected: set[int]) -> list[str]:
         """The tasks removed their containers; here only the run folders go, once collected."""
         kept = []
-        for node in self._nodes(plan, node_ranks):
-            if node.node_rank in self._collected:
+        for node in plan.nodes_in(node_ranks):
+            if node.node_rank in collected:
                 shutil.rmtree(node.host_run_dir, ignore_errors=True)
             else:
                 kept.append(f"run folder {node.host_run_dir} kept (logs not fully collected)")

@@ -23,9 +23,9 @@ from typing import Any
 
 from rich.console import Console
 
-from harness.backends.docker import DockerSshBackend, OrphansFound
-from harness.backends.docker_checks import MasterPortBusy
-from harness.campaign.backend import campaign_backend
+from harness.backends.node_checks import MasterPortBusy
+from harness.backends.nodes import OrphansFound
+from harness.campaign.backend import CachingBackend, campaign_backend
 from harness.campaign.busbw_gate import busbw_problem
 from harness.campaign.check import PlannedEntry, check_suite
 from harness.campaign.gates import GateMemory, check_gates
@@ -52,7 +52,7 @@ def _first_line(text: str | None) -> str:
 
 class Campaign:
     def __init__(self, loaded: LoadedSuite, planned: list[PlannedEntry], inventory: Inventory,
-                 backend: DockerSshBackend, store: StateStore, state: CampaignState, results: Path,
+                 backend: CachingBackend, store: StateStore, state: CampaignState, results: Path,
                  console: Console, sleep: Callable[[float], None] = time.sleep) -> None:
         self.loaded = loaded
         self.suite = loaded.suite

@@ -84,6 +84,26 @@ EnvValue = Annotated[str | FromEnv, BeforeValidator(_env_value)]
 TemplateValue = str | int | float | bool | list[str | int | float | bool]
 
 
+class PayloadSpec(BaseModel):
+    """What runs on every node (`cluster.payload`): a container per node (docker, or
+    pyxis under Slurm), or torchrun started directly from a Python environment (bare)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["docker", "bare", "pyxis"] = "docker"
+    # bare: the interpreter on every node (its torch runs the job).
+    python: str = Field(default="python3", min_length=1)
+    # bare: shell lines run on the node before torchrun (`module load cuda/12.4`, a venv's activate).
+    setup: str = ""
+
+    @field_validator("python")
+    @classmethod
+    def _one_word(cls, value: str) -> str:
+        if any(c.isspace() for c in value) or any(ord(c) < 32 for c in value):
+            raise ValueError("expected one interpreter path or name, e.g. /opt/venv/bin/python")
+        return value
+
+
 class Cluster(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -114,6 +134,7 @@ class Cluster(BaseModel):
     # sit under a key of its name (`slurm: {...}`) and are checked by that backend.
     backend: str = "ssh-docker"
     backend_settings: dict[str, Any] = Field(default_factory=dict)
+    payload: PayloadSpec = Field(default_factory=PayloadSpec)
 
     @model_validator(mode="before")
     @classmethod

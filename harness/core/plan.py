@@ -61,13 +61,17 @@ def node_dir_name(host: str, node_rank: int) -> str:
 class RunPlan:
     job: Job
     vendor: VendorSpec
-    image: ImagePlan
+    image: ImagePlan | None  # None: the payload runs without an image (bare)
     nodes: list[NodePlan]
     master_addr: str
     master_port: int
     request: BackendRequest
     inventory_source: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def nodes_in(self, node_ranks: list[int]) -> list[NodePlan]:
+        wanted = set(node_ranks)
+        return [node for node in self.nodes if node.node_rank in wanted]
 
     def render(self) -> str:
         """The dry run: the job, the image, then the backend's own request."""
@@ -77,12 +81,15 @@ class RunPlan:
             f"({job.hardware_config}) fix_hp={job.fix_hp or '/'} "
             f"data={'synthetic' if job.synthetic else CONTAINER_DATA_DIR}",
             f"inventory: {self.inventory_source}",
-            f"image: {self.image.tag}",
-            f"  params: {', '.join(f'{k}={v!r}' for k, v in sorted(self.image.params.items()))}",
-            "  Dockerfile:",
-            *(f"    {line}" for line in self.image.dockerfile.rstrip("\n").splitlines()),
-            f"rendezvous: {self.master_addr}:{self.master_port}",
         ]
+        if self.image is not None:
+            lines += [
+                f"image: {self.image.tag}",
+                f"  params: {', '.join(f'{k}={v!r}' for k, v in sorted(self.image.params.items()))}",
+                "  Dockerfile:",
+                *(f"    {line}" for line in self.image.dockerfile.rstrip("\n").splitlines()),
+            ]
+        lines.append(f"rendezvous: {self.master_addr}:{self.master_port}")
         text = "\n".join(lines) + "\n" + self.request.describe()
         return text + "".join(f"note: {note}\n" for note in self.notes)
 

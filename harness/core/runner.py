@@ -120,6 +120,13 @@ def _device_memory(metrics: Metrics, nodes: list[NodeOutcome], devices_used: int
                                       "mem_source": "device monitor (vendor tool)"})
 
 
+def _image_text(plan: RunPlan, image_id: str) -> str:
+    """What the nodes ran: the image and its id, or (no image) what the payload reported."""
+    if plan.image is None:
+        return image_id
+    return f"{plan.image.tag} ({image_id})" if image_id else plan.image.tag
+
+
 @dataclass
 class _Run:
     """What the flow learnt so far; the record is made from it however the run ended."""
@@ -196,7 +203,7 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
                                      f"run folder {node.host_run_dir}")
     run.nodes.sort(key=lambda n: n.node_rank)
     try:
-        removed = backend.cleanup(plan, reachable)
+        removed = backend.cleanup(plan, reachable, {node.node_rank for node in run.nodes if node.collected})
     except HarnessError as exc:  # a host that went silent meanwhile: what stays there is reported
         run.left_on_hosts.append(str(exc))
         removed = []
@@ -318,7 +325,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         bandwidth=bandwidth_result(by_rank),
         warnings=warnings,
         nodes=run.nodes,
-        image=f"{plan.image.tag} ({run.image_id})" if run.image_id else plan.image.tag,
+        image=_image_text(plan, run.image_id),
         effective_config=config_event.value if config_event else {},
         environment={host: info.model_dump() for host, info in run.environments.items()},
         phase_seconds=clock.seconds,

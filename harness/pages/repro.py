@@ -27,7 +27,6 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import REPO_ROOT
-from harness.backends.docker import DockerSshBackend
 from harness.backends.registry import make_backend
 from harness.core.inventory import Inventory
 from harness.core.plan import RunPlan
@@ -229,9 +228,6 @@ def capture_hosts(inventory: Inventory, smi: str | None) -> dict[str, Environmen
     """Every inventory host's environment, captured as a run captures it."""
     backend = make_backend(inventory)
     try:
-        if not isinstance(backend, DockerSshBackend):
-            raise UserError(f"the {inventory.cluster.backend} backend cannot capture the hosts' environments; "
-                            "expected ssh-docker or slurm", file=inventory.source, field="cluster.backend")
         return backend.capture_hosts(inventory.hosts, smi)
     finally:
         backend.close()
@@ -256,7 +252,8 @@ class EnvironmentGate:
 
     def __call__(self, plan: RunPlan, environments: dict[str, EnvironmentInfo]) -> None:
         self.reports = [
-            host_drift(self.page, env, plan.vendor, params=plan.image.params, tag=plan.image.tag, host=host)
+            host_drift(self.page, env, plan.vendor, params=plan.image.params if plan.image else {},
+                       tag=plan.image.tag if plan.image else "", host=host)
             for host, env in environments.items()
         ]
         for report in self.reports:

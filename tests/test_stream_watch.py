@@ -1,12 +1,11 @@
 """The controller listens: one long-lived stream per host (harness/backends/node_stream.py,
-docker_watch.py). A stream that ends or drops is reopened; a real container's exit is
+stream_watch.py, and the Docker payload's state functions). A stream that ends or drops is reopened; a real container's exit is
 heard without polling; closing the watch leaves no process on the host; a stream
 killed in the middle of a real two-host run is reopened and the run succeeds."""
 
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,8 +15,9 @@ from typing import TYPE_CHECKING
 import pytest
 from test_faults import LONG, bench_argv, controller, results_of, wait_for_step, wait_running, work_dir
 
-from harness.backends.docker_watch import DockerWatch, parse_state
+from harness.backends.docker import WATCH_SCRIPT, parse_docker_state
 from harness.backends.node_stream import NodeStream
+from harness.backends.stream_watch import HEARTBEAT_S, StreamWatch, watch_argv
 from harness.backends.transport import LocalTransport
 from harness.core.inventory import load_inventory
 from harness.core.plan import NodePlan
@@ -37,12 +37,12 @@ def until(condition: Callable[[], bool], limit_s: float, what: str) -> None:
 
 # -- parsing one answer -------------------------------------------------------------------
 def test_state_lines_map_onto_node_states() -> None:
-    assert parse_state(0, "state=running exit=0 ").status == "running"
-    assert parse_state(0, "state=paused exit=0").status == "running"
-    exited = parse_state(1, "bash: banner\nstate=exited exit=137 ")
+    assert parse_docker_state(0, "state=running exit=0 ").status == "running"
+    assert parse_docker_state(0, "state=paused exit=0").status == "running"
+    exited = parse_docker_state(1, "bash: banner\nstate=exited exit=137 ")
     assert (exited.node_rank, exited.status, exited.exit_code) == (1, "exited", 137)
-    assert parse_state(0, "Error: No such object: bench-x").status == "gone"
-    silent = parse_state(0, "")  # docker inspect killed by its timeout: the engine said nothing
+    assert parse_docker_state(0, "Error: No such object: bench-x").status == "gone"
+    silent = parse_docker_state(0, "")  # docker inspect killed by its timeout: the engine said nothing
     assert silent.status == "unreachable" and "no answer" in silent.detail
 
 
@@ -100,24 +100,28 @@ def _node(container: str, logs: Path, make_hosts_yaml: Callable[..., Path]) -> N
                     host_run_dir=str(logs.parent), train_argv=[])
 
 
+def docker_watch(run_id: str, node: NodePlan, heartbeat_s: float = HEARTBEAT_S) -> StreamWatch:
+    """The Docker payload's watch of one node of a 1x2 run, through this machine's shell."""
+    argv = watch_argv(WATCH_SCRIPT, run_id, node, 2, [node.container_name, "docker"], heartbeat_s)
+    return StreamWatch(2, [(node, LocalTransport(), argv)], parse_docker_state)
+
+
 def test_a_container_exit_is_heard_and_every_rank_event_read(container: tuple[str, Path],
                                                             make_hosts_yaml: Callable[..., Path]) -> None:
     name, logs = container
     run_id = f"watch-{uuid.uuid4().hex[:6]}"
-    with DockerWatch(run_id, 2, [(_node(name, logs, make_hosts_yaml), LocalTransport())]) as watch:
+    with docker_watch(run_id, _node(name, logs, make_hosts_yaml)) as watch:
         until(lambda: watch.states()[0].status == "running", 60, "the container seen running")
         until(lambda: 1 in watch.events([0]), 60, "rank 1's event read")
         assert watch.events([0])[1].value["step"] == 2  # the latest line of the file
         (logs / "go").touch()
         asked = time.monotonic()
-        exited = threading.Event()
 
-        def wait_exit() -> bool:
-            watch.wait(1.0)
-            exited.set() if watch.states()[0].status == "exited" else None
-            return exited.is_set()
+        def exited() -> bool:
+            watch.wait(1.0)  # returns early when a state changed
+            return watch.states()[0].status == "exited"
 
-        until(wait_exit, 60, "the exit heard")
+        until(exited, 60, "the exit heard")
         state = watch.states()[0]
         assert (state.status, state.exit_code) == ("exited", 3)
         # Heard through `docker wait`, well before the next heartbeat could have told it.
@@ -129,7 +133,7 @@ def test_a_killed_stream_is_reopened_and_heard_again(container: tuple[str, Path]
                                                      make_hosts_yaml: Callable[..., Path]) -> None:
     name, logs = container
     run_id = f"watch-{uuid.uuid4().hex[:6]}"
-    with DockerWatch(run_id, 2, [(_node(name, logs, make_hosts_yaml), LocalTransport())], heartbeat_s=0.5) as watch:
+    with docker_watch(run_id, _node(name, logs, make_hosts_yaml), heartbeat_s=0.5) as watch:
         until(lambda: 1 in watch.events([0]), 60, "the stream heard")
         assert _pids(f"bench-watch-{run_id}"), "no watcher runs"
         subprocess.run(["pkill", "-f", f"bench-watch-{run_id}"], check=False)

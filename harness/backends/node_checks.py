@@ -1,15 +1,13 @@
-"""The SSH + Docker backend's checks of one host before a run (harness/backends/docker.py
-preflight): commands run, docker answers, the run folder can be made, disk, clock,
-devices, data, no container of the same name, the rendezvous port free on node 0.
-All in one round trip."""
+"""The checks of one node's host before a run, whatever runs there: commands run,
+the run folder can be made, disk, clock, devices, data, the rendezvous port free
+on node 0; plus the payload's own (docker answers, the Python has torch), all in
+one round trip. The payload judges its own checks' answers."""
 
 from __future__ import annotations
 
-import re
 import time
 
-from harness.backends.launch import docker_cli
-from harness.backends.transport import Transport
+from harness.backends.transport import CommandResult, Transport
 from harness.core.plan import NodePlan, RunPlan
 from harness.errors import HostUnreachable, UserError
 from harness.parallel import run_all
@@ -17,25 +15,26 @@ from harness.parallel import run_all
 QUICK_S = 30.0
 MAX_CLOCK_SKEW_S = 2.0
 MIN_FREE_DISK_GIB = 5.0
-CONTAINER_ID_RE = re.compile(r"[0-9a-f]{12,64}")
 
 
 class MasterPortBusy(UserError):
     """The rendezvous port is taken on the first host (a run or a process still holds it)."""
 
 
-def check_host(transport: Transport, plan: RunPlan, node: NodePlan, source: str) -> tuple[dict[str, str], list[str]]:
-    """(facts, warnings) of the node's host; a UserError names what makes it unusable."""
+def check_node(transport: Transport, plan: RunPlan, node: NodePlan,
+               payload_checks: dict[str, list[str]]) -> tuple[dict[str, str], list[str], dict[str, CommandResult]]:
+    """(facts, warnings, the payload checks' answers) of the node's host; a UserError
+    names what makes it unusable."""
+    source = plan.inventory_source
     host = node.host
     field = f"hosts.{host.name}"
     # The checks are independent: one round trip for all of them. The clock's
     # skew is judged against the round trip's middle (seconds of slack, not ms).
     checks: dict[str, list[str]] = {
         "date": ["date", "+%s.%N"],
-        "docker": [*docker_cli(node.host), "version", "--format", "{{.Server.Version}}"],
         "mkdir": ["mkdir", "-p", "--", f"{node.host_run_dir}/logs"],
         "df": ["df", "-Pk", host.work_dir],
-        "leftovers": [*docker_cli(node.host), "ps", "-aq", "--filter", f"name=^{node.container_name}$"],
+        **payload_checks,
     }
     devices = plan.vendor.device_nodes(host.devices)
     if devices:
@@ -66,11 +65,6 @@ def check_host(transport: Transport, plan: RunPlan, node: NodePlan, source: str)
                             "cross-host timestamps will be skewed")
     except (ValueError, IndexError):
         facts["clock_skew_s"] = "unknown"
-    version = done["docker"]
-    if not version.ok:
-        raise HostUnreachable(f"docker is not usable on {host.name}: {version.output.strip()[-300:]}",
-                              file=source, field=field)
-    facts["docker"] = version.output.strip().splitlines()[-1] if version.output.strip() else "unknown"
     if not done["mkdir"].ok:
         raise HostUnreachable(f"cannot create {node.host_run_dir} on {host.name}: {done['mkdir'].output.strip()}",
                               file=source, field=f"{field}.work_dir")
@@ -87,10 +81,8 @@ def check_host(transport: Transport, plan: RunPlan, node: NodePlan, source: str)
     if "data" in done and not done["data"].ok:
         raise UserError(f"data directory {host.data_dir} does not exist on {host.name}",
                         file=source, field=f"{field}.data_dir")
-    if done["leftovers"].ok and CONTAINER_ID_RE.search(done["leftovers"].output):
-        raise UserError(f"a container named {node.container_name} already exists on {host.name}", field=field)
     port = done.get("port")
     if port is not None and port.exit_code == 1 and "Address already in use" in port.output:
         raise MasterPortBusy(f"master port {plan.master_port} is already in use on {host.name}",
                         file=source, field="cluster.master_port")
-    return facts, warnings
+    return facts, warnings, {name: done[name] for name in payload_checks}

@@ -1,10 +1,10 @@
-"""Listening to a Docker run: one long-lived command per host, over one SSH session.
+"""Listening to a run: one long-lived command per node, over one SSH session.
 
-The command (WATCH_SCRIPT, plain sh on the host) writes three kinds of line:
-- `@state state=<status> exit=<code>` (docker inspect's answer) every
-  HEARTBEAT_S, and at once when `docker wait` returns, so an exit is heard
-  the moment it happens while a frozen engine (inspect answers nothing within
-  its 10 s) or a silent host shows as silence;
+The command (watch_script(), plain sh on the host) writes two kinds of line:
+- `@state <answer>` (the payload's state() shell function: docker inspect's
+  answer, or a process group's) every HEARTBEAT_S, and at once when the
+  payload's await() returns, so an exit is heard the moment it happens while a
+  frozen engine (no answer within its 10 s) or a silent host shows as silence;
 - `@event <line>` for every line appended to the node's rank event logs
   (`tail -F`: files that appear later are followed too).
 Anything else (a login shell's banner, a MOTD) is ignored.
@@ -20,11 +20,11 @@ import functools
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cases.protocol import event_file_name
 from harness.backends.base import NodeState, NodeWatch
-from harness.backends.launch import docker_cli
 from harness.backends.node_stream import NodeStream
 from harness.backends.transport import Transport
 from harness.core.events import Event, parse_lines
@@ -37,53 +37,45 @@ SILENT_S = HEARTBEAT_S + INSPECT_TIMEOUT_S + 5.0
 STATE_PREFIX = "@state "
 EVENT_PREFIX = "@event "
 
-_STATE_RE = re.compile(r"state=(\w+) exit=(-?\d+)")
-_NO_SUCH = ("No such object", "No such container")
-_RUNNING = ("created", "running", "restarting", "paused")
-
-# $1 container, $2 heartbeat seconds, $3 log folder, $4 event file names; the rest: the docker CLI.
-# The first write after the controller closed the session fails; the shell then ends its whole
-# process group (tail, docker wait). tail --pid covers a shell that was killed outright.
-WATCH_SCRIPT = r"""
-c=$1 beat=$2 dir=$3 files=$4; shift 4
+# $1 heartbeat seconds, $2 log folder, $3 event file names; the rest: the payload's arguments
+# (its state() and await() functions read them). The first write after the controller closed
+# the session fails; the shell then ends its whole process group (tail, await). tail --pid
+# covers a shell that was killed outright.
+_PRELUDE = r"""
+beat=$1 dir=$2 files=$3; shift 3
 trap 'trap - EXIT; kill 0 2>/dev/null' EXIT
 trap 'exit 0' PIPE HUP TERM INT
 t=; command -v timeout >/dev/null 2>&1 && t="timeout __INSPECT__"
 pid=; tail --pid=$$ -n 0 /dev/null >/dev/null 2>&1 && pid="--pid=$$"
-state() {
-  s=$($t "$@" inspect --format 'state={{.State.Status}} exit={{.State.ExitCode}}' "$c" 2>&1 | tr '\n' ' ')
-  printf '@state %s\n' "$s"
-}
+"""
+_LOOP = r"""
+report() { printf '@state %s\n' "$(state "$@" 2>&1 | tr '\n' ' ')"; }
 ( cd "$dir" 2>/dev/null && exec tail -q -n 1 -F $pid $files 2>/dev/null
 ) | while IFS= read -r line; do printf '@event %s\n' "$line" || exit 0; done &
-( "$@" wait "$c" >/dev/null 2>&1; state "$@" ) &
-while :; do state "$@" || exit 0; sleep "$beat"; done
-""".replace("__INSPECT__", str(INSPECT_TIMEOUT_S))
+( await "$@" >/dev/null 2>&1; report "$@" ) &
+while :; do report "$@" || exit 0; sleep "$beat"; done
+"""
+
+
+def watch_script(functions: str) -> str:
+    """The watch command for a payload whose shell `functions` define state() (one
+    answer: `state=<status> exit=<code>`, or why there is none) and await() (returns
+    when the workload ended). Both get the payload's arguments; $t is `timeout N`
+    where the host has it."""
+    return (_PRELUDE + functions + _LOOP).replace("__INSPECT__", str(INSPECT_TIMEOUT_S))
+
+
+def watch_argv(script: str, run_id: str, node: NodePlan, nproc_per_node: int, payload_args: list[str],
+               heartbeat_s: float = HEARTBEAT_S) -> list[str]:
+    files = " ".join(event_file_name(rank) for rank in node_ranks_of(node, nproc_per_node))
+    # $0 names the watcher in the host's process list (and lets a test find it).
+    return ["sh", "-c", script, f"bench-watch-{run_id}", f"{heartbeat_s:g}", node.host_log_dir, files,
+            *payload_args]
 
 
 def node_ranks_of(node: NodePlan, nproc_per_node: int) -> range:
     """The global ranks a node runs."""
     return range(node.node_rank * nproc_per_node, (node.node_rank + 1) * nproc_per_node)
-
-
-def watch_argv(run_id: str, node: NodePlan, nproc_per_node: int, heartbeat_s: float = HEARTBEAT_S) -> list[str]:
-    files = " ".join(event_file_name(rank) for rank in node_ranks_of(node, nproc_per_node))
-    # $0 names the watcher in the host's process list (and lets a test find it).
-    return ["sh", "-c", WATCH_SCRIPT, f"bench-watch-{run_id}", node.container_name, f"{heartbeat_s:g}",
-            node.host_log_dir, files, *docker_cli(node.host)]
-
-
-def parse_state(node_rank: int, text: str) -> NodeState:
-    """A node's state from one `@state` answer (docker inspect's output, or its error)."""
-    match = _STATE_RE.search(text)
-    if match is None:
-        if any(marker in text for marker in _NO_SUCH):
-            return NodeState(node_rank, "gone", detail="container not found: " + text.strip())
-        return NodeState(node_rank, "unreachable", detail=f"docker inspect: no answer {text.strip()[-200:]}".strip())
-    status, code = match.group(1), match.group(2)
-    if status in _RUNNING:
-        return NodeState(node_rank, "running", detail=status)
-    return NodeState(node_rank, "exited", int(code), status)
 
 
 @dataclass
@@ -92,24 +84,46 @@ class _Heard:
     state_at: float = 0.0  # when the last answer the engine gave (not a failed inspect) came
 
 
-class DockerWatch(NodeWatch):
-    """Watches these nodes' containers (each reached through its transport) of run `run_id`."""
+StateParser = Callable[[int, str], NodeState]
+_STATE_RE = re.compile(r"state=(\w+) exit=(-?\d+)")
 
-    def __init__(self, run_id: str, nproc_per_node: int, nodes: list[tuple[NodePlan, Transport]],
-                 heartbeat_s: float = HEARTBEAT_S, silent_s: float = SILENT_S) -> None:
+
+def parse_answer(node_rank: int, text: str, running: tuple[str, ...], gone: tuple[str, ...], what: str) -> NodeState:
+    """A node's state from one `state=<status> exit=<code>` answer: a status in
+    `running` is running, another one exited; an answer holding one of `gone`'s
+    markers says the workload does not exist; anything else is no answer (`what`
+    names the probe)."""
+    match = _STATE_RE.search(text)
+    if match is None:
+        if any(marker in text for marker in gone):
+            return NodeState(node_rank, "gone", detail="not found: " + text.strip())
+        return NodeState(node_rank, "unreachable", detail=f"{what}: no answer {text.strip()[-200:]}".strip())
+    status, code = match.group(1), match.group(2)
+    if status in running:
+        return NodeState(node_rank, "running", detail=status)
+    return NodeState(node_rank, "exited", int(code), status)
+
+
+class StreamWatch(NodeWatch):
+    """Watches these nodes, each through its transport running its watch argv; each
+    `@state` answer is read by `parse_state`."""
+
+    def __init__(self, nproc_per_node: int, nodes: list[tuple[NodePlan, Transport, list[str]]],
+                 parse_state: StateParser, silent_s: float = SILENT_S) -> None:
+        self._parse_state = parse_state
         self._silent_s = silent_s
         self._changed = threading.Condition()
         self._lock = threading.Lock()
-        self._heard: dict[int, _Heard] = {node.node_rank: _Heard() for node, _ in nodes}
+        self._heard: dict[int, _Heard] = {node.node_rank: _Heard() for node, _, _ in nodes}
         self._events: dict[int, Event] = {}
         self._notes: list[str] = []
-        self._ranks_of = {node.node_rank: set(node_ranks_of(node, nproc_per_node)) for node, _ in nodes}
+        self._ranks_of = {node.node_rank: set(node_ranks_of(node, nproc_per_node)) for node, _, _ in nodes}
         self._opened = time.monotonic()
         self._streams = {
-            node.node_rank: NodeStream(node.host.name, transport, watch_argv(run_id, node, nproc_per_node, heartbeat_s),
+            node.node_rank: NodeStream(node.host.name, transport, argv,
                                        on_line=functools.partial(self._on_line, node.node_rank),
                                        on_change=self._stream_changed)
-            for node, transport in nodes}
+            for node, transport, argv in nodes}
         for stream in self._streams.values():
             stream.start()
 
@@ -133,7 +147,7 @@ class DockerWatch(NodeWatch):
 
     def _on_line(self, node_rank: int, line: str) -> None:
         if line.startswith(STATE_PREFIX):
-            state = parse_state(node_rank, line[len(STATE_PREFIX):])
+            state = self._parse_state(node_rank, line[len(STATE_PREFIX):])
             with self._lock:
                 heard = self._heard[node_rank]
                 changed = heard.state is None or (state.status, state.exit_code) != (heard.state.status,
