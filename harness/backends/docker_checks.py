@@ -1,7 +1,9 @@
 """The SSH + Docker backend's checks of one host before a run (harness/backends/docker.py
 preflight): commands run, docker answers, the run folder can be made, disk, clock,
 devices, data, no container of the same name, the rendezvous port free on node 0.
-All in one round trip."""
+All in one round trip. Each answer is read between markers the check prints
+(harness/backends/marked.py), so a login shell's banner is never taken for the
+clock, the Docker version or the free disk."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import re
 import time
 
 from harness.backends.launch import docker_cli
-from harness.backends.transport import Transport
+from harness.backends.marked import UnmarkedAnswer, run_marked
+from harness.backends.transport import CommandResult, Transport
 from harness.core.plan import NodePlan, RunPlan
 from harness.errors import HostUnreachable, UserError
 from harness.parallel import run_all
@@ -48,8 +51,15 @@ def check_host(transport: Transport, plan: RunPlan, node: NodePlan, source: str)
         checks["port"] = ["python3", "-c", "import socket,sys; s=socket.socket(); "
                           "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
                           "s.bind(('', int(sys.argv[1])))", str(plan.master_port)]
+
+    def run(argv: list[str]) -> CommandResult:
+        try:
+            return run_marked(transport, argv, timeout=QUICK_S)
+        except UnmarkedAnswer as exc:
+            raise HostUnreachable(f"cannot run commands on {host.name}: {exc}", file=source, field=field) from exc
+
     before = time.time()
-    done = dict(zip(checks, run_all(lambda argv: transport.run(argv, timeout=QUICK_S), list(checks.values()))))
+    done = dict(zip(checks, run_all(run, list(checks.values()))))
     after = time.time()
     clock = done["date"]
     if not clock.ok:
