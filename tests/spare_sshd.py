@@ -28,6 +28,7 @@ sys.path, as for conftest):
         host.freeze()    # SIGSTOP listener and sessions: connections go silent, nothing is closed
         host.thaw()      # SIGCONT
         host.kill_sessions()   # drop the established connections, keep listening
+        noisy = spare_sshd(extra_config=["ForceCommand . /path/banner.sh"])  # sshd_config lines of its own
 
 Every SpareSshd the fixture made is stopped and its address released after the test.
 """
@@ -41,7 +42,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -139,9 +140,12 @@ def claim_addresses(count: int, wait_s: float = 120.0) -> list[tuple[str, IO[str
 class SpareSshd:
     """One sshd -D on a spare loopback address; see the module's docstring."""
 
-    def __init__(self, folder: Path, client_public_key: Path, claim: tuple[str, IO[str]] | None = None) -> None:
-        """claim: an (address, held lock) from claim_addresses(); default: claim one now."""
+    def __init__(self, folder: Path, client_public_key: Path, claim: tuple[str, IO[str]] | None = None,
+                 extra_config: Sequence[str] = ()) -> None:
+        """claim: an (address, held lock) from claim_addresses(); default: claim one now.
+        extra_config: sshd_config lines put first (sshd keeps the first value it reads)."""
         self.folder = folder
+        self.extra_config = list(extra_config)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = SPARE_PORT
         self.address, lock = claim or claim_addresses(1)[0]
@@ -166,6 +170,7 @@ class SpareSshd:
     def _config_text(self, client_public_key: Path) -> str:
         return "\n".join([
             f"# Spare SSH test host (tests/spare_sshd.py) on {self.address}:{self.port}.",
+            *self.extra_config,
             f"ListenAddress {self.address}:{self.port}",
             f'HostKey "{self.host_key}"',
             f'PidFile "{self.folder / "sshd.pid"}"',
@@ -286,14 +291,15 @@ class SpareSshd:
 def spare_sshd(infra: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Factory: spare_sshd(start=True) -> a SpareSshd of this test;
     spare_sshd(count=n) -> a list of n, their addresses claimed together (ask
-    for all you need in one call). Stopped and released after the test."""
+    for all you need in one call); extra_config=[...]: sshd_config lines of
+    theirs. Stopped and released after the test."""
     made: list[SpareSshd] = []
     public_key = Path(f"{infra.client_key}.pub")
 
-    def make(start: bool = True, count: int | None = None) -> Any:
+    def make(start: bool = True, count: int | None = None, extra_config: Sequence[str] = ()) -> Any:
         hosts = []
         for claim in claim_addresses(count or 1):
-            hosts.append(SpareSshd(tmp_path / f"spare-sshd-{len(made)}", public_key, claim))
+            hosts.append(SpareSshd(tmp_path / f"spare-sshd-{len(made)}", public_key, claim, extra_config))
             made.append(hosts[-1])
         if start:
             for host in hosts:

@@ -8,6 +8,7 @@ import importlib.metadata
 import io
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
+from harness.backends.marked import inner_argv
 from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport
 from harness.hostinfo.compare import (
     cpu_matches,
@@ -150,15 +152,31 @@ def test_framework_probe_output() -> None:
 
 
 class ReplayTransport(Transport):
+    """Recorded answers per argv prefix (127 for the rest), given the way a
+    noisy remote shell gives them: the probe's own wrapper (harness/backends/marked.py)
+    runs for real under `sh`, with the recording in place of the tool, and a
+    login banner is printed before it and at exit on both streams."""
+
+    SHELL = 'echo "Welcome to $0"; echo "module: noise" >&2; "$@"; rc=$?; echo bye; echo bye-err >&2; exit $rc'
+
     def __init__(self, outputs: dict[tuple[str, ...], str], host: str) -> None:
         self.host = host
         self.outputs = outputs
 
-    def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
+    def answer(self, argv: list[str]) -> tuple[str, int]:
         for prefix, text in self.outputs.items():
             if tuple(argv[: len(prefix)]) == prefix:
-                return CommandResult(self.host, argv, 0, text)
-        return CommandResult(self.host, argv, 127, f"{argv[0]}: not found")
+                return text, 0
+        return f"{argv[0]}: not found\n", 127
+
+    def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
+        probe = inner_argv(argv)
+        assert probe is not None, f"a probe ran unmarked: {argv}"
+        text, code = self.answer(probe)
+        replay = ["sh", "-c", 'printf "%s" "$1"; exit "$2"', "replay", text, str(code)]
+        shell = subprocess.run(["sh", "-c", self.SHELL, "login-shell", *argv[: len(argv) - len(probe)], *replay],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        return CommandResult(self.host, argv, shell.returncode, shell.stdout.decode())
 
     def put_tree(self, local: Path, remote: str) -> None:  # pragma: no cover - not used
         raise NotImplementedError
@@ -185,6 +203,7 @@ def test_capture_finds_the_device_tool_that_is_there() -> None:
     assert env.os == "Ubuntu 20.04.6 LTS" and env.kernel == "5.4.0-26-generic x86_64"
     assert env.framework.torch == "1.12.1+cpu"
     assert env.docker_version == UNKNOWN and "not found" in env.unknown_reasons["docker_version"]
+    assert not any(noise in env.model_dump_json() for noise in ("Welcome", "module: noise", "bye"))
 
 
 def test_capture_asks_the_hosts_own_docker_engine() -> None:

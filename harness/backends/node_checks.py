@@ -1,12 +1,15 @@
 """The checks of one node's host before a run, whatever runs there: commands run,
 the run folder can be made, disk, clock, devices, data, the rendezvous port free
 on node 0; plus the payload's own (docker answers, the Python has torch), all in
-one round trip. The payload judges its own checks' answers."""
+one round trip. The payload judges its own checks' answers. Each answer is read
+between markers the check prints (harness/backends/marked.py), so a login
+shell's banner is never taken for the clock, a version or the free disk."""
 
 from __future__ import annotations
 
 import time
 
+from harness.backends.marked import UnmarkedAnswer, run_marked
 from harness.backends.transport import CommandResult, Transport
 from harness.core.plan import NodePlan, RunPlan
 from harness.errors import HostUnreachable, UserError
@@ -33,7 +36,8 @@ def check_node(transport: Transport, plan: RunPlan, node: NodePlan,
     checks: dict[str, list[str]] = {
         "date": ["date", "+%s.%N"],
         "mkdir": ["mkdir", "-p", "--", f"{node.host_run_dir}/logs"],
-        "df": ["df", "-Pk", host.work_dir],
+        # made first: the run folder's mkdir beside it may not have made it yet
+        "df": ["sh", "-c", 'mkdir -p -- "$1" && df -Pk -- "$1"', "sh", host.work_dir],
         **payload_checks,
     }
     devices = plan.vendor.device_nodes(host.devices)
@@ -47,8 +51,15 @@ def check_node(transport: Transport, plan: RunPlan, node: NodePlan,
         checks["port"] = ["python3", "-c", "import socket,sys; s=socket.socket(); "
                           "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
                           "s.bind(('', int(sys.argv[1])))", str(plan.master_port)]
+
+    def run(argv: list[str]) -> CommandResult:
+        try:
+            return run_marked(transport, argv, timeout=QUICK_S)
+        except UnmarkedAnswer as exc:
+            raise HostUnreachable(f"cannot run commands on {host.name}: {exc}", file=source, field=field) from exc
+
     before = time.time()
-    done = dict(zip(checks, run_all(lambda argv: transport.run(argv, timeout=QUICK_S), list(checks.values()))))
+    done = dict(zip(checks, run_all(run, list(checks.values()))))
     after = time.time()
     clock = done["date"]
     if not clock.ok:

@@ -5,6 +5,10 @@ kernel, Docker, and the framework versions on the host or inside an image.
 Every probe is guarded. A tool that is missing or fails leaves its field
 ``unknown`` and records why in ``unknown_reasons``; capture never raises for a
 host that simply lacks a tool.
+
+Every probe's answer is read between markers it prints itself
+(harness/backends/marked.py): what the host's login shell prints around a
+command (banners, MOTDs, module or pyenv messages) never lands in a field.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from harness.backends.marked import run_marked
 from harness.backends.transport import Transport
 from harness.devices.readings import DeviceInventory
 from harness.devices.registry import inventory_commands
@@ -60,7 +65,8 @@ print(json.dumps(info, default=str))
 
 
 class _Prober:
-    """Runs probe commands on one host; failures become reasons, not exceptions."""
+    """Runs probe commands on one host, each read between its own markers;
+    failures become reasons, not exceptions."""
 
     def __init__(self, transport: Transport, timeout: float) -> None:
         self.transport = transport
@@ -69,7 +75,7 @@ class _Prober:
     def run(self, argv: list[str], accept_nonzero: bool = False) -> tuple[str | None, str | None]:
         """(output, None) on success, (None, reason) otherwise."""
         try:
-            result = self.transport.run(argv, timeout=self.timeout)
+            result = run_marked(self.transport, argv, timeout=self.timeout)
         except Exception as exc:  # a transport failure is a reason like any other
             return None, f"`{argv[0]}`: {type(exc).__name__}: {exc}"
         if result.exit_code is None:
