@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cases.protocol import encode_event, event_file_name
-from harness.backends.base import ClusterBackend, Leftover, NodeState, PreflightReport
 from harness.backends.docker_request import docker_plan
-from harness.backends.image import ImagePlan
+from harness.backends.image import plan_job_image
+from harness.core.backend import ClusterBackend, Leftover, NodeState, PreflightReport
 from harness.core.events import Event
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
@@ -62,8 +62,8 @@ class FakeBackend(ClusterBackend):
     def called(self, name: str) -> list[tuple[int, ...]]:
         return [ranks for call, ranks in self.calls if call == name]
 
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
-        return docker_plan(job, inventory, vendor, image)
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
+        return docker_plan(job, inventory, vendor, plan_job_image(job, inventory, vendor))
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         self._call("preflight")

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from harness import REPO_ROOT
-from harness.campaign.lock import HOLDER_FILE, LOCK_DIR_NAME
+from harness.hostlock import HOLDER_FILE, LOCK_DIR_NAME
 from harness.report.history import HISTORY_FILE
 from harness.report.history import runs as history_runs
 

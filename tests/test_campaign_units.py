@@ -26,7 +26,6 @@ from rich.console import Console
 from harness import REPO_ROOT
 from harness.backends.transport import CommandResult, FetchedFiles, Transport
 from harness.campaign.gates import device_problem
-from harness.campaign.lock import LockHolder, stale_reason
 from harness.campaign.notify import Notifier
 from harness.campaign.state import Attempt, CampaignState, StateStore, Unit, folders, new_folder
 from harness.campaign.stats import spread
@@ -37,6 +36,7 @@ from harness.core.inventory import Host
 from harness.core.results import Metrics, NodeOutcome, RunResult
 from harness.core.watch import StepProgress
 from harness.errors import UserError
+from harness.hostlock import LockHolder, stale_reason
 
 # --------------------------------------------------------------------------- statistics
 

@@ -12,14 +12,14 @@ import sys
 import pytest
 
 from harness import REPO_ROOT
-from harness.backends.base import ClusterBackend
 from harness.backends.nodes import PAYLOADS, NodeBackend
 from harness.backends.registry import BACKENDS, backend_factory
+from harness.core.backend import ClusterBackend
 from harness.core.inventory import Cluster, Host, Inventory, PayloadSpec
 
 # What `python -m harness --help` used to load first: none of it is needed to print the usage.
 HEAVY = ("paramiko", "matplotlib", "jinja2", "pydantic", "rich", "yaml", "harness.backends.docker",
-         "harness.backends.slurm", "harness.backends.base", "harness.core.runner", "harness.campaign.runner")
+         "harness.backends.slurm", "harness.core.backend", "harness.core.runner", "harness.campaign.runner")
 
 # Runs the program as `python -m harness` does, then lists what was imported.
 LIST_MODULES = """

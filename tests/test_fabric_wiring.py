@@ -215,7 +215,7 @@ def test_a_library_whose_log_is_not_read_is_recorded_unknown(tmp_path: Path) -> 
 @pytest.fixture
 def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(watch, "POLL_S", 0.01)
-    monkeypatch.setattr("harness.backends.base.PROGRESS_READ_S", 0.05)
+    monkeypatch.setattr("harness.core.backend.PROGRESS_READ_S", 0.05)
 
 
 def finished_rank(node_rank: int) -> list[tuple[int, str, dict]]:

@@ -25,7 +25,7 @@ from harness.report.history import runs as history_runs
 @pytest.fixture(autouse=True)
 def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(watch, "POLL_S", 0.01)
-    monkeypatch.setattr("harness.backends.base.PROGRESS_READ_S", 0.05)
+    monkeypatch.setattr("harness.core.backend.PROGRESS_READ_S", 0.05)
     monkeypatch.setattr("harness.core.runner.STACK_DUMP_WAIT_S", 0.0)
 
 

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import REPO_ROOT
-from harness.backends.base import Leftover, NodeState
 from harness.backends.docker_collect import CONTAINER_FILES, redact_file
-from harness.backends.image import ImagePlan
 from harness.backends.launch import ENV_FILE_NAME, check_hosts, container_env, node_run_dir, train_argv
 from harness.backends.node_checks import check_node
 from harness.backends.payload import NODE_LOG, NodeCollected, Payload, TransportFor, last_lines
 from harness.backends.stream_watch import parse_answer, watch_argv, watch_script
 from harness.backends.transport import Transport
+from harness.core.backend import Leftover, NodeState
 from harness.core.inventory import Host, Inventory, PayloadSpec
 from harness.core.job import Job
 from harness.core.plan import BackendRequest, NodePlan, RunPlan, secret_line, train_line
@@ -182,27 +181,26 @@ def request_of(plan: RunPlan) -> BareRequest:
 
 def node_script(spec: PayloadSpec, node: NodePlan, env: dict[str, str], run_ids: dict[str, str],
                 env_file: str | None) -> str:
-    code = f"{node.host_run_dir}/{CODE_DIR}"
-    state = f"{node.host_run_dir}/{STATE_DIR}"
     lines = ["# the bare payload's node script (harness/backends/bare.py)",
-             f"echo $$ > {shlex.quote(state)}/{PID_FILE}.tmp && mv {shlex.quote(state)}/{PID_FILE}.tmp "
-             f"{shlex.quote(state)}/{PID_FILE}"]
+             f"run={shlex.quote(node.host_run_dir)}",
+             f'echo $$ > "$run/{STATE_DIR}/{PID_FILE}.tmp" && mv "$run/{STATE_DIR}/{PID_FILE}.tmp" '
+             f'"$run/{STATE_DIR}/{PID_FILE}"']
     if spec.setup.strip():
         lines += ["# cluster.payload.setup", *spec.setup.strip().splitlines()]
-    lines.append(f"cd {shlex.quote(code)} || exit 125")
+    lines.append(f'cd "$run/{CODE_DIR}" || exit 125')
     lines += [f"export {key}={shlex.quote(value)}" for key, value in sorted({**env, **run_ids}.items())]
-    lines.append(f'export PYTHONPATH={shlex.quote(code)}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+    lines.append(f'export PYTHONPATH="$run/{CODE_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"')
     if env_file is not None:
-        quoted = shlex.quote(env_file)
-        lines.append(f"if [ -f {quoted} ]; then set -a; . {quoted}; set +a; rm -f {quoted}; fi")
+        name = shlex.quote(env_file.rsplit("/", 1)[-1])
+        lines.append(f'if [ -f "$run/{name}" ]; then set -a; . "$run/{name}"; set +a; rm -f "$run/{name}"; fi')
     lines += [
         f"{shlex.join(node.train_argv)} &",
         "child=$!",
         # torchrun forwards SIGTERM to its workers; the script waits for its exit status.
         "trap 'kill -TERM \"$child\" 2>/dev/null' TERM INT HUP",
         'while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done',
-        f'echo "$rc" > {shlex.quote(state)}/{EXIT_FILE}.tmp && mv {shlex.quote(state)}/{EXIT_FILE}.tmp '
-        f"{shlex.quote(state)}/{EXIT_FILE}",
+        f'echo "$rc" > "$run/{STATE_DIR}/{EXIT_FILE}.tmp" && mv "$run/{STATE_DIR}/{EXIT_FILE}.tmp" '
+        f'"$run/{STATE_DIR}/{EXIT_FILE}"',
         'exit "$rc"',
     ]
     return "\n".join(lines) + "\n"
@@ -255,7 +253,7 @@ class BarePayload(Payload):
             return argv
         return ["sh", "-c", self.spec.setup.strip() + '\nexec "$@"', "bench-setup", *argv]
 
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
         return bare_plan(job, inventory, vendor, self.spec)
 
     def check(self, transport: Transport, plan: RunPlan, node: NodePlan) -> tuple[dict[str, str], list[str]]:

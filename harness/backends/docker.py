@@ -10,15 +10,15 @@ import re
 from pathlib import Path
 
 from harness.backends import docker_image
-from harness.backends.base import Leftover, NodeState
 from harness.backends.docker_collect import collect_node
 from harness.backends.docker_request import DockerNode, DockerRequest, docker_plan, image_of
-from harness.backends.image import ImagePlan
+from harness.backends.image import plan_job_image
 from harness.backends.launch import ENV_FILE_NAME, LABEL_PREFIX, docker_cli
 from harness.backends.node_checks import check_node
 from harness.backends.payload import NodeCollected, Payload, TransportFor
 from harness.backends.stream_watch import parse_answer, watch_argv, watch_script
 from harness.backends.transport import Transport
+from harness.core.backend import Leftover, NodeState
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
 from harness.core.plan import NodePlan, RunPlan
@@ -56,8 +56,8 @@ def parse_docker_state(node_rank: int, text: str) -> NodeState:
 class DockerPayload(Payload):
     name = "docker"
 
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
-        return docker_plan(job, inventory, vendor, image)
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
+        return docker_plan(job, inventory, vendor, plan_job_image(job, inventory, vendor))
 
     def check(self, transport: Transport, plan: RunPlan, node: NodePlan) -> tuple[dict[str, str], list[str]]:
         docker = docker_cli(node.host)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.backends.docker_request import DockerNode
-from harness.backends.image import ImagePlan, write_context
+from harness.backends.image import write_context
 from harness.backends.transport import Transport
+from harness.core.plan import ImagePlan
 from harness.errors import RunFailed
 from harness.parallel import run_all
 

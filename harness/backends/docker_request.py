@@ -9,7 +9,6 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from harness.backends.image import ImagePlan
 from harness.backends.launch import (
     ENV_FILE_NAME,
     LABEL_PREFIX,
@@ -24,7 +23,7 @@ from harness.backends.launch import (
 )
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
-from harness.core.plan import BackendRequest, NodePlan, RunPlan, secret_line, train_line
+from harness.core.plan import BackendRequest, ImagePlan, NodePlan, RunPlan, secret_line, train_line
 from harness.core.vendor import VendorSpec
 
 

@@ -16,7 +16,7 @@ import hashlib
 import shlex
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import jinja2
 from harness import REPO_ROOT
 from harness.core.inventory import Inventory
 from harness.core.job import Job
+from harness.core.plan import ImagePlan
 from harness.core.vendor import DOCKERFILES_DIR, VendorSpec, check_spec_params, template_value_problem
 from harness.errors import UserError
 
@@ -74,17 +75,6 @@ def job_template_params(job: Job, inventory: Inventory) -> tuple[dict[str, Any],
         params[key] = value
         origins[key] = ParamOrigin(None, f"--param {key}")
     return params, origins
-
-
-@dataclass(frozen=True)
-class ImagePlan:
-    vendor: str
-    tag: str
-    dockerfile: str
-    params: dict[str, Any]
-    # Build-context files: path inside the context -> source on the controller.
-    context_files: dict[str, Path] = field(default_factory=dict)
-    content_hash: str = ""
 
 
 def render_dockerfile(vendor: VendorSpec, params: dict[str, Any]) -> str:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from harness.backends.image import ImagePlan
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
-from harness.core.plan import CONTAINER_DATA_DIR, CONTAINER_LOG_DIR
+from harness.core.plan import CONTAINER_DATA_DIR, CONTAINER_LOG_DIR, ImagePlan
 from harness.core.vendor import VendorSpec
 from harness.errors import UserError
 from harness.fabric.env import collective_env, unsupported_settings

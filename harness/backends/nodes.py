@@ -16,15 +16,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness.backends.base import ClusterBackend, Leftover, NodeWatch, PreflightReport
 from harness.backends.fabric_checks import check_inventory_fabric
-from harness.backends.image import ImagePlan
 from harness.backends.monitors import Monitors
 from harness.backends.payload import Payload, failed_outcome
 from harness.backends.ssh import open_transport
 from harness.backends.stream_watch import StreamWatch
 from harness.backends.transport import Transport
-from harness.campaign.lock import DEFAULT_STALE_AFTER_S, refuse_if_locked
+from harness.core.backend import ClusterBackend, Leftover, NodeWatch, PreflightReport
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
 from harness.core.plan import NodePlan, RunPlan, node_dir_name
@@ -32,6 +30,7 @@ from harness.core.results import NodeOutcome
 from harness.core.vendor import VendorSpec
 from harness.errors import HarnessError, HostUnreachable, RunFailed, UserError
 from harness.hostinfo.model import EnvironmentInfo
+from harness.hostlock import DEFAULT_STALE_AFTER_S, refuse_if_locked
 from harness.parallel import run_all
 
 QUICK_S = 30.0
@@ -57,9 +56,9 @@ class NodeBackend(ClusterBackend):
     def refuse_if_held(self, job: Job, warn: Callable[[str], None]) -> None:
         refuse_if_locked(self.transport, self.inventory.select(job.nnodes), DEFAULT_STALE_AFTER_S, warn)
 
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
         # The backend's own inventory: the local backend's holds this machine when none was listed.
-        return self.payload.plan(job, self.inventory, vendor, image)
+        return self.payload.plan(job, self.inventory, vendor)
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         report = PreflightReport()

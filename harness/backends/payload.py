@@ -17,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.backends.base import Leftover, NodeState
-from harness.backends.image import ImagePlan
 from harness.backends.transport import Transport
+from harness.core.backend import Leftover, NodeState
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
 from harness.core.plan import NodePlan, RunPlan
@@ -51,7 +50,7 @@ class Payload(ABC):
         self.spec = inventory.cluster.payload
 
     @abstractmethod
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
         """The plan and its request (every command, as the dry run prints it)."""
 
     @abstractmethod

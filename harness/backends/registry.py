@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from harness.errors import UserError
 
 if TYPE_CHECKING:
-    from harness.backends.base import ClusterBackend
+    from harness.core.backend import ClusterBackend
     from harness.core.inventory import Inventory
 
 BACKENDS: dict[str, str] = {

@@ -23,12 +23,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from harness.backends import docker_image
-from harness.backends.base import ClusterBackend, Leftover, NodeState, NodeWatch, PollingWatch, PreflightReport
 from harness.backends.docker import DockerPayload
 from harness.backends.docker_collect import CONTAINER_FILES
 from harness.backends.docker_request import DockerNode, image_commands, image_of
 from harness.backends.fabric_checks import check_inventory_fabric
-from harness.backends.image import ImagePlan
+from harness.backends.image import plan_job_image
 from harness.backends.launch import (
     ENV_FILE_NAME,
     check_hosts,
@@ -52,6 +51,7 @@ from harness.backends.slurm_request import (
     slurm_request,
 )
 from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport, read_tail
+from harness.core.backend import ClusterBackend, Leftover, NodeState, NodeWatch, PollingWatch, PreflightReport
 from harness.core.events import Event, parse_lines
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
@@ -157,7 +157,8 @@ class SlurmBackend(ClusterBackend):
     def refuse_if_held(self, job: Job, warn: Callable[[str], None]) -> None:
         return None  # the allocation is --exclusive: Slurm keeps other jobs off these nodes
 
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
+        image = plan_job_image(job, inventory, vendor)
         request = slurm_request(self.settings, job, inventory, vendor, image)
         hosts = [node_host(self.settings, f"slurm-node{k}", "allocated-by-slurm") for k in range(job.nnodes)]
         notes = [note for note in check_hosts(job, inventory, hosts) if "local host" not in note]

@@ -19,7 +19,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.backends.image import ImagePlan
 from harness.backends.launch import (
     ENV_FILE_NAME,
     container_env,
@@ -28,7 +27,7 @@ from harness.backends.launch import (
 )
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
-from harness.core.plan import CONTAINER_DATA_DIR, CONTAINER_LOG_DIR, BackendRequest
+from harness.core.plan import CONTAINER_DATA_DIR, CONTAINER_LOG_DIR, BackendRequest, ImagePlan
 from harness.core.vendor import VendorSpec
 
 # What the scripts leave in each node's run folder for the controller.

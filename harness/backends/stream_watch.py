@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cases.protocol import event_file_name
-from harness.backends.base import NodeState, NodeWatch
 from harness.backends.node_stream import NodeStream
 from harness.backends.transport import Transport
+from harness.core.backend import NodeState, NodeWatch
 from harness.core.events import Event, parse_lines
 from harness.core.plan import NodePlan
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.backends.base import ClusterBackend, Leftover, NodeWatch, PreflightReport
-from harness.backends.image import ImagePlan
 from harness.backends.registry import make_backend
 from harness.backends.transport import Transport
+from harness.core.backend import ClusterBackend, Leftover, NodeWatch, PreflightReport
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
 from harness.core.plan import RunPlan
@@ -61,8 +60,8 @@ class CachingBackend(ClusterBackend):
     def transport(self, host: Host) -> Transport:
         return self.inner.transport(host)
 
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
-        return self.inner.plan(job, inventory, vendor, image)
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
+        return self.inner.plan(job, inventory, vendor)
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         return self.inner.preflight(plan, clean_orphans)

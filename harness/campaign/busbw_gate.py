@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from harness.backends.base import ClusterBackend
+from harness.core.backend import ClusterBackend
 from harness.core.job import Job, make_job
 from harness.core.runner import run_job
 from harness.core.validate import check_case_config

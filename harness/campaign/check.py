@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.backends.base import ClusterBackend
 from harness.campaign.busbw_gate import check_busbw_job
 from harness.campaign.suite import LoadedSuite, SuiteEntry, SuiteError
+from harness.core.backend import ClusterBackend
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job, make_job, parse_config_name
 from harness.core.runner import build_plan

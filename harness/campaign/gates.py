@@ -49,10 +49,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.backends.base import ClusterBackend
 from harness.backends.transport import Transport
 from harness.campaign.state import HostHealth
 from harness.campaign.suite import Gates
+from harness.core.backend import ClusterBackend
 from harness.core.inventory import Host
 from harness.devices.kernel_log import BOOT_ID_ARGV, DMESG_ARGV, newer_than, parse_kernel_events
 from harness.devices.readings import UNCORRECTED_AGGREGATE, UNCORRECTED_VOLATILE

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.backends.base import ClusterBackend
 from harness.campaign.check import PlannedEntry
 from harness.campaign.state import Attempt, now_iso
+from harness.core.backend import ClusterBackend
 from harness.core.job import Job
 from harness.core.record import RecordError, record_run
 from harness.core.results import FailureKind, NodeOutcome, RunResult

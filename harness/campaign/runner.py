@@ -29,7 +29,6 @@ from harness.campaign.backend import CachingBackend, campaign_backend
 from harness.campaign.busbw_gate import busbw_problem
 from harness.campaign.check import PlannedEntry, check_suite
 from harness.campaign.gates import GateMemory, check_gates
-from harness.campaign.lock import HostLocked, HostLocks, this_controller
 from harness.campaign.notify import Notifier
 from harness.campaign.recover import record_unstarted, recover_attempt
 from harness.campaign.state import Attempt, AttemptStatus, CampaignState, Controller, StateStore, Unit, folders, new_folder, now_iso
@@ -42,6 +41,7 @@ from harness.core.runner import RunInterrupted, run_job
 from harness.core.vendor import load_vendor
 from harness.core.watch import WatchLimits
 from harness.errors import HarnessError, HostUnreachable, UserError
+from harness.hostlock import HostLocked, HostLocks, this_controller
 
 INTERRUPTED = 130
 

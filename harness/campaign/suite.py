@@ -20,8 +20,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from harness.campaign.lock import DEFAULT_STALE_AFTER_S
 from harness.errors import UserError
+from harness.hostlock import DEFAULT_STALE_AFTER_S
 from harness.yamlfile import describe_validation_error, read_mapping
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from harness.backends.image import ImagePlan
 from harness.core.inventory import Host
 from harness.core.job import Job
 from harness.core.vendor import VendorSpec
@@ -29,6 +30,19 @@ class BackendRequest(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Every command (or script) exactly as it will run, one block per node or step."""
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """A container image as planned (harness/backends/image.py renders and hashes it)."""
+
+    vendor: str
+    tag: str
+    dockerfile: str
+    params: dict[str, Any]
+    # Build-context files: path inside the context -> source on the controller.
+    context_files: dict[str, Path] = field(default_factory=dict)
+    content_hash: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from harness.backends.base import ClusterBackend
-from harness.backends.image import plan_job_image
+from harness.core.backend import ClusterBackend
 from harness.core.diagnose import failure_report, refine_kind
 from harness.core.events import Event, last, read_event_files
 from harness.core.inventory import Inventory
@@ -69,8 +68,7 @@ class PhaseClock:
 
 
 def build_plan(job: Job, inventory: Inventory, backend: ClusterBackend) -> RunPlan:
-    vendor = load_vendor(job.vendor)
-    return backend.plan(job, inventory, vendor, plan_job_image(job, inventory, vendor))
+    return backend.plan(job, inventory, load_vendor(job.vendor))
 
 
 # Called with the hosts' environments after preflight, before anything is built

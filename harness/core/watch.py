@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 
 from cases.protocol import PROGRESS_KEYS
-from harness.backends.base import ClusterBackend, NodeState, NodeWatch
+from harness.core.backend import ClusterBackend, NodeState, NodeWatch
 from harness.core.events import Event
 from harness.core.inventory import Cluster
 from harness.core.plan import RunPlan

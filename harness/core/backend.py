@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from harness.backends.image import ImagePlan
 from harness.backends.transport import Transport
 from harness.core.events import Event
 from harness.core.inventory import Host, Inventory
@@ -140,7 +139,7 @@ class ClusterBackend(ABC):
     uses_host_list = True
 
     @abstractmethod
-    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan) -> RunPlan:
+    def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
         """Everything that would be run, without touching any host (the dry run)."""
 
     @abstractmethod

@@ -16,6 +16,7 @@ left (the second would then find the first's lock and stop).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -28,9 +29,12 @@ import psutil
 from pydantic import BaseModel, Field, ValidationError
 
 from harness.backends.transport import Transport
-from harness.campaign.state import now_iso
 from harness.core.inventory import Host
 from harness.errors import HarnessError, HostUnreachable, UserError
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 LOCK_DIR_NAME = ".bench-lock"
 HOLDER_FILE = "holder.json"
