@@ -108,10 +108,17 @@ def assert_contract(proc: subprocess.CompletedProcess[str], out: Path, world: in
 
 def test_ssh_bare_two_nodes(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
     run_id = "bare-ssh-2x2"
-    hosts = make_hosts_yaml(cluster_overrides=BARE)
-    proc = bench(hosts, tmp_path, run_id, "--config", "2x2", "--fix-hp", f"{TINY},max_steps=3")
-    assert_contract(proc, tmp_path / run_id / "resnet50" / "2x2", 4, ["node1", "node2"], run_id)
+    marker = tmp_path / "the-secret-ran-as-code"
+    secret = f"tok-$(touch {marker})-en"  # a value is data: never run as shell code, never written down
+    hosts = make_hosts_yaml(cluster_overrides={**BARE, "env": {**BARE["env"], "API_TOKEN": {"from_env": "BARE_SECRET"}}})
+    proc = bench(hosts, tmp_path, run_id, "--config", "2x2", "--fix-hp", f"{TINY},max_steps=3",
+                 env={"BARE_SECRET": secret})
+    out = tmp_path / run_id / "resnet50" / "2x2"
+    assert_contract(proc, out, 4, ["node1", "node2"], run_id)
     assert not list(work_dir(hosts).glob(f"*/runs/{run_id}/node*")), "a run folder is left"
+    assert not marker.exists()
+    assert all(secret not in path.read_text(errors="replace") for path in out.rglob("*") if path.is_file())
+    assert "API_TOKEN=***" in (out / "plan.txt").read_text()
 
 
 def test_local_bare_one_node_without_ssh(tmp_path: Path) -> None:

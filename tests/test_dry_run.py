@@ -66,6 +66,21 @@ def test_dry_run_on_an_ib_fabric_matches_golden(vendor: str) -> None:
         assert "--device /dev/infiniband --cap-add IPC_LOCK" in line
 
 
+def test_dry_run_of_the_bare_payload_matches_golden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No image and no container: each node's script (setup lines, variables, torchrun
+    from the site's Python) and how it is started; the secret's value appears nowhere."""
+    monkeypatch.setenv("BENCH_GOLDEN_SECRET", "s3cr3t-value")
+    result = dry_run("--hosts", str(GOLDEN / "hosts_2x8_bare.yaml"), "--vendor", "nvidia", "--config", "2x8")
+    assert result.returncode == 0, result.stderr
+    text = normalise(result.stdout)
+    golden = GOLDEN / "dry_run_nvidia_2x8_bare.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
+    assert "s3cr3t-value" not in result.stdout + result.stderr and "docker" not in text and "image:" not in text
+    assert "module load cuda/12.4 nccl/2.21" in text and "WANDB_API_KEY=***" in text
+
+
 def test_an_ib_fabric_the_vendor_cannot_express_is_bad_input() -> None:
     result = dry_run("--hosts", str(GOLDEN / "hosts_2x8_ib.yaml"), "--case", "allreduce", "--vendor", "cpu",
                      "--config", "2x2")

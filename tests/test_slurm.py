@@ -65,7 +65,11 @@ def test_contract_a_2x2_run_end_to_end(backend: str, make_hosts_yaml: Callable[.
     if backend == "slurm":
         assert [f.split("_")[0] for f in folders] == ["n1", "n2"]  # the allocated nodes' names
         assert "sbatch --parsable" in (out / "plan.txt").read_text()
-        assert (out / "slurm.out").is_file()
+        batch_output = (out / "slurm.out").read_text()  # the batch script's own account
+        assert "Slurm job" in batch_output and "srun exit status 0" in batch_output
+        assert result["allocation"].startswith("Slurm job ") and "n1, n2" in result["allocation"]
+        assert f"allocated: {result['allocation']}" in done.stderr
+        assert result["allocation"] in (out / "plan.txt").read_text()
     assert_nothing_left(run_id)
 
 

@@ -192,7 +192,11 @@ def node_script(spec: PayloadSpec, node: NodePlan, env: dict[str, str], run_ids:
     lines.append(f'export PYTHONPATH="$run/{CODE_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"')
     if env_file is not None:
         name = shlex.quote(env_file.rsplit("/", 1)[-1])
-        lines.append(f'if [ -f "$run/{name}" ]; then set -a; . "$run/{name}"; set +a; rm -f "$run/{name}"; fi')
+        # KEY=value lines as docker's --env-file holds them: read, never run as shell code.
+        lines += [f'if [ -f "$run/{name}" ]; then',
+                  f"  while IFS='=' read -r key value; do export \"$key=$value\"; done <\"$run/{name}\"",
+                  f'  rm -f "$run/{name}"',
+                  "fi"]
     lines += [
         f"{shlex.join(node.train_argv)} &",
         "child=$!",

@@ -67,6 +67,8 @@ QUICK_S = 30.0
 STOP_WAIT_S = 60.0  # after scancel: how long the tasks may take to save their logs
 _ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
            "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
+_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+          "DEADLINE"}
 _KINDS: dict[str, FailureKind] = {"NODE_FAIL": "infra", "BOOT_FAIL": "infra", "PREEMPTED": "infra",
                                   "CANCELLED": "infra", "TIMEOUT": "timeout", "DEADLINE": "timeout"}
 _FIELD_RE = re.compile(r"(\w+)=(\S*)")
@@ -258,12 +260,19 @@ class SlurmBackend(ClusterBackend):
         hosts = [node_host(self.settings, name, addr) for name, addr in zip(names, run_all(address, names))]
         nodes = [dataclasses.replace(node, host=host, labels=node_labels(plan.job, host, node.node_rank))
                  for node, host in zip(plan.nodes, hosts)]
-        return dataclasses.replace(plan, nodes=nodes, master_addr=hosts[0].address,
-                                   notes=[*plan.notes, f"Slurm job {self.job_id} on {', '.join(names)}"])
+        allocation = f"Slurm job {self.job_id} on {', '.join(names)}"
+        return dataclasses.replace(plan, nodes=nodes, master_addr=hosts[0].address, allocation=allocation,
+                                   notes=[*plan.notes, allocation])
 
     def release(self, plan: RunPlan) -> None:
-        if self.job_id is not None and self._state()[0] in _ACTIVE:
-            self.controller.run(["scancel", self.job_id], timeout=QUICK_S)
+        """scancel unless Slurm says the job ended: a job whose state is not known
+        (scontrol did not answer) is cancelled all the same, by its id."""
+        if self.job_id is None or self._state()[0] in _ENDED:
+            return
+        cancelled = self.controller.run(["scancel", self.job_id], timeout=QUICK_S)
+        if not cancelled.ok:
+            raise RunFailed(f"scancel {self.job_id} failed: {cancelled.output.strip()[-300:]}; "
+                            f"the allocation lives until its time limit unless cancelled by hand")
 
     def _state(self) -> tuple[str, dict[str, str]]:
         result = self._scontrol("show", "job", "-o", self.job_id or "")

@@ -150,11 +150,16 @@ def batch_script(job: Job, root: str) -> str:
 # {GO_FILE} beside this script; the job then runs one task per node.
 set -u
 root={q(root)}
+echo "bench run {job.run_id}: Slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST; waiting for the controller's go"
 until [ -e "$root/{GO_FILE}" ]; do sleep 1; done
 first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$first" -o | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
 export MASTER_ADDR
-exec srun --ntasks-per-node 1 --kill-on-bad-exit=1 bash "$root/{STEP_SCRIPT}"
+echo "$(date -u +%FT%TZ) go: one task per node, rendezvous on $MASTER_ADDR"
+srun --ntasks-per-node 1 --kill-on-bad-exit=1 bash "$root/{STEP_SCRIPT}"
+code=$?
+echo "$(date -u +%FT%TZ) the tasks ended: srun exit status $code"
+exit "$code"
 """
 
 

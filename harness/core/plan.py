@@ -82,6 +82,8 @@ class RunPlan:
     request: BackendRequest
     inventory_source: str = ""
     notes: list[str] = field(default_factory=list)
+    # What a scheduler allocated (Slurm: its job id and nodes); empty for a host list.
+    allocation: str = ""
 
     def nodes_in(self, node_ranks: list[int]) -> list[NodePlan]:
         wanted = set(node_ranks)

@@ -98,6 +98,8 @@ class RunResult(BaseModel):
     # What is still on the hosts after the run (a lost host's containers and run
     # folder): finish with `python -m harness collect` / `clean --run-id`.
     left_on_hosts: list[str] = Field(default_factory=list)
+    # A scheduler's allocation (Slurm: "Slurm job 123 on n1, n2"); None on a host list.
+    allocation: str | None = None
     metrics: Metrics | None = None
     bandwidth: Bandwidth | None = None  # bandwidth cases: busbw per message size
     # What did not fail the run but must be seen (a fabric fallback under allow_fallback, ...).

@@ -247,6 +247,8 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         try:
             with clock.phase("allocate"):
                 plan = backend.allocate(plan)
+            if plan.allocation:
+                console.print(f"allocated: {plan.allocation}")
             run.stage = "image"
             _prepare(plan, backend, clock, console, check_environment, run)
             with clock.phase("launch"):
@@ -319,6 +321,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         failure_kind=None if failure is None else kind,
         lost_hosts=[plan.nodes[rank].host.name for rank in run.outcome.lost_nodes],
         left_on_hosts=run.left_on_hosts,
+        allocation=plan.allocation or None,
         metrics=metrics,
         bandwidth=bandwidth_result(by_rank),
         warnings=warnings,
