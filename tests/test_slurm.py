@@ -190,3 +190,15 @@ def test_slurms_time_limit_is_a_timeout(make_slurm_yaml: Callable[..., Path], tm
     assert result["failure_kind"] == "timeout" and "TIMEOUT" in result["failure"], result["failure"]
     assert (tmp_path / run_id / "resnet50" / "2x1" / "n1_noderank0" / "container.json").is_file()
     assert_nothing_left(run_id)
+
+
+def test_env_diff_on_a_slurm_inventory_captures_the_nodes(make_slurm_yaml: Callable[..., Path]) -> None:
+    """No host list: the partition's nodes are allocated for the capture, compared, released."""
+    page = REPO_ROOT / "tests" / "fixtures" / "vendor_pages" / "nvidia-resnet50.md"
+    done = subprocess.run([sys.executable, "-m", "harness", "env", "diff", str(page), "--hosts",
+                           str(make_slurm_yaml())], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 1, done.stdout + done.stderr  # this machine is no A100 host: drift
+    assert "n1 vs" in done.stdout and "n2 vs" in done.stdout
+    assert "no drift" not in done.stdout
+    assert not [job for job in slurm_jobs("env-capture")], "the capture's allocation is left"

@@ -121,6 +121,13 @@ class SlurmBackend(ClusterBackend):
         except (ValidationError, TypeError) as exc:
             raise UserError(f"the slurm section is not valid: {exc}", file=inventory.source,
                             field="cluster.slurm") from exc
+        payload = inventory.cluster.payload.type
+        if payload == "bare":
+            raise UserError("the slurm backend runs a container per node (payload docker or pyxis); the bare "
+                            "payload runs on the ssh and local backends", file=inventory.source,
+                            field="cluster.payload.type")
+        if payload == "pyxis":
+            self.settings = self.settings.model_copy(update={"container": "pyxis"})
         self.controller = LocalTransport("controller")
         self.job_id: str | None = None
 
@@ -135,6 +142,43 @@ class SlurmBackend(ClusterBackend):
         hosts = [node.host for node in plan.nodes]
         captured = run_all(lambda host: self.docker.capture(self.transport(host), host, plan.vendor.smi), hosts)
         return {host.name: info for host, info in zip(hosts, captured)}
+
+    def capture_hosts(self, hosts: list[Host], smi: str | None) -> dict[str, EnvironmentInfo]:
+        """A scheduler's nodes are not listed in the inventory: every node of the partition
+        that is up is allocated for a few minutes (the capture's own job), captured, released."""
+        count = self._nodes_up()
+        argv = ["sbatch", "--parsable", "--job-name", "bench-env-capture", "--nodes", str(count),
+                "--ntasks-per-node", "1", "--time", "10", "--output", "/dev/null"]
+        if self.settings.partition:
+            argv += ["--partition", self.settings.partition]
+        if self.settings.account:
+            argv += ["--account", self.settings.account]
+        submitted = self.controller.run([*argv, *self.settings.sbatch_args, "--wrap", "sleep 600"], timeout=QUICK_S)
+        job_id = submitted.output.strip().splitlines()[-1].split(";")[0] if submitted.ok and submitted.output else ""
+        if not job_id.isdigit():
+            raise RunFailed(f"sbatch (the environment capture's allocation) failed: {submitted.output.strip()[-500:]}")
+        self.job_id = job_id
+        try:
+            fields = self._wait_running()
+            names = self._scontrol("show", "hostnames", fields.get("NodeList", "")).output.split()
+            nodes = [node_host(self.settings, name, name) for name in names]
+            captured = run_all(lambda host: self.docker.capture(SrunTransport(job_id, host.name), host, smi), nodes)
+        finally:
+            self.release_job()
+        return {host.name: info for host, info in zip(nodes, captured)}
+
+    def _nodes_up(self) -> int:
+        argv = ["sinfo", "--noheader", "--format", "%D %a"]
+        if self.settings.partition:
+            argv += ["--partition", self.settings.partition]
+        listed = self.controller.run(argv, timeout=QUICK_S)
+        up = [line.split() for line in listed.output.splitlines() if len(line.split()) == 2]
+        nodes = sum(int(count) for count, avail in up if count.isdigit() and avail == "up")
+        if not listed.ok or nodes == 0:
+            where = f"partition {self.settings.partition}" if self.settings.partition else "the default partition"
+            raise UserError(f"{where} has no node that is up: {listed.output.strip()[-300:] or 'sinfo listed none'}",
+                            file=self.inventory.source, field="cluster.slurm.partition")
+        return nodes
 
     def start_monitors(self, plan: RunPlan, dest: Path) -> None:
         self._monitors.start(plan, dest, lambda host: SrunTransport(self.job_id or "", host.name))
@@ -182,16 +226,8 @@ class SlurmBackend(ClusterBackend):
         if not version.ok:
             raise UserError(f"the Slurm client does not answer here: {version.output.strip()[-300:]}",
                             file=self.inventory.source, field="cluster.backend")
-        argv = ["sinfo", "--noheader", "--format", "%D %a"]
-        if self.settings.partition:
-            argv += ["--partition", self.settings.partition]
-        listed = self.controller.run(argv, timeout=QUICK_S)
-        up = [line.split() for line in listed.output.splitlines() if len(line.split()) == 2]
-        nodes = sum(int(count) for count, avail in up if count.isdigit() and avail == "up")
+        nodes = self._nodes_up()
         where = f"partition {self.settings.partition}" if self.settings.partition else "the default partition"
-        if not listed.ok or nodes == 0:
-            raise UserError(f"{where} has no node that is up: {listed.output.strip()[-300:] or 'sinfo listed none'}",
-                            file=self.inventory.source, field="cluster.slurm.partition")
         if plan.job.nnodes > nodes:
             raise UserError(f"the job needs {plan.job.nnodes} nodes; {where} has {nodes}",
                             file=self.inventory.source, field="cluster.slurm.partition")
@@ -265,6 +301,9 @@ class SlurmBackend(ClusterBackend):
                                    notes=[*plan.notes, allocation])
 
     def release(self, plan: RunPlan) -> None:
+        self.release_job()
+
+    def release_job(self) -> None:
         """scancel unless Slurm says the job ended: a job whose state is not known
         (scontrol did not answer) is cancelled all the same, by its id."""
         if self.job_id is None or self._state()[0] in _ENDED:
