@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from harness import REPO_ROOT
 from harness.pages.cells import format_throughput
 from harness.report.history import HISTORY_FILE
@@ -242,3 +244,24 @@ def test_accepting_unknown_host_keys_is_explicit_and_saves_them(make_hosts_yaml:
     saved = known.read_text().split()
     real = next(line.split() for line in infra.known_hosts.read_text().splitlines() if "127.0.0.2" in line)
     assert saved[:3] == real[:3]  # [127.0.0.2]:2222, key type, the very key sshd presents
+
+
+def test_collect_of_a_run_whose_container_is_gone_looks_up_no_name(make_hosts_yaml: Callable[..., Path],
+                                                                   tmp_path: Path) -> None:
+    """Only the run folder is left (the container was removed): its logs come back, no
+    container is looked up by a made-up name (`docker inspect none` matched the network)."""
+    run_id = f"e2e-gone-{uuid.uuid4().hex[:6]}"
+    hosts = make_hosts_yaml(hosts=["node1"])
+    logs = Path(yaml.safe_load(hosts.read_text())["hosts"][0]["work_dir"]) / "runs" / run_id / "node0" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "events_rank0.log").write_text(':::BENCH {"time_ms": 1, "key": "step", "rank": 0, "value": {}}\n')
+    proc = subprocess.run([sys.executable, "-m", "harness", "collect", run_id, "--hosts", str(hosts),
+                           "--results", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = tmp_path / run_id / "collected" / "node1_noderank0"
+    assert (folder / "container" / "events_rank0.log").is_file()
+    assert not (folder / "container.json").exists()
+    assert "no container of this node was found" in proc.stdout + proc.stderr
+    assert "none" not in (proc.stdout + proc.stderr).replace("no container", "")
+    assert not logs.parent.exists()
