@@ -155,10 +155,6 @@ hosts:
 
 
 def test_the_payload_is_checked_against_the_backend(tmp_path: Path) -> None:
-    bare_under_slurm = write(tmp_path, "cluster: {backend: slurm, slurm: {work_dir: /w}, payload: {type: bare}}\n")
-    with pytest.raises(UserError) as info:
-        make_backend(load_inventory(bare_under_slurm))
-    assert "cluster.payload.type" in str(info.value) and "ssh and local" in str(info.value)
     pyxis_over_ssh = write(tmp_path, "cluster: {payload: {type: pyxis}}\nhosts:\n  - {name: a, address: h}\n")
     with pytest.raises(UserError) as info:
         make_backend(load_inventory(pyxis_over_ssh))

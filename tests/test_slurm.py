@@ -25,7 +25,7 @@ from test_faults import LONG, TINY, bench, bench_argv, containers_of, controller
 from harness import REPO_ROOT
 
 GOLDEN = Path(__file__).parent / "golden"
-BACKENDS = ("ssh-docker", "slurm")
+BACKENDS = ("ssh-docker", "slurm", "slurm-bare")
 
 
 def slurm_jobs(run_id: str) -> list[str]:
@@ -41,7 +41,15 @@ def assert_nothing_left(run_id: str, slurm_yaml: Path | None = None) -> None:
 
 
 def inventory(backend: str, make_hosts_yaml: Callable[..., Path], make_slurm_yaml: Callable[..., Path]) -> Path:
-    return make_slurm_yaml() if backend == "slurm" else make_hosts_yaml()
+    if backend == "ssh-docker":
+        return make_hosts_yaml()
+    path = make_slurm_yaml()
+    if backend == "slurm-bare":  # no container: torchrun from this machine's venv on each node
+        loaded = yaml.safe_load(path.read_text())
+        loaded["cluster"].update(payload={"type": "bare", "python": sys.executable}, mounts=[],
+                                 env={"GLOO_SOCKET_IFNAME": "lo"})
+        path.write_text(yaml.safe_dump(loaded))
+    return path
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -62,7 +70,7 @@ def test_contract_a_2x2_run_end_to_end(backend: str, make_hosts_yaml: Callable[.
             assert (out / folder / "container" / f"events_rank{rank}.log").is_file(), (folder, rank)
         assert (out / folder / "container.log").stat().st_size > 0
     assert "p_core" in done.stdout and run_id in done.stdout  # the table
-    if backend == "slurm":
+    if backend.startswith("slurm"):
         assert [f.split("_")[0] for f in folders] == ["n1", "n2"]  # the allocated nodes' names
         assert "sbatch --parsable" in (out / "plan.txt").read_text()
         batch_output = (out / "slurm.out").read_text()  # the batch script's own account
@@ -70,6 +78,8 @@ def test_contract_a_2x2_run_end_to_end(backend: str, make_hosts_yaml: Callable[.
         assert result["allocation"].startswith("Slurm job ") and "n1, n2" in result["allocation"]
         assert f"allocated: {result['allocation']}" in done.stderr
         assert result["allocation"] in (out / "plan.txt").read_text()
+    if backend == "slurm-bare":
+        assert "docker" not in (out / "plan.txt").read_text() and "packages sha256:" in result["image"]
     assert_nothing_left(run_id)
 
 

@@ -248,14 +248,28 @@ def parse_processes(output: str) -> dict[str, dict[str, str]]:
     return found
 
 
+def setup_argv(spec: PayloadSpec, argv: list[str]) -> list[str]:
+    """argv run after the payload's setup lines (a module load puts python on the PATH)."""
+    if not spec.setup.strip():
+        return argv
+    return ["sh", "-c", spec.setup.strip() + '\nexec "$@"', "bench-setup", *argv]
+
+
+def python_environment(transport: Transport, spec: PayloadSpec) -> str:
+    """What runs the job in place of an image: the interpreter, its torch and a hash of
+    every installed distribution."""
+    probe = transport.run(setup_argv(spec, [spec.python, "-c", _PYTHON_ENV_PROBE]), timeout=120)
+    found = [line for line in probe.output.splitlines() if line.startswith("@env ")]
+    if not probe.ok or not found:
+        raise RunFailed(f"{transport.host}: the Python environment probe failed: {probe.output.strip()[-300:]}")
+    return found[-1].removeprefix("@env ")
+
+
 class BarePayload(Payload):
     name = "bare"
 
     def _setup_argv(self, argv: list[str]) -> list[str]:
-        """argv run after the payload's setup lines (a module load puts python on the PATH)."""
-        if not self.spec.setup.strip():
-            return argv
-        return ["sh", "-c", self.spec.setup.strip() + '\nexec "$@"', "bench-setup", *argv]
+        return setup_argv(self.spec, argv)
 
     def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
         return bare_plan(job, inventory, vendor, self.spec)
@@ -295,12 +309,7 @@ class BarePayload(Payload):
                 (stage / "node.sh").write_text(entry.script, encoding="utf-8")
                 transport = transport_for(entry.node.host)
                 transport.put_tree(stage, f"{entry.run_dir}/{CODE_DIR}")
-                probe = transport.run(self._setup_argv([self.spec.python, "-c", _PYTHON_ENV_PROBE]), timeout=120)
-                found = [line for line in probe.output.splitlines() if line.startswith("@env ")]
-                if not probe.ok or not found:
-                    raise RunFailed(f"{entry.node.host.name}: the Python environment probe failed: "
-                                    f"{probe.output.strip()[-300:]}")
-                return found[-1].removeprefix("@env ")
+                return python_environment(transport, self.spec)
 
             described = run_all(put, request.nodes)
         return described[0] if len(set(described)) == 1 else "; ".join(

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from harness import REPO_ROOT
 from harness.backends import docker_image
+from harness.backends.bare import BarePayload, python_environment
 from harness.backends.docker import DockerPayload
 from harness.backends.docker_collect import CONTAINER_FILES
 from harness.backends.docker_request import DockerNode, image_commands, image_of
@@ -37,7 +39,7 @@ from harness.backends.launch import (
     train_argv,
 )
 from harness.backends.monitors import Monitors
-from harness.backends.payload import LAST_LINES
+from harness.backends.payload import LAST_LINES, Payload
 from harness.backends.slurm_request import (
     BATCH_SCRIPT,
     CONTAINER_JSON,
@@ -112,8 +114,6 @@ class SlurmBackend(ClusterBackend):
 
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
-        # On the allocated nodes: the docker CLI's checks, environment capture and stack dumps.
-        self.docker = DockerPayload(inventory)
         self._transports: dict[str, Transport] = {}
         self._monitors = Monitors()
         try:
@@ -122,25 +122,29 @@ class SlurmBackend(ClusterBackend):
             raise UserError(f"the slurm section is not valid: {exc}", file=inventory.source,
                             field="cluster.slurm") from exc
         payload = inventory.cluster.payload.type
-        if payload == "bare":
-            raise UserError("the slurm backend runs a container per node (payload docker or pyxis); the bare "
-                            "payload runs on the ssh and local backends", file=inventory.source,
-                            field="cluster.payload.type")
-        if payload == "pyxis":
-            self.settings = self.settings.model_copy(update={"container": "pyxis"})
+        if payload in ("pyxis", "bare"):
+            self.settings = self.settings.model_copy(update={"container": payload})
+        # On the allocated nodes: the payload's host checks, environment capture and stack dumps.
+        self.node_payload: Payload = BarePayload(inventory) if payload == "bare" else DockerPayload(inventory)
         self.controller = LocalTransport("controller")
-        self.job_id: str | None = None
 
-    def transport(self, host: Host) -> Transport:
-        if self.job_id is None:
+    def _job(self, plan: RunPlan) -> str:
+        """The plan's Slurm job (allocate binds it to the plan: the run's state is the run's)."""
+        job_id = self.slurm(plan).job_id
+        if not job_id:
             raise RunFailed("no Slurm allocation yet: nothing runs on the nodes before it")
-        if host.name not in self._transports:
-            self._transports[host.name] = SrunTransport(self.job_id, host.name)
-        return self._transports[host.name]
+        return job_id
+
+    def _on(self, plan: RunPlan, host: Host) -> Transport:
+        """Commands on one allocated node, as steps of the plan's job."""
+        key = f"{self._job(plan)}/{host.name}"
+        if key not in self._transports:
+            self._transports[key] = SrunTransport(self._job(plan), host.name)
+        return self._transports[key]
 
     def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
         hosts = [node.host for node in plan.nodes]
-        captured = run_all(lambda host: self.docker.capture(self.transport(host), host, plan.vendor.smi), hosts)
+        captured = run_all(lambda host: self.node_payload.capture(self._on(plan, host), host, plan.vendor.smi), hosts)
         return {host.name: info for host, info in zip(hosts, captured)}
 
     def capture_hosts(self, hosts: list[Host], smi: str | None) -> dict[str, EnvironmentInfo]:
@@ -157,14 +161,13 @@ class SlurmBackend(ClusterBackend):
         job_id = submitted.output.strip().splitlines()[-1].split(";")[0] if submitted.ok and submitted.output else ""
         if not job_id.isdigit():
             raise RunFailed(f"sbatch (the environment capture's allocation) failed: {submitted.output.strip()[-500:]}")
-        self.job_id = job_id
         try:
-            fields = self._wait_running()
+            fields = self._wait_running(job_id)
             names = self._scontrol("show", "hostnames", fields.get("NodeList", "")).output.split()
             nodes = [node_host(self.settings, name, name) for name in names]
-            captured = run_all(lambda host: self.docker.capture(SrunTransport(job_id, host.name), host, smi), nodes)
+            captured = run_all(lambda host: self.node_payload.capture(SrunTransport(job_id, host.name), host, smi), nodes)
         finally:
-            self.release_job()
+            self._cancel(job_id)
         return {host.name: info for host, info in zip(nodes, captured)}
 
     def _nodes_up(self) -> int:
@@ -181,7 +184,7 @@ class SlurmBackend(ClusterBackend):
         return nodes
 
     def start_monitors(self, plan: RunPlan, dest: Path) -> None:
-        self._monitors.start(plan, dest, lambda host: SrunTransport(self.job_id or "", host.name))
+        self._monitors.start(plan, dest, lambda host: SrunTransport(self._job(plan), host.name))
 
     def stop_monitors(self) -> None:
         self._monitors.stop()
@@ -204,7 +207,7 @@ class SlurmBackend(ClusterBackend):
         return None  # the allocation is --exclusive: Slurm keeps other jobs off these nodes
 
     def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
-        image = plan_job_image(job, inventory, vendor)
+        image = None if self.settings.container == "bare" else plan_job_image(job, inventory, vendor)
         request = slurm_request(self.settings, job, inventory, vendor, image)
         hosts = [node_host(self.settings, f"slurm-node{k}", "allocated-by-slurm") for k in range(job.nnodes)]
         notes = [note for note in check_hosts(job, inventory, hosts) if "local host" not in note]
@@ -257,38 +260,36 @@ class SlurmBackend(ClusterBackend):
         job_id = submitted.output.strip().splitlines()[-1].split(";")[0] if submitted.ok and submitted.output else ""
         if not job_id.isdigit():
             raise RunFailed(f"sbatch failed: {submitted.output.strip()[-500:]}")
-        self.job_id = job_id
-        self._transports.clear()
         try:
-            bound = self._bind(plan, self._wait_running())
-            for _facts, _warnings in run_all(lambda node: self.docker.check(self.transport(node.host), bound, node),
-                                             bound.nodes):
+            bound = self._bind(plan, job_id, self._wait_running(job_id))
+            for _facts, _warnings in run_all(lambda node: self.node_payload.check(self._on(bound, node.host), bound,
+                                                                                  node), bound.nodes):
                 pass  # a node that cannot take the job raises, naming it
             # cluster.fabric type ib: the allocated nodes' HCAs, ports, rates, RDMA devices and memlock.
-            check_inventory_fabric(self.inventory, [(n.host.name, self.transport(n.host)) for n in bound.nodes])
+            check_inventory_fabric(self.inventory, [(n.host.name, self._on(bound, n.host)) for n in bound.nodes])
         except BaseException:
-            self.release(plan)
+            self._cancel(job_id)
             raise
         return bound
 
-    def _wait_running(self) -> dict[str, str]:
+    def _wait_running(self, job_id: str) -> dict[str, str]:
         deadline = time.monotonic() + self.settings.allocation_timeout_s
         while True:
-            fields = job_fields(self._scontrol("show", "job", "-o", self.job_id or "").output)
+            fields = job_fields(self._scontrol("show", "job", "-o", job_id).output)
             state = fields.get("JobState", "")
             if state == "RUNNING":
                 return fields
             if state and state not in _ACTIVE:
-                raise RunFailed(f"Slurm job {self.job_id} ended before it ran: {state} ({fields.get('Reason', '')})")
+                raise RunFailed(f"Slurm job {job_id} ended before it ran: {state} ({fields.get('Reason', '')})")
             if time.monotonic() > deadline:
-                raise RunFailed(f"Slurm job {self.job_id} still {state or 'unknown'} after "
+                raise RunFailed(f"Slurm job {job_id} still {state or 'unknown'} after "
                                 f"{self.settings.allocation_timeout_s:.0f} s ({fields.get('Reason', '')})")
             time.sleep(0.5)
 
-    def _bind(self, plan: RunPlan, fields: dict[str, str]) -> RunPlan:
+    def _bind(self, plan: RunPlan, job_id: str, fields: dict[str, str]) -> RunPlan:
         names = self._scontrol("show", "hostnames", fields.get("NodeList", "")).output.split()
         if len(names) != plan.job.nnodes:
-            raise RunFailed(f"Slurm job {self.job_id} got nodes {names}, expected {plan.job.nnodes}")
+            raise RunFailed(f"Slurm job {job_id} got nodes {names}, expected {plan.job.nnodes}")
 
         def address(name: str) -> str:
             return job_fields(self._scontrol("show", "node", "-o", name).output).get("NodeAddr") or name
@@ -296,36 +297,43 @@ class SlurmBackend(ClusterBackend):
         hosts = [node_host(self.settings, name, addr) for name, addr in zip(names, run_all(address, names))]
         nodes = [dataclasses.replace(node, host=host, labels=node_labels(plan.job, host, node.node_rank))
                  for node, host in zip(plan.nodes, hosts)]
-        allocation = f"Slurm job {self.job_id} on {', '.join(names)}"
+        allocation = f"Slurm job {job_id} on {', '.join(names)}"
         return dataclasses.replace(plan, nodes=nodes, master_addr=hosts[0].address, allocation=allocation,
-                                   notes=[*plan.notes, allocation])
+                                   notes=[*plan.notes, allocation],
+                                   request=dataclasses.replace(self.slurm(plan), job_id=job_id))
 
     def release(self, plan: RunPlan) -> None:
-        self.release_job()
+        if self.slurm(plan).job_id:  # a plan that allocate did not bind has no job (allocate cancelled its own)
+            self._cancel(self.slurm(plan).job_id)
 
-    def release_job(self) -> None:
+    def _cancel(self, job_id: str) -> None:
         """scancel unless Slurm says the job ended: a job whose state is not known
         (scontrol did not answer) is cancelled all the same, by its id."""
-        if self.job_id is None or self._state()[0] in _ENDED:
+        if self._state(job_id)[0] in _ENDED:
             return
-        cancelled = self.controller.run(["scancel", self.job_id], timeout=QUICK_S)
+        cancelled = self.controller.run(["scancel", job_id], timeout=QUICK_S)
         if not cancelled.ok:
-            raise RunFailed(f"scancel {self.job_id} failed: {cancelled.output.strip()[-300:]}; "
+            raise RunFailed(f"scancel {job_id} failed: {cancelled.output.strip()[-300:]}; "
                             f"the allocation lives until its time limit unless cancelled by hand")
 
-    def _state(self) -> tuple[str, dict[str, str]]:
-        result = self._scontrol("show", "job", "-o", self.job_id or "")
+    def _state(self, job_id: str) -> tuple[str, dict[str, str]]:
+        result = self._scontrol("show", "job", "-o", job_id)
         fields = job_fields(result.output) if result.ok else {}
         return fields.get("JobState", ""), fields
 
     # -- image and launch -----------------------------------------------------------------
     def prepare_image(self, plan: RunPlan) -> str:
+        if self.settings.container == "bare":  # the training code into every node's run folder (shared)
+            for node in plan.nodes:
+                shutil.copytree(REPO_ROOT / "cases", Path(node.host_run_dir, "code", "cases"), dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            return python_environment(self._on(plan, plan.nodes[0].host), self.inventory.cluster.payload)
         if self.settings.container == "pyxis":
             return self.settings.container_image or image_of(plan).tag  # each task imports it
         entries = [DockerNode(node=node, docker=["docker"], run_argv=[],
                               image=image_commands(node.host, node.node_rank, image_of(plan), plan.job.run_id))
                    for node in plan.nodes]
-        return docker_image.prepare_image(lambda entry: self.transport(entry.node.host), entries, image_of(plan))
+        return docker_image.prepare_image(lambda entry: self._on(plan, entry.node.host), entries, image_of(plan))
 
     def launch(self, plan: RunPlan) -> None:
         for node in plan.nodes:
@@ -343,7 +351,8 @@ class SlurmBackend(ClusterBackend):
         return PollingWatch(self, plan, node_ranks)
 
     def poll(self, plan: RunPlan, node_ranks: list[int]) -> list[NodeState]:
-        result = self._scontrol("show", "job", "-o", self.job_id or "")
+        job_id = self._job(plan)
+        result = self._scontrol("show", "job", "-o", job_id)
         fields = job_fields(result.output) if result.ok else {}
         state = fields.get("JobState", "")
         states = []
@@ -355,15 +364,15 @@ class SlurmBackend(ClusterBackend):
                 code = status_file.read_text().strip()
                 # Stopped by Slurm (scancel, node failure, time limit): the scheduler's verdict, not the code's.
                 states.append(NodeState(node.node_rank, "exited", int(code) if code.lstrip("-").isdigit() else 255,
-                                        f"Slurm job {self.job_id} {state or 'gone'} ({fields.get('Reason', 'None')})",
+                                        f"Slurm job {job_id} {state or 'gone'} ({fields.get('Reason', 'None')})",
                                         kind=_KINDS.get(state)))
             elif not result.ok and "Invalid job id" in result.output:
-                states.append(NodeState(node.node_rank, "gone", detail=f"Slurm forgot job {self.job_id}"))
+                states.append(NodeState(node.node_rank, "gone", detail=f"Slurm forgot job {job_id}"))
             elif not result.ok or state in _ACTIVE:
                 states.append(NodeState(node.node_rank, "running" if result.ok else "unreachable",
                                         detail=state or result.output.strip()[-200:]))
             else:
-                why = f"Slurm job {self.job_id} {state} (ExitCode {fields.get('ExitCode', '?')}, " \
+                why = f"Slurm job {job_id} {state} (ExitCode {fields.get('ExitCode', '?')}, " \
                       f"{fields.get('Reason', 'None')}) before node {node.node_rank} reported its container's exit"
                 states.append(NodeState(node.node_rank, "exited", None, why, kind=_KINDS.get(state, "infra")))
         return states
@@ -377,18 +386,19 @@ class SlurmBackend(ClusterBackend):
         return latest
 
     def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
-        if self.settings.container == "docker":
-            run_all(lambda node: self.docker.dump_stacks(self.transport(node.host), plan, node),
+        if self.settings.container != "pyxis":
+            run_all(lambda node: self.node_payload.dump_stacks(self._on(plan, node.host), plan, node),
                     plan.nodes_in(node_ranks))
 
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         """scancel: every task stops its container and saves its logs (Slurm stops
         all nodes of a step together; the flow stops the rest of a failed job only)."""
-        if self.job_id is None or self._state()[0] not in _ACTIVE:
+        job_id = self.slurm(plan).job_id
+        if not job_id or self._state(job_id)[0] not in _ACTIVE:
             return
-        self.controller.run(["scancel", self.job_id], timeout=QUICK_S)
+        self.controller.run(["scancel", job_id], timeout=QUICK_S)
         deadline = time.monotonic() + STOP_WAIT_S
-        while time.monotonic() < deadline and self._state()[0] in _ACTIVE:
+        while time.monotonic() < deadline and self._state(job_id)[0] in _ACTIVE:
             time.sleep(0.5)
 
     def tail(self, plan: RunPlan, node_rank: int, lines: int) -> list[str]:
@@ -398,7 +408,7 @@ class SlurmBackend(ClusterBackend):
     def collect(self, plan: RunPlan, dest: Path, node_ranks: list[int]) -> list[NodeOutcome]:
         secret_keys = {key for node in plan.nodes for key in node.secret_env}
         secret_values = {value for node in plan.nodes for value in node.secret_env.values()}
-        batch_log = Path(self.slurm(plan).run_root, f"slurm-{self.job_id}.out")
+        batch_log = Path(self.slurm(plan).run_root, f"slurm-{self.slurm(plan).job_id}.out")
         if batch_log.is_file():
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(batch_log, dest / "slurm.out")

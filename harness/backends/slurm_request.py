@@ -56,7 +56,9 @@ class SlurmSettings(BaseModel):
     account: str | None = None
     time_limit: str | None = None  # sbatch --time; default: the job's timeout plus an hour to prepare
     sbatch_args: list[str] = Field(default_factory=list)  # extra options, one argv word each
-    container: Literal["docker", "pyxis"] = "docker"
+    # docker or pyxis: a container per node; bare (set by `cluster.payload: {type: bare}`): torchrun
+    # from the payload's Python on each node.
+    container: Literal["docker", "pyxis", "bare"] = "docker"
     # pyxis: the image the nodes import (`--container-image`), e.g. a registry reference.
     container_image: str | None = None
     gpus_per_node: bool = True  # ask --gpus-per-node <devices the job uses>; false on a cluster without GRES
@@ -109,6 +111,7 @@ class SlurmRequest(BackendRequest):
     batch_script: str
     step_script: str
     secret_keys: list[str]
+    job_id: str = ""  # set when the allocation runs (SlurmBackend.allocate binds it to the plan)
 
     @property
     def batch_path(self) -> str:
@@ -215,6 +218,33 @@ exit "$code"
 """
 
 
+def bare_step(job: Job, train: list[str], root: str, env: dict[str, str], setup: str) -> str:
+    """One node's torchrun from the site's Python: setup lines, the variables, the
+    run's BENCH_* marks, the secret variables read as data; its exit status saved."""
+    q = shlex.quote
+    exports = "".join(f"export {key}={q(value)}\n" for key, value in sorted(env.items()))
+    return f"""#!/bin/bash
+# One node of bench run {job.run_id}: torchrun from the payload's Python, no container.
+set -u
+run_dir={q(root)}/node$SLURM_NODEID
+mkdir -p "$run_dir/logs"
+{setup.strip()}
+cd "$run_dir/code" || exit 125
+{exports}export BENCH_RUN_ID={q(job.run_id)} BENCH_NODE_RANK="$SLURM_NODEID" BENCH_HOST="$SLURMD_NODENAME"
+export PYTHONPATH="$run_dir/code${{PYTHONPATH:+:$PYTHONPATH}}"
+if [ -f "$run_dir/{ENV_FILE_NAME}" ]; then  # the secret variables, read as data
+    while IFS='=' read -r key value; do export "$key=$value"; done <"$run_dir/{ENV_FILE_NAME}"
+    rm -f "$run_dir/{ENV_FILE_NAME}"
+fi
+{shell_join(train)} >"$run_dir/{CONTAINER_LOG}" 2>&1 &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done
+echo "$code" >"$run_dir/{EXIT_STATUS}.tmp" && mv "$run_dir/{EXIT_STATUS}.tmp" "$run_dir/{EXIT_STATUS}"
+exit "$code"
+"""
+
+
 def pyxis_command(settings: SlurmSettings, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan,
                   train: list[str], root: str) -> str:
     """A step of one task on this task's own node, in the imported image; the
@@ -232,9 +262,19 @@ def pyxis_command(settings: SlurmSettings, job: Job, inventory: Inventory, vendo
 
 
 def slurm_request(settings: SlurmSettings, job: Job, inventory: Inventory, vendor: VendorSpec,
-                  image: ImagePlan) -> SlurmRequest:
+                  image: ImagePlan | None) -> SlurmRequest:
     root = run_root(settings, job)
     visible_env, secret_env = container_env(job, inventory, vendor)
+    if settings.container == "bare" or image is None:
+        payload = inventory.cluster.payload
+        run_dir = f"{root}/node{NODE_RANK}"
+        bare_train = train_argv(job, vendor, NODE_RANK, MASTER_ADDR, inventory.cluster.master_port,
+                                with_data=not job.synthetic, python=payload.python, log_dir=f"{run_dir}/logs",
+                                data_dir=settings.data_dir or "")
+        return SlurmRequest(run_root=root, sbatch_argv=sbatch_argv(settings, job, root),
+                            batch_script=batch_script(job, root),
+                            step_script=bare_step(job, bare_train, root, visible_env, payload.setup),
+                            secret_keys=sorted(secret_env))
     train = train_argv(job, vendor, NODE_RANK, MASTER_ADDR, inventory.cluster.master_port,
                        with_data=not job.synthetic)
     if settings.container == "pyxis":
