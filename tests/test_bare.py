@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -121,11 +122,15 @@ def test_ssh_bare_two_nodes(make_hosts_yaml: Callable[..., Path], tmp_path: Path
     assert "API_TOKEN=***" in (out / "plan.txt").read_text()
 
 
-def test_local_bare_one_node_without_ssh(tmp_path: Path) -> None:
-    from conftest import find_free_port
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
+
+def test_local_bare_one_node_without_ssh(tmp_path: Path) -> None:
     run_id = "bare-local-1x2"
-    hosts = local_inventory(tmp_path, find_free_port())
+    hosts = local_inventory(tmp_path, free_port())
     proc = bench(hosts, tmp_path / "results", run_id, "--config", "1x2", "--fix-hp", f"{TINY},max_steps=3")
     assert_contract(proc, tmp_path / "results" / run_id / "resnet50" / "1x2", 2, ["here"], run_id)
     assert not list((tmp_path / "work").glob(f"runs/{run_id}/node*"))

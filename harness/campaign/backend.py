@@ -18,7 +18,6 @@ from harness.core.job import Job
 from harness.core.plan import RunPlan
 from harness.core.results import NodeOutcome
 from harness.core.vendor import VendorSpec
-from harness.errors import UserError
 from harness.hostinfo.model import EnvironmentInfo
 
 
@@ -41,6 +40,8 @@ class CachingBackend(ClusterBackend):
         return {host.name: self._environments[(host.name, smi)].model_copy(deep=True) for host in hosts}
 
     def environment(self, plan: RunPlan) -> dict[str, EnvironmentInfo]:
+        if not self.inner.uses_host_list:  # a scheduler's nodes: captured inside the job's own allocation
+            return self.inner.environment(plan)
         return self.capture_hosts([node.host for node in plan.nodes], plan.vendor.smi)
 
     def prepare_image(self, plan: RunPlan) -> str:
@@ -117,11 +118,5 @@ class CachingBackend(ClusterBackend):
 
 def campaign_backend(inventory: Inventory) -> CachingBackend:
     """The backend a campaign runs its jobs through: the registry's, with what stays
-    the same kept. A scheduler's backend hands out fresh nodes per job: campaigns on one
-    are not supported yet (their host locks, gates and spares act on a host list)."""
-    backend = make_backend(inventory)
-    if not backend.uses_host_list:
-        backend.close()
-        raise UserError(f"campaigns cannot run on the {inventory.cluster.backend} backend yet",
-                        file=inventory.source, field="cluster.backend")
-    return CachingBackend(backend)
+    the same kept (a scheduler's backend captures its fresh nodes per job)."""
+    return CachingBackend(make_backend(inventory))
