@@ -199,50 +199,45 @@ finish 0
 """
 
 
-def pyxis_step(job: Job, command: str, root: str, env: dict[str, str]) -> str:
+def _task_script(job: Job, root: str, what: str, setup: str, env: dict[str, str], run: str) -> str:
+    """A task's script around `run` (which sets $code): its run folder, the setup lines,
+    the variables, the secret ones read as data from their 0600 file (then removed), and
+    the exit status saved where the controller reads it."""
     q = shlex.quote
     exports = "".join(f"export {key}={q(value)}\n" for key, value in sorted(env.items()))
     return f"""#!/bin/bash
-# One node of bench run {job.run_id} under pyxis/enroot: the container lives as long as this task.
+# One node of bench run {job.run_id}: {what}
 set -u
 run_dir={q(root)}/node$SLURM_NODEID
 mkdir -p "$run_dir/logs"
-{exports}if [ -f "$run_dir/{ENV_FILE_NAME}" ]; then  # the secret variables
+{setup}{exports}if [ -f "$run_dir/{ENV_FILE_NAME}" ]; then  # the secret variables
     while IFS='=' read -r key value; do export "$key=$value"; done <"$run_dir/{ENV_FILE_NAME}"
     rm -f "$run_dir/{ENV_FILE_NAME}"
 fi
-{command} >"$run_dir/{CONTAINER_LOG}" 2>&1
-code=$?
+{run}
 echo "$code" >"$run_dir/{EXIT_STATUS}.tmp" && mv "$run_dir/{EXIT_STATUS}.tmp" "$run_dir/{EXIT_STATUS}"
 exit "$code"
 """
+
+
+def pyxis_step(job: Job, command: str, root: str, env: dict[str, str]) -> str:
+    return _task_script(job, root, "a pyxis/enroot container that lives as long as this task.", "", env,
+                        f'{command} >"$run_dir/{CONTAINER_LOG}" 2>&1\ncode=$?')
 
 
 def bare_step(job: Job, train: list[str], root: str, env: dict[str, str], setup: str) -> str:
-    """One node's torchrun from the site's Python: setup lines, the variables, the
-    run's BENCH_* marks, the secret variables read as data; its exit status saved."""
+    """One node's torchrun from the site's Python, no container: the setup lines, then
+    the run's BENCH_* marks beside the variables; SIGTERM is handed to torchrun."""
     q = shlex.quote
-    exports = "".join(f"export {key}={q(value)}\n" for key, value in sorted(env.items()))
-    return f"""#!/bin/bash
-# One node of bench run {job.run_id}: torchrun from the payload's Python, no container.
-set -u
-run_dir={q(root)}/node$SLURM_NODEID
-mkdir -p "$run_dir/logs"
-{setup.strip()}
-cd "$run_dir/code" || exit 125
-{exports}export BENCH_RUN_ID={q(job.run_id)} BENCH_NODE_RANK="$SLURM_NODEID" BENCH_HOST="$SLURMD_NODENAME"
-export PYTHONPATH="$run_dir/code${{PYTHONPATH:+:$PYTHONPATH}}"
-if [ -f "$run_dir/{ENV_FILE_NAME}" ]; then  # the secret variables, read as data
-    while IFS='=' read -r key value; do export "$key=$value"; done <"$run_dir/{ENV_FILE_NAME}"
-    rm -f "$run_dir/{ENV_FILE_NAME}"
-fi
-{shell_join(train)} >"$run_dir/{CONTAINER_LOG}" 2>&1 &
-child=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM INT
-while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done
-echo "$code" >"$run_dir/{EXIT_STATUS}.tmp" && mv "$run_dir/{EXIT_STATUS}.tmp" "$run_dir/{EXIT_STATUS}"
-exit "$code"
-"""
+    prelude = "".join(f"{line}\n" for line in setup.strip().splitlines()) + (
+        'cd "$run_dir/code" || exit 125\n'
+        f'export BENCH_RUN_ID={q(job.run_id)} BENCH_NODE_RANK="$SLURM_NODEID" BENCH_HOST="$SLURMD_NODENAME"\n'
+        'export PYTHONPATH="$run_dir/code${PYTHONPATH:+:$PYTHONPATH}"\n')
+    run = (f'{shell_join(train)} >"$run_dir/{CONTAINER_LOG}" 2>&1 &\n'
+           "child=$!\n"
+           "trap 'kill -TERM \"$child\" 2>/dev/null' TERM INT\n"
+           'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done')
+    return _task_script(job, root, "torchrun from the payload's Python, no container.", prelude, env, run)
 
 
 def pyxis_command(settings: SlurmSettings, job: Job, inventory: Inventory, vendor: VendorSpec, image: ImagePlan,
