@@ -193,8 +193,10 @@ def test_bare_lost_host_is_infra_and_collected_when_back(make_hosts_yaml: Callab
     assert result["failure_kind"] == "infra" and result["lost_hosts"] == ["beta"]
     assert any("beta" in item for item in result["left_on_hosts"])
     assert (out / "node1_noderank0" / "container" / "events_rank0.log").is_file()
-    # The lost host's processes go on (only its network was gone), node 0's are stopped.
-    assert {env["BENCH_NODE_RANK"] for env in run_processes(run_id).values()} == {"1"}
+    # Node 0's processes are stopped; the lost host's run folder stays (its processes may end on their
+    # own once their peer is gone: how soon depends on the machine's speed).
+    assert "0" not in {env["BENCH_NODE_RANK"] for env in run_processes(run_id).values()}
+    assert list(work_dir(hosts).glob(f"beta/runs/{run_id}/node1/logs"))
 
     spare.start()  # back: collect stops what is left and brings the logs
     collect = subprocess.run([sys.executable, "-m", "harness", "collect", run_id, "--hosts", str(hosts),

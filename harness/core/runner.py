@@ -195,10 +195,10 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
                      for node in plan.nodes if node.node_rank in reachable]
     for node in plan.nodes:
         if node.node_rank in lost:
-            run.nodes.append(_uncollected(node, out_dir, f"host lost: its container {node.container_name} and "
+            run.nodes.append(_uncollected(node, out_dir, f"host lost: its workload {node.container_name} and "
                                                          f"run folder {node.host_run_dir} stay there until it is back"))
-            run.left_on_hosts.append(f"{node.host.name}: container {node.container_name}, "
-                                     f"run folder {node.host_run_dir}")
+            run.left_on_hosts.append(f"{node.host.name}: workload {node.container_name} (a container or a "
+                                     f"process group), run folder {node.host_run_dir}")
     run.nodes.sort(key=lambda n: n.node_rank)
     try:
         removed = backend.cleanup(plan, reachable, {node.node_rank for node in run.nodes if node.collected})
