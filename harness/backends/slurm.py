@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -26,7 +25,6 @@ from harness import REPO_ROOT
 from harness.backends import docker_image
 from harness.backends.bare import BarePayload, python_environment
 from harness.backends.docker import DockerPayload
-from harness.backends.docker_collect import CONTAINER_FILES
 from harness.backends.docker_request import DockerNode, image_commands, image_of
 from harness.backends.fabric_checks import check_inventory_fabric
 from harness.backends.image import plan_job_image
@@ -39,10 +37,10 @@ from harness.backends.launch import (
     train_argv,
 )
 from harness.backends.monitors import Monitors
-from harness.backends.payload import LAST_LINES, Payload
+from harness.backends.payload import Payload
+from harness.backends.slurm_nodes import SrunTransport, collect_run_dir, job_fields, labelled_host
 from harness.backends.slurm_request import (
     BATCH_SCRIPT,
-    CONTAINER_JSON,
     CONTAINER_LOG,
     EXIT_STATUS,
     GO_FILE,
@@ -52,7 +50,7 @@ from harness.backends.slurm_request import (
     node_host,
     slurm_request,
 )
-from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport, read_tail
+from harness.backends.transport import CommandResult, LocalTransport, Transport, read_tail
 from harness.core.backend import ClusterBackend, Leftover, NodeState, NodeWatch, PollingWatch, PreflightReport
 from harness.core.events import Event, parse_lines
 from harness.core.inventory import Host, Inventory
@@ -63,7 +61,7 @@ from harness.core.vendor import VendorSpec
 from harness.errors import RunFailed, UserError
 from harness.hostinfo.model import EnvironmentInfo
 from harness.parallel import run_all
-from harness.secrets import env_file_text, redact, redact_container_json
+from harness.secrets import env_file_text
 
 QUICK_S = 30.0
 STOP_WAIT_S = 60.0  # after scancel: how long the tasks may take to save their logs
@@ -73,41 +71,6 @@ _ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL
           "DEADLINE"}
 _KINDS: dict[str, FailureKind] = {"NODE_FAIL": "infra", "BOOT_FAIL": "infra", "PREEMPTED": "infra",
                                   "CANCELLED": "infra", "TIMEOUT": "timeout", "DEADLINE": "timeout"}
-_FIELD_RE = re.compile(r"(\w+)=(\S*)")
-
-
-class SrunTransport(Transport):
-    """Commands on one node of a running job, as overlapping steps; files through
-    the shared work_dir (the same path on the controller and the nodes)."""
-
-    def __init__(self, job_id: str, node: str) -> None:
-        self.host = node
-        self.job_id = job_id
-        self._local = LocalTransport(node)
-
-    def _argv(self, argv: list[str]) -> list[str]:
-        return ["srun", "--jobid", self.job_id, "--overlap", "--nodes", "1", "--ntasks", "1",
-                # Through sh, a missing command exits 127 as it does over SSH (not srun's execve error).
-                "--nodelist", self.host, "--quiet", "/bin/sh", "-c", 'exec "$@"', "sh", *argv]
-
-    def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
-        result = self._local.run(self._argv(argv), timeout, stdin)
-        return dataclasses.replace(result, argv=argv)
-
-    def run_to_file(self, argv: list[str], dest: Path, timeout: float, stdin: bytes | None = None) -> CommandResult:
-        return dataclasses.replace(self._local.run_to_file(self._argv(argv), dest, timeout, stdin), argv=argv)
-
-    def put_tree(self, local: Path, remote: str) -> None:
-        self._local.put_tree(local, remote)
-
-    def get_tree(self, remote: str, local: Path) -> FetchedFiles:
-        return self._local.get_tree(remote, local)
-
-
-def job_fields(text: str) -> dict[str, str]:
-    """`scontrol show job -o` as key -> value."""
-    return dict(_FIELD_RE.findall(text))
-
 
 class SlurmBackend(ClusterBackend):
     uses_host_list = False
@@ -438,7 +401,7 @@ class SlurmBackend(ClusterBackend):
             rank = run_dir.name.removeprefix("node")
             if not rank.isdigit():
                 continue
-            host = _labelled_host(run_dir) or f"slurm-node{rank}"
+            host = labelled_host(run_dir) or f"slurm-node{rank}"
             outcome = collect_run_dir(host, int(rank), "", run_dir, dest / node_dir_name(host, int(rank)), set(), set())
             if outcome.collected:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -466,37 +429,3 @@ class SlurmBackend(ClusterBackend):
         if ids:
             self.controller.run(["scancel", *ids], timeout=QUICK_S)
         return ids
-
-
-def _labelled_host(run_dir: Path) -> str:
-    match = re.search(r'"bench\.host":\s*"([^"]+)"', _read(run_dir / CONTAINER_JSON))
-    return match.group(1) if match else ""
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def collect_run_dir(host: str, node_rank: int, container: str, run_dir: Path, folder: Path,
-                    secret_keys: set[str], secret_values: set[str]) -> NodeOutcome:
-    """One node's files from the shared run folder into the results' layout:
-    container.json, container.log, and what the container wrote under container/."""
-    notes: list[str] = []
-    folder.mkdir(parents=True, exist_ok=True)
-    status = _read(run_dir / EXIT_STATUS).strip()
-    exit_code = int(status) if status.lstrip("-").isdigit() else None
-    if exit_code is None:
-        notes.append(f"{run_dir / EXIT_STATUS} missing: the task did not finish saving its logs")
-    if (run_dir / CONTAINER_JSON).is_file():
-        (folder / CONTAINER_JSON).write_text(redact_container_json(_read(run_dir / CONTAINER_JSON), secret_keys),
-                                             encoding="utf-8")
-    log = _read(run_dir / CONTAINER_LOG)
-    (folder / CONTAINER_LOG).write_text(redact(log, secret_values) if secret_values else log, encoding="utf-8")
-    fetched = LocalTransport(host).get_tree(str(run_dir / "logs"), folder / CONTAINER_FILES)
-    notes += [f"not collected: {skip}" for skip in fetched.skipped]
-    return NodeOutcome(host=host, node_rank=node_rank, container=container, exit_code=exit_code,
-                       log_dir=str(folder), last_lines=log.splitlines()[-LAST_LINES:], collected=exit_code is not None,
-                       remote_run_dir=str(run_dir), notes=notes)
