@@ -78,7 +78,8 @@ RTX2080_QUERY_FIELDS = (
 
 def test_nvidia_csv_many_fields() -> None:
     (sample,) = parse_nvidia_smi_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt"), RTX2080_QUERY_FIELDS)
-    assert sample == DeviceSample(index=0, mem_used_mib=None, mem_total_mib=7979, util_pct=86, power_w=176.98, temp_c=45)
+    assert sample == DeviceSample(index=0, mem_used_mib=None, mem_total_mib=7979, util_pct=86, power_w=176.98, temp_c=45,
+                                  clock_mhz=1965)  # clocks.sm; no throttle field asked
     # the same line read with the default query's six columns has the wrong width: skipped, not misread
     assert parse_nvidia_smi_csv(fixture("nvidia-smi_csv_noheader_nounits_rtx2080.txt")) == []
 
@@ -94,7 +95,8 @@ def test_inventory_csv() -> None:
 def test_ixsmi_table_bi_v100() -> None:
     samples = parse_smi_table(fixture("ixsmi_table_bi-v100_corex-3.0.1.txt"))
     assert [sample.index for sample in samples] == list(range(7))
-    assert samples[0] == DeviceSample(index=0, mem_used_mib=513, mem_total_mib=32768, util_pct=0, power_w=54, temp_c=31)
+    assert samples[0] == DeviceSample(index=0, mem_used_mib=513, mem_total_mib=32768, util_pct=0, power_w=54, temp_c=31,
+                                      clock_mhz=1500)  # Clock-SM; the table tells no throttle reasons
     assert samples[5].power_w == 57 and samples[4].temp_c == 32
 
 
@@ -103,13 +105,15 @@ def test_ixsmi_table_bad_sensor_reading() -> None:
     assert sorted(samples) == [4, 5, 6, 7]
     assert samples[5].power_w is None  # 65535W is the "could not read" value
     assert samples[5].util_pct == 100 and samples[5].temp_c == 0
+    assert (samples[5].clock_mhz, samples[4].clock_mhz) == (25, 1500)  # as printed: "25MHz  33MHz"
 
 
 def test_ixsmi_table_bi_v150_power_na() -> None:
     samples = parse_smi_table(fixture("ixsmi_table_bi-v150_corex-4.3.0.txt"))
     assert len(samples) == 16
     assert samples[0].power_w is None and samples[1].power_w == 103
-    assert samples[15] == DeviceSample(index=15, mem_used_mib=64, mem_total_mib=32768, util_pct=0, power_w=107, temp_c=36)
+    assert samples[15] == DeviceSample(index=15, mem_used_mib=64, mem_total_mib=32768, util_pct=0, power_w=107, temp_c=36,
+                                       clock_mhz=1500)
 
 
 # --------------------------------------------------------------------------- xpu_smi
@@ -118,10 +122,10 @@ def test_ixsmi_table_bi_v150_power_na() -> None:
 def test_xpu_smi_table_k200() -> None:
     samples = parse_xpu_smi_table(fixture("xpu_smi_table_k200_driver-4.0.txt"))
     assert samples == [
-        DeviceSample(index=0, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=37, temp_c=41),
-        DeviceSample(index=1, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=37, temp_c=39),
-        DeviceSample(index=2, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=36, temp_c=39),
-        DeviceSample(index=3, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=36, temp_c=39),
+        DeviceSample(index=0, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=37, temp_c=41, clock_mhz=900),
+        DeviceSample(index=1, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=37, temp_c=39, clock_mhz=900),
+        DeviceSample(index=2, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=36, temp_c=39, clock_mhz=900),
+        DeviceSample(index=3, mem_used_mib=0, mem_total_mib=8064, util_pct=0, power_w=36, temp_c=39, clock_mhz=900),
     ]
 
 
@@ -155,7 +159,8 @@ def test_registry() -> None:
     nvidia = smi_tool("nvidia-smi")
     assert nvidia.argv == (
         "nvidia-smi",
-        "--query-gpu=index,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu",
+        "--query-gpu=index,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu,clocks.sm,"
+        "clocks_throttle_reasons.active",
         "--format=csv,noheader,nounits",
     )
     assert smi_tool("ixsmi").parse is parse_smi_table

@@ -18,6 +18,8 @@ _TABLE_TEMP = re.compile(r"(?P<value>\d+(?:\.\d+)?)C\b")
 _TABLE_POWER = re.compile(r"(?P<value>\d+(?:\.\d+)?)W\s*/")
 _TABLE_MEMORY = re.compile(r"(?P<used>\d+(?:\.\d+)?)MiB\s*/\s*(?P<total>\d+(?:\.\d+)?)MiB")
 _TABLE_UTIL = re.compile(r"(?P<value>\d+(?:\.\d+)?)\s*%")
+# ixsmi's first device line ends in "Clock-SM  Clock-Mem": | 1500MHz   1200MHz |
+_TABLE_CLOCK = re.compile(r"(?P<value>\d+(?:\.\d+)?)\s*MHz")
 _PROCESS_MEMORY = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(MiB)?$")
 # nvidia-smi's Type column (compute, graphics, both, MPS); ixsmi prints no Type.
 _PROCESS_TYPES = {"C", "G", "C+G", "M", "M+C", "M+G", "M+C+G"}
@@ -41,8 +43,10 @@ def _match_number(pattern: re.Pattern[str], text: str) -> float | None:
 
 def parse_smi_table(text: str) -> list[DeviceSample]:
     """The default table of ``ixsmi`` (and of ``nvidia-smi``, which it mimics):
-    a line ``| 0  Iluvatar BI-V100 | 00000000:14:00.0 | ...`` followed by
-    ``| 0%  31C  P0  54W / 250W | 513MiB / 32768MiB | 0%  Default |``."""
+    a line ``| 0  Iluvatar BI-V100 | 00000000:14:00.0 | 1500MHz  1200MHz |`` (SM and
+    memory clock; nvidia-smi prints the ECC count there) followed by
+    ``| 0%  31C  P0  54W / 250W | 513MiB / 32768MiB | 0%  Default |``. Neither
+    prints throttle reasons."""
     lines = text.splitlines()
     samples: list[DeviceSample] = []
     for position, line in enumerate(lines[:-1]):
@@ -64,6 +68,7 @@ def parse_smi_table(text: str) -> list[DeviceSample]:
                 util_pct=_match_number(_TABLE_UTIL, stats[2]),
                 power_w=_match_number(_TABLE_POWER, stats[0]),
                 temp_c=_match_number(_TABLE_TEMP, stats[0]),
+                clock_mhz=_match_number(_TABLE_CLOCK, cells[2]),
             )
         )
     return samples

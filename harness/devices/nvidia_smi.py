@@ -1,4 +1,5 @@
-"""nvidia-smi's ``--query-gpu=... --format=csv`` output: monitor samples and
+"""nvidia-smi's ``--query-gpu=... --format=csv`` output: monitor samples (with
+the SM clock and the throttle reasons bitmask, decoded by throttle_reasons) and
 the device inventory; and what the campaign's health gates ask: the compute
 processes on the devices (``--query-compute-apps``), the ECC counters, and the
 driver's XID lines in the kernel log.
@@ -28,7 +29,13 @@ from harness.devices.readings import (
     reading,
 )
 
-# What the monitor asks for.
+# What the monitor asks for. The throttle field: older drivers know only
+# clocks_throttle_reasons.* (465.27's --help-query-gpu); from R535 (535.113.01
+# seen, github.com/utkuozdemir/nvidia_gpu_exporter/issues/123) the CSV header
+# calls it clocks_event_reasons.*, and the old name is still accepted (590.48.01's
+# --help-query-gpu: '"clocks_event_reasons.active" or "clocks_throttle_reasons.active"').
+# So the old name is asked, and the header is read under either (recorded
+# outputs of both: tests/fixtures/smi/nvidia-smi_query_gpu_*.txt).
 NVIDIA_QUERY_FIELDS: tuple[str, ...] = (
     "index",
     "memory.used",
@@ -36,12 +43,16 @@ NVIDIA_QUERY_FIELDS: tuple[str, ...] = (
     "utilization.gpu",
     "power.draw",
     "temperature.gpu",
+    "clocks.sm",
+    "clocks_throttle_reasons.active",
 )
 # What the environment capture asks for.
 INVENTORY_FIELDS: tuple[str, ...] = ("name", "memory.total", "driver_version")
 
-# --query-gpu field name -> DeviceSample attribute. Iluvatar's corex 4.x names
-# the power field gpu.power.draw.
+# --query-gpu field name -> DeviceSample attribute (a number). Iluvatar's corex
+# 4.x names the power field gpu.power.draw; the header spells clocks.sm as
+# clocks.current.sm. Where two columns give one attribute, the first listed here
+# that has a reading wins (power.draw over power.draw.instant).
 QUERY_FIELD_ATTRIBUTES: dict[str, str] = {
     "index": "index",
     "memory.used": "mem_used_mib",
@@ -51,8 +62,31 @@ QUERY_FIELD_ATTRIBUTES: dict[str, str] = {
     "gpu.power.draw": "power_w",
     "power.draw.instant": "power_w",
     "temperature.gpu": "temp_c",
+    "clocks.sm": "clock_mhz",
+    "clocks.current.sm": "clock_mhz",
 }
-_HEADER_FIELD = re.compile(r"^[a-z_][a-z0-9_.]*$")
+# The active throttle reasons bitmask, under its old and its R535+ name.
+THROTTLE_MASK_FIELDS: tuple[str, ...] = ("clocks_throttle_reasons.active", "clocks_event_reasons.active")
+
+# The bits of that mask, from NVML's nvmlClocksThrottleReasons (renamed
+# nvmlClocksEventReasons in R535, same values):
+# https://docs.nvidia.com/deploy/nvml-api/group__nvmlClocksThrottleReasons.html
+# and nvidia-smi --help-query-gpu ("clocks_throttle_reasons.*"). gpu_idle (nothing
+# to run) and applications_clocks (clocks the operator set) are states, not throttles.
+THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks"),
+    (0x4, "sw_power_cap"),  # the power limit holds the clocks down
+    (0x8, "hw_slowdown"),  # clocks halved or worse: too hot, power brake, or fast power trigger
+    (0x10, "sync_boost"),  # held to the slowest GPU of its sync boost group
+    (0x20, "sw_thermal"),  # above the max operating temperature
+    (0x40, "hw_thermal"),
+    (0x80, "power_brake"),  # the system power supply asserted the external power brake
+    (0x100, "display_clocks"),
+)
+NOT_A_THROTTLE: frozenset[str] = frozenset({"gpu_idle", "applications_clocks"})
+_MASK = re.compile(r"^0[xX][0-9a-fA-F]+$")
+_HEADER_FIELD = re.compile(r"^[a-z_][A-Za-z0-9_.]*$")  # encoder.stats.sessionCount, pci.baseClass
 _UNIT_IN_HEADER = re.compile(r"\s*\[[^\]]*\]$")
 _MIB = re.compile(r"^(\d+(?:\.\d+)?)\s*(MiB)?$")
 _NAME_COLUMNS = ("name", "process_name")  # a comma inside one of these splits a CSV line
@@ -108,19 +142,55 @@ def parse_query_csv(text: str, fields: Sequence[str]) -> list[dict[str, str]]:
 
 def parse_nvidia_smi_csv(text: str, fields: Iterable[str] = NVIDIA_QUERY_FIELDS) -> list[DeviceSample]:
     """``nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`` as
-    samples. Devices without an ``index`` column are numbered in output order."""
+    samples, with the SM clock and the active throttle reasons mask where they
+    were asked. Devices without an ``index`` column are numbered in output order."""
     samples: list[DeviceSample] = []
     for position, row in enumerate(_query_rows(text, tuple(fields))):
         if row is None:
             continue
         values: dict[str, float | None] = {}
-        for name, cell in row.items():
-            attribute = QUERY_FIELD_ATTRIBUTES.get(name)
-            if attribute is not None:
-                values[attribute] = reading(cell)
-        index = values.pop("index", None)
-        samples.append(DeviceSample(index=int(index) if index is not None else position, **values))
+        for name, attribute in QUERY_FIELD_ATTRIBUTES.items():
+            if name in row and values.get(attribute) is None:
+                values[attribute] = reading(row[name])
+        mask = next((parse_throttle_mask(row[name]) for name in THROTTLE_MASK_FIELDS if name in row), None)
+        index = values.get("index")
+        samples.append(
+            DeviceSample(
+                index=int(index) if index is not None else position,
+                mem_used_mib=values.get("mem_used_mib"),
+                mem_total_mib=values.get("mem_total_mib"),
+                util_pct=values.get("util_pct"),
+                power_w=values.get("power_w"),
+                temp_c=values.get("temp_c"),
+                clock_mhz=values.get("clock_mhz"),
+                throttle_mask=mask,
+            )
+        )
     return samples
+
+
+def parse_throttle_mask(cell: str) -> int | None:
+    """``0x0000000000000004`` as 4; None for [N/A], [Not Supported] or anything
+    that is not a hex number."""
+    text = cell.strip()
+    return int(text, 16) if _MASK.match(text) else None
+
+
+def throttle_reasons(mask: int) -> list[str]:
+    """The names of the throttles active in ``mask`` (THROTTLE_REASONS, less the
+    states that are not throttles); a bit NVML did not define when this was
+    written is named by its value (``reason_0x200``)."""
+    names = [name for bit, name in THROTTLE_REASONS if mask & bit and name not in NOT_A_THROTTLE]
+    known = 0
+    for bit, _ in THROTTLE_REASONS:
+        known |= bit
+    unknown = mask & ~known
+    bit = 1
+    while unknown >= bit:
+        if unknown & bit:
+            names.append(f"reason_{bit:#x}")
+        bit <<= 1
+    return names
 
 
 def parse_query_inventory(text: str) -> DeviceInventory:

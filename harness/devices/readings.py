@@ -33,6 +33,8 @@ class DeviceSample:
     util_pct: float | None = None
     power_w: float | None = None
     temp_c: float | None = None
+    clock_mhz: float | None = None  # the SM (core) clock
+    throttle_mask: int | None = None  # NVML clock event reasons bitmask (nvidia_smi.THROTTLE_REASONS); None: not told
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The device tools a vendor spec can name (``smi: ixsmi``): for each, the
 command the monitor runs and its sample parser, the command the environment
-capture runs and its inventory parser, and what the campaign's health gates can
+capture runs and its inventory parser, what the campaign's health gates can
 ask it (processes on the devices, ECC counters, the driver's error line in the
-kernel log); None where the tool cannot tell."""
+kernel log), None where the tool cannot tell; and whether its samples say why the
+clocks are held down (throttle reasons: nvidia-smi only)."""
 
 from __future__ import annotations
 
@@ -47,13 +48,20 @@ class SmiTool:
     inventory_argv: tuple[str, ...]  # the environment capture's command
     parse_inventory: Callable[[str], DeviceInventory]
     health: HealthQueries = HealthQueries()
+    reports_throttle: bool = False  # its samples carry DeviceSample.throttle_mask
+
+    @property
+    def program(self) -> str:
+        """The tool's own name, as a user knows it (ixsmi for ixsmi-csv)."""
+        return self.argv[0]
 
 
 SMI_TOOLS: dict[str, SmiTool] = {
     tool.key: tool
     for tool in (
         SmiTool("nvidia-smi", nvidia_smi.NVIDIA_SMI_ARGV, nvidia_smi.parse_nvidia_smi_csv,
-                nvidia_smi.NVIDIA_SMI_INVENTORY_ARGV, nvidia_smi.parse_query_inventory, NVIDIA_HEALTH),
+                nvidia_smi.NVIDIA_SMI_INVENTORY_ARGV, nvidia_smi.parse_query_inventory, NVIDIA_HEALTH,
+                reports_throttle=True),
         SmiTool("ixsmi", ixsmi.IXSMI_ARGV, ixsmi.parse_smi_table,
                 ixsmi.IXSMI_INVENTORY_ARGV, nvidia_smi.parse_query_inventory, IXSMI_HEALTH),
         SmiTool("ixsmi-csv", ixsmi.IXSMI_CSV_ARGV, ixsmi.parse_ixsmi_csv,

@@ -1,5 +1,6 @@
 """The monitor: samples one host's devices, CPU and memory every few seconds
-into a CSV file, and reads the peak device memory back for the ``mem`` column.
+into a CSV file, reads the rows back (read_monitor), and the peak device memory
+for the ``mem`` column.
 
 ``MonitorSampler`` runs the vendor's device tool (registry.SMI_TOOLS) through a
 Transport in a background thread and appends one CSV row per device, and one
@@ -55,6 +56,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "mem_used_gib",
     "mem_total_gib",
     "system_power_w",
+    "clock_mhz",  # the device's SM clock
+    "throttle",  # its active throttle reasons mask in hex (0x4), empty when the tool does not tell
 )
 
 
@@ -64,6 +67,10 @@ def _cell(value: float | int | None) -> str:
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".")
     return str(value)
+
+
+def _mask_cell(mask: int | None) -> str:
+    return "" if mask is None else f"{mask:#x}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class MonitorRow:
             _cell(host.mem_used_gib) if host else "",
             _cell(host.mem_total_gib) if host else "",
             _cell(self.system_power_w),
+            _cell(device.clock_mhz) if device else "",
+            _mask_cell(device.throttle_mask) if device else "",
         ]
 
 
@@ -277,32 +286,67 @@ class MonitorSampler:
         self.stop()
 
 
-def read_device_rows(csv_path: Path) -> list[tuple[int, DeviceSample]]:
-    """(timestamp_ms, sample) for every device row of a monitor CSV."""
-    rows: list[tuple[int, DeviceSample]] = []
+MonitorRecord = MonitorRow  # what read_monitor gives back: a row as the sampler wrote it
+_NO_HOST_READING = HostSample(cpu_pct=None, mem_used_gib=None, mem_total_gib=None)  # a row of system power alone
+
+
+def _number(record: dict[str, str | None], name: str) -> float | None:
+    value = (record.get(name) or "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _mask(record: dict[str, str | None], name: str) -> int | None:
+    value = (record.get(name) or "").strip()
+    try:
+        return int(value, 16) if value else None
+    except ValueError:
+        return None
+
+
+def read_monitor(csv_path: Path) -> list[MonitorRecord]:
+    """Every row of a monitor CSV, device and host, by the header's column
+    names: a file written before a column existed (clock_mhz, throttle) reads
+    with that reading None. A line that is not a device row (with its index) or
+    a host row under a whole-number timestamp, such as one cut short when a
+    sampler was killed, is skipped."""
+    rows: list[MonitorRecord] = []
     with csv_path.open(newline="", encoding="utf-8") as handle:
         for record in csv.DictReader(handle):
-            if record.get("kind") != "device" or not record.get("device_index"):
+            stamp = (record.get("timestamp_ms") or "").strip()
+            if not stamp.isdigit():
                 continue
-
-            def number(name: str) -> float | None:
-                value = record.get(name) or ""
-                return float(value) if value else None
-
-            rows.append(
-                (
-                    int(record["timestamp_ms"]),
-                    DeviceSample(
-                        index=int(record["device_index"]),
-                        mem_used_mib=number("mem_used_mib"),
-                        mem_total_mib=number("mem_total_mib"),
-                        util_pct=number("util_pct"),
-                        power_w=number("power_w"),
-                        temp_c=number("temp_c"),
-                    ),
+            host = record.get("host") or ""
+            if record.get("kind") == "device":
+                index = _number(record, "device_index")
+                if index is None:
+                    continue
+                device = DeviceSample(
+                    index=int(index),
+                    mem_used_mib=_number(record, "mem_used_mib"),
+                    mem_total_mib=_number(record, "mem_total_mib"),
+                    util_pct=_number(record, "util_pct"),
+                    power_w=_number(record, "power_w"),
+                    temp_c=_number(record, "temp_c"),
+                    clock_mhz=_number(record, "clock_mhz"),
+                    throttle_mask=_mask(record, "throttle"),
                 )
-            )
+                rows.append(MonitorRow(int(stamp), host, device=device))
+            elif record.get("kind") == "host":
+                host_sample = HostSample(cpu_pct=_number(record, "cpu_pct"),
+                                         mem_used_gib=_number(record, "mem_used_gib"),
+                                         mem_total_gib=_number(record, "mem_total_gib"))
+                rows.append(MonitorRow(int(stamp), host,
+                                       host_sample=None if host_sample == _NO_HOST_READING else host_sample,
+                                       system_power_w=_number(record, "system_power_w")))
     return rows
+
+
+def read_device_rows(csv_path: Path) -> list[tuple[int, DeviceSample]]:
+    """(timestamp_ms, sample) for every device row of a monitor CSV."""
+    return [(row.timestamp_ms, row.device) for row in read_monitor(csv_path) if row.device is not None]
 
 
 def peak_memory(csv_path: Path, device_indices: Iterable[int] | None = None) -> tuple[float, float | None] | None:

@@ -46,7 +46,8 @@ def xpu_smi_rows(text: str, section: tuple[str, ...] = ("PCI Addr", "UseRate")) 
 
 def parse_xpu_smi_table(text: str) -> list[DeviceSample]:
     """The DEVICES table of Kunlunxin's ``xpu_smi`` (``DevID``, ``UseRate``,
-    ``Memory``, ``Power(W)``, ``Temp``); memory is ``used / total MB`` (MiB)."""
+    ``Memory``, ``Power(W)``, ``Temp``, ``Freq(MHz)``, whichever the driver
+    prints); memory is ``used / total MB`` (MiB). No throttle reasons."""
     samples: list[DeviceSample] = []
     for row in xpu_smi_rows(text):
         memory = _XPU_MEMORY.search(row.get("Memory", ""))
@@ -58,6 +59,7 @@ def parse_xpu_smi_table(text: str) -> list[DeviceSample]:
                 util_pct=reading(row["UseRate"].replace(" ", "")) if "UseRate" in row else None,
                 power_w=reading(row["Power(W)"]) if "Power(W)" in row else None,
                 temp_c=reading(row["Temp"]) if "Temp" in row else None,
+                clock_mhz=reading(row["Freq(MHz)"]) if "Freq(MHz)" in row else None,
             )
         )
     return samples
@@ -82,7 +84,9 @@ def parse_xpu_smi_inventory(text: str) -> DeviceInventory:
 def parse_xpu_smi_machine(text: str) -> list[DeviceSample]:
     """``xpu_smi -m``: one line per device, fields by position (bus id, device
     id, ..., temperature C at 4, power W at 8, memory used/total MiB at 17/18,
-    utilisation % at 19)."""
+    utilisation % at 19). Positions 9 to 14 look like six clocks (1450 each in the
+    recorded P800 output) but no source says which one is the core's: no clock
+    is read from this mode, and it prints no throttle reasons."""
     samples: list[DeviceSample] = []
     for line in text.splitlines():
         try:
