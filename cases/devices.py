@@ -15,7 +15,7 @@ import importlib
 import os
 import resource
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -54,6 +54,12 @@ class DeviceSpec:
     precision: Callable[[str, torch.device], PrecisionPlan]
     describe: Callable[[torch.device], str]  # model name of the device, for the record
     note: str = ""
+    # A device timer (torch.cuda.Event-like: record(), elapsed_time(other) in ms);
+    # None: wall time, right where every op is synchronous (cpu).
+    timing_event: Optional[Callable[[], Any]] = None
+    # Whether DDP's communication hook (futures from the process group) may time
+    # compute apart from the gradient all-reduce (cases/steptimes.py).
+    comm_hook: bool = True
 
     def prepare(self) -> None:
         """Import the vendor plugin and check the device is there."""
@@ -95,6 +101,10 @@ def _cuda_memory(device: torch.device) -> Memory:
     )
 
 
+def _cuda_event() -> Any:
+    return torch.cuda.Event(enable_timing=True)
+
+
 def _cuda_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device)
 
@@ -120,7 +130,9 @@ def _cuda_precision(requested: str, device: torch.device) -> PrecisionPlan:
 # once imported with XMLIR_F_XPU_ENABLED_BOOL=true, serves the "cuda" device API
 # and registers the "xccl" process-group backend over BKCL (what FlagPerf's R300
 # configs use). Only fp32 is wired: it is what the reference runs used, and
-# autocast through xmlir is unverified here.
+# autocast through xmlir is unverified here. Futures from xccl (what a DDP
+# communication hook needs) are unverified too: compute_s there includes the
+# gradient all-reduce.
 _KUNLUNXIN_NOTE = "torch_xmlir serves the cuda device API; xccl runs over BKCL"
 
 
@@ -178,11 +190,12 @@ def _cpu_name(device: torch.device) -> str:
 
 def _cuda_like(vendor: str, backend: str, plugin: Optional[str] = None,
                precision: Optional[Callable[[str, torch.device], PrecisionPlan]] = None,
-               note: str = "") -> DeviceSpec:
+               note: str = "", comm_hook: bool = True) -> DeviceSpec:
     return DeviceSpec(
         vendor=vendor, device_type="cuda", backend=backend, plugin=plugin,
         is_available=torch.cuda.is_available, make_device=_cuda_device, synchronize=_cuda_sync,
         memory=_cuda_memory, precision=precision or _cuda_precision, describe=_cuda_name, note=note,
+        timing_event=_cuda_event, comm_hook=comm_hook,
     )
 
 
@@ -190,7 +203,8 @@ DEVICES: Dict[str, DeviceSpec] = {
     "nvidia": _cuda_like("nvidia", "nccl"),
     "iluvatar": _cuda_like("iluvatar", "nccl", note="CoreX torch is CUDA-compatible"),
     "kunlunxin": _cuda_like("kunlunxin", "xccl", plugin="torch_xmlir",
-                            precision=_fp32_only("kunlunxin"), note=_KUNLUNXIN_NOTE),
+                            precision=_fp32_only("kunlunxin"), note=_KUNLUNXIN_NOTE,
+                            comm_hook=False),
     "cpu": DeviceSpec(
         vendor="cpu", device_type="cpu", backend="gloo", plugin=None,
         is_available=lambda: True, make_device=_cpu_device, synchronize=_no_sync,

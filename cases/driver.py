@@ -36,6 +36,7 @@ from cases.distributed import World
 from cases.heartbeat import Heartbeat
 from cases.recorder import Recorder
 from cases.schedule import LrSchedule
+from cases.steptimes import ComputeClock, split_step
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Trainer:
     events: Recorder
     lr: float
     heartbeat: Optional[Heartbeat] = None  # None: one on `events`, at the default interval
+    # Times each step's own forward + backward; DDP's hook marks it (cases/steptimes.py).
+    clock: ComputeClock = field(default_factory=ComputeClock)
 
 
 @dataclass
@@ -72,8 +75,10 @@ def percentile(values: List[float], q: float) -> Optional[float]:
 
 
 def make_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-              spec: DeviceSpec, plan: PrecisionPlan) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """forward + backward + optimizer step, under the plan's autocast and scaler."""
+              spec: DeviceSpec, plan: PrecisionPlan,
+              after_backward: Optional[Callable[[], None]] = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """forward + backward + optimizer step, under the plan's autocast and scaler;
+    `after_backward` is called between backward and the optimizer."""
     scaler = _grad_scaler(spec.device_type) if plan.grad_scaler else None
 
     def autocast() -> ContextManager[object]:
@@ -87,9 +92,13 @@ def make_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Opt
             loss: torch.Tensor = criterion(model(images), targets)
         if scaler is None:
             loss.backward()
-            optimizer.step()
         else:
             scaler.scale(loss).backward()
+        if after_backward is not None:
+            after_backward()
+        if scaler is None:
+            optimizer.step()
+        else:
             scaler.step(optimizer)
             scaler.update()
         return loss
@@ -174,7 +183,7 @@ def train(t: Trainer) -> Result:
                                 weight_decay=cfg.weight_decay)
     global_batch = cfg.batch_size * world.world_size
     schedule = LrSchedule.from_config(cfg, t.lr, t.data.steps_per_epoch, global_batch)
-    step_fn = make_step(t.model, criterion, optimizer, t.spec, t.plan)
+    step_fn = make_step(t.model, criterion, optimizer, t.spec, t.plan, after_backward=t.clock.backward_done)
     timer = CoreTimer(t.spec, t.device, world)
     heartbeat = t.heartbeat or Heartbeat(events)
     result = Result()
@@ -196,8 +205,10 @@ def train(t: Trainer) -> Result:
                 group["lr"] = lr
             images = _to_device(images, t)
             targets = targets.to(t.device, non_blocking=True)
+            loaded = time.perf_counter()
 
             start = timer.fence()
+            t.clock.begin()
             loss = step_fn(images, targets)
             stop = timer.fence()
 
@@ -211,6 +222,7 @@ def train(t: Trainer) -> Result:
             events.step(result.steps, {
                 "epoch": epoch, "step": result.steps, "samples": global_batch,
                 "step_s": stop - mark, "core_s": stop - start, "lr": lr, "loss": float(loss.item()),
+                **split_step(stop - mark, loaded - mark, t.clock.seconds()),
             })
             mark = stop
             result.stop_reason = _limit_reached(cfg, result)

@@ -41,6 +41,7 @@ from cases.driver import Trainer, summarize, train  # noqa: E402
 from cases.errors import CaseError, ConfigError  # noqa: E402
 from cases.protocol import STACKS_SIGNAL, stacks_file_name  # noqa: E402
 from cases.recorder import Recorder  # noqa: E402
+from cases.steptimes import ComputeClock, attach_to_ddp  # noqa: E402
 
 
 class Terminated(Exception):
@@ -195,15 +196,20 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     # Module.to accepts a device and a memory_format together; torch's overloads list them only apart.
     model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
+    clock = ComputeClock(spec.timing_event)
+    compute_apart = True  # compute_s excludes the gradient all-reduce
     if world.distributed:
         device_ids = [device.index] if device.index is not None else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        compute_apart = spec.comm_hook and attach_to_ddp(model, clock)
 
     trainer = Trainer(cfg=cfg, model=model, data=data, device=device, spec=spec, plan=plan,
-                      world=world, events=events, lr=cfg.effective_lr(world.world_size))
+                      world=world, events=events, lr=cfg.effective_lr(world.world_size), clock=clock)
     result = train(trainer)
     events.emit("summary", {
         **summarize(trainer, result),
+        "compute_timer": "device events" if spec.timing_event is not None else "wall clock",
+        "compute_excludes_allreduce": compute_apart,
         "steps_per_epoch": data.steps_per_epoch,
         "train_samples_per_epoch": data.train_samples,
         "val_samples": data.val_samples,

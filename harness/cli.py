@@ -36,6 +36,16 @@ def _param(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(value)
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness",
@@ -61,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--stall-timeout", type=float, metavar="SECONDS",
                        help="stop the run as stalled when no rank wrote a progress event for this long "
                             "(default: the inventory's cluster.stall_timeout_s, 900)")
+    bench.add_argument("--straggler-threshold", type=_share, metavar="SCORE",
+                       help="name a rank a straggler when its compute speed is below this share of the fastest "
+                            "rank's, in (0, 1] (default: the inventory's cluster.straggler_threshold, 0.9)")
     bench.add_argument("--clean-orphans", action="store_true",
                        help="remove containers that other (killed) runs left on these hosts instead of refusing")
     bench.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
@@ -184,6 +197,9 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from harness.report.tables import print_results
 
     inventory = load_inventory(args.hosts)
+    if args.straggler_threshold is not None:
+        cluster = inventory.cluster.model_copy(update={"straggler_threshold": args.straggler_threshold})
+        inventory = inventory.model_copy(update={"cluster": cluster})
     vendor = load_vendor(args.vendor)
     page, pins = _repro_pins(args, vendor, console)
     source = str(args.repro)

@@ -50,6 +50,8 @@ class JobSummary:
     page_note: str | None = None
     regressions: list[str] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
+    # One line per node of each unit's last attempt: ok, slow (stragglers), input-bound, hung, lost.
+    nodes: list[str] = field(default_factory=list)
 
     def cell(self, column: str) -> str:
         found = self.spreads.get(column)
@@ -83,6 +85,16 @@ def _successes(units: list[Unit]) -> list[RunResult]:
             if attempt.status == "success" and (result := _load(attempt.results_json)) is not None:
                 found.append(result)
     return found
+
+
+def _node_lines(units: list[Unit]) -> list[str]:
+    lines = []
+    for unit in units:
+        last = unit.last
+        result = _load(last.results_json) if last is not None else None
+        if result is not None:
+            lines += [f"{result.run_id}: {verdict.line()}" for verdict in result.node_verdicts]
+    return lines
 
 
 def _status(units: list[Unit]) -> UnitStatus:
@@ -143,6 +155,7 @@ def summarise_job(number: int, units: list[Unit], planned: PlannedEntry | None, 
         if unit.status == "failed" and last is not None:
             cause = (last.failure or "").strip().splitlines()
             summary.failures.append(f"{last.failure_kind or 'failed'}: {cause[0] if cause else 'unknown'}")
+    summary.nodes = _node_lines(units)
     summary.spreads = {c: spread([getattr(r.metrics, c) if r.metrics else None for r in successes]) for c in COLUMNS}
     best = _representative(successes)
     if best is not None and best.metrics is not None:
@@ -202,6 +215,7 @@ def summary_markdown(state: CampaignState, jobs: list[JobSummary]) -> str:
             lines.append(f"- vs reference page: {ratios} ({job.page_note})")
         lines += [f"- failure: {failure}" for failure in job.failures]
         lines += [f"- **regression**: {r}" for r in job.regressions]
+        lines += [f"- node: {line}" for line in job.nodes]
         lines += [f"\n![{p.title}](plots/{p.file_name})" for p in job.plots]
     return "\n".join(lines) + "\n"
 

@@ -118,6 +118,11 @@ class Cluster(BaseModel):
     stall_timeout_s: float = Field(default=15 * 60.0, gt=0)
     # A host that answers nothing (SSH or its engine) for this long is lost.
     host_lost_s: float = Field(default=60.0, gt=0)
+    # A rank whose compute p50 is below this share of the fastest rank's speed is
+    # a straggler (--straggler-threshold overrides it); one whose data wait is
+    # above input_bound_share of its step is input-bound (harness/core/attribution.py).
+    straggler_threshold: float = Field(default=0.9, gt=0, le=1)
+    input_bound_share: float = Field(default=0.2, gt=0, lt=1)
     # Variables of every container. {from_env: NAME} reads the controller's NAME at
     # planning time; credential-like keys and from_env values are secret (harness/secrets.py).
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)

@@ -82,6 +82,65 @@ class NodeOutcome(BaseModel):
     transport: NodeTransport | None = None  # runs with a fabric: what the collective library chose
 
 
+class RankTiming(BaseModel):
+    """One rank's step times by part (cases/steptimes.py), from its event log."""
+
+    rank: int
+    node_rank: int | None = None
+    host: str = ""  # the inventory's name of the rank's node
+    local_rank: int | None = None
+    device: str = ""  # "cuda:3 (NVIDIA H100 80GB HBM3)", "cpu"
+    steps: int = 0
+    samples_per_s: float | None = None  # this rank's own samples over its summed step time
+    step_s_p50: float | None = None
+    step_s_p90: float | None = None
+    compute_s_p50: float | None = None  # forward + backward on this rank alone
+    compute_s_p90: float | None = None
+    data_s_p50: float | None = None  # waiting for the next batch
+    data_s_p90: float | None = None
+    comm_s_p50: float | None = None  # the rest: waits on other ranks, all-reduce, optimizer
+    comm_s_p90: float | None = None
+    collected: bool = True  # False: no event log of this rank came back
+    note: str = ""
+
+
+class Straggler(BaseModel):
+    rank: int
+    node_rank: int | None = None
+    host: str
+    device: str
+    score: float  # fastest rank's compute p50 / this rank's (1.0 = fastest)
+    compute_s_p50: float
+    fastest_compute_s_p50: float
+    why: str  # the node's monitor samples for this device over the training window
+
+
+class InputBound(BaseModel):
+    rank: int
+    node_rank: int | None = None
+    host: str
+    data_share: float  # data_s p50 / step_s p50
+    data_s_p50: float
+    step_s_p50: float
+    num_workers: int | None = None
+    batch_size: int | None = None
+
+
+class NodeVerdict(BaseModel):
+    """One line per node for the morning reader: ok, slow, input-bound, hung, lost, failed."""
+
+    node_rank: int
+    host: str
+    devices: list[str] = Field(default_factory=list)
+    verdict: str  # ok | slow | input-bound | hung | lost | failed | unknown
+    detail: str = ""
+
+    def line(self) -> str:
+        devices = f", {', '.join(self.devices)}" if self.devices else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"node {self.node_rank} ({self.host}{devices}): {self.verdict}{detail}"
+
+
 class RunResult(BaseModel):
     run_id: str
     case: str
@@ -104,6 +163,12 @@ class RunResult(BaseModel):
     bandwidth: Bandwidth | None = None  # bandwidth cases: busbw per message size
     # What did not fail the run but must be seen (a fabric fallback under allow_fallback, ...).
     warnings: list[str] = Field(default_factory=list)
+    # Where the time went, per rank, and who was slow (harness/core/attribution.py).
+    ranks: list[RankTiming] = Field(default_factory=list)
+    straggler_threshold: float | None = None  # what `stragglers` was judged against
+    stragglers: list[Straggler] = Field(default_factory=list)
+    input_bound: list[InputBound] = Field(default_factory=list)
+    node_verdicts: list[NodeVerdict] = Field(default_factory=list)
     nodes: list[NodeOutcome] = Field(default_factory=list)
     image: str = ""
     effective_config: dict[str, Any] = Field(default_factory=dict)

@@ -23,12 +23,14 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
+from harness.core.attribution import Attribution, NodeFacts, attribute
 from harness.core.backend import ClusterBackend
-from harness.core.diagnose import failure_report, refine_kind
+from harness.core.diagnose import failure_report, rank_failures, refine_kind
 from harness.core.events import Event, last, read_event_files
 from harness.core.inventory import Inventory
 from harness.core.job import Job
 from harness.core.metrics import compute_metrics
+from harness.core.monitor_why import monitor_why
 from harness.core.plan import NodePlan, RunPlan
 from harness.core.record import record_run
 from harness.core.results import Metrics, NodeOutcome, RunResult
@@ -214,6 +216,33 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
               "back and removes the containers")
 
 
+def _node_facts(plan: RunPlan, run: _Run, by_rank: dict[int, list[Event]]) -> NodeFacts:
+    nproc = plan.job.nproc_per_node
+    lost = set(run.outcome.lost_nodes)
+    first_error = {}
+    for failure in reversed(rank_failures(by_rank)):  # earliest last: it wins
+        first_error[failure.rank // nproc] = f"rank {failure.rank}: {failure.error}"
+    exits = {node.node_rank: node.exit_code for node in run.nodes}
+    hung = {}
+    if run.outcome.kind == "stalled":
+        for node_rank in {rank // nproc for rank in run.outcome.stalled_ranks}:
+            silent = [r for r in run.outcome.stalled_ranks if r // nproc == node_rank]
+            hung[node_rank] = f"{'rank' if len(silent) == 1 else 'ranks'} {', '.join(map(str, silent))} silent"
+    return NodeFacts(
+        hosts={node.node_rank: node.host.name for node in plan.nodes}, lost=lost, hung=hung,
+        failed={k: first_error.get(k, f"exit status {exits.get(k)}") for k in run.outcome.failed_nodes
+                if k not in lost},
+        uncollected={node.node_rank for node in run.nodes if not node.collected} - lost,
+    )
+
+
+def _attribute(plan: RunPlan, run: _Run, by_rank: dict[int, list[Event]], out_dir: Path,
+               inventory: Inventory) -> Attribution:
+    why = monitor_why(out_dir, plan)
+    return attribute(by_rank, plan.job.world_size, plan.job.nproc_per_node, _node_facts(plan, run, by_rank), why,
+                     inventory.cluster.straggler_threshold, inventory.cluster.input_bound_share)
+
+
 def _release(plan: RunPlan, backend: ClusterBackend, console: Console) -> None:
     try:
         backend.release(plan)
@@ -303,6 +332,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         fabric = fabric_verdict(inventory.cluster.fabric, plan.vendor.collective, run.nodes)
         run.nodes = with_transports(run.nodes, fabric.transports)
         failure, kind, warnings = fabric.judge(failure, kind)
+        attribution = _attribute(plan, run, by_rank, out_dir, inventory)
     for warning in warnings:
         _warn(console, warning)
 
@@ -325,6 +355,11 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         metrics=metrics,
         bandwidth=bandwidth_result(by_rank),
         warnings=warnings,
+        ranks=attribution.ranks,
+        straggler_threshold=inventory.cluster.straggler_threshold,
+        stragglers=attribution.stragglers,
+        input_bound=attribution.input_bound,
+        node_verdicts=attribution.verdicts,
         nodes=run.nodes,
         image=_image_text(plan, run.image_id),
         effective_config=config_event.value if config_event else {},

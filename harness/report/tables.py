@@ -62,6 +62,9 @@ def print_results(results: list[RunResult], console: Console, verbose: bool = Tr
                                    f"{node.transport.summary}", style="dim"))
         for warning in result.warnings:
             console.print(Text.assemble((f"{result.run_id} warning: ", "yellow"), warning))
+        for verdict in result.node_verdicts:
+            if verdict.verdict != "ok":
+                console.print(Text.assemble((f"{result.run_id} ", "yellow"), verdict.line()), soft_wrap=True)
         if result.status != "success":
             failure = (result.failure or "unknown failure").strip()
             if not verbose and "\n" in failure:
@@ -102,7 +105,14 @@ def report_html(results: list[RunResult]) -> str:
 def report_texts(results: list[RunResult]) -> dict[str, str]:
     """README.md (the 性能指标 table in the pages' format) and report.html (the
     same table with each run's failure, phases, nodes and environment), by file name."""
-    return {"README.md": "* 性能指标\n\n" + metric_table_markdown(results), "report.html": report_html(results)}
+    return {"README.md": "* 性能指标\n\n" + metric_table_markdown(results) + _node_notes(results),
+            "report.html": report_html(results)}
+
+
+def _node_notes(results: list[RunResult]) -> str:
+    """The notes under the table: one line per node of each run (ok, slow, input-bound, hung, lost)."""
+    lines = [f"- {result.run_id}: {verdict.line()}" for result in results for verdict in result.node_verdicts]
+    return "\n* nodes\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def write_reports(results: list[RunResult], folder: Path) -> Path:

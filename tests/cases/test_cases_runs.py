@@ -42,6 +42,14 @@ def test_ddp_synthetic_run_writes_a_complete_record(case: str, torchrun, tmp_pat
     assert len(steps) == 8 and [s["value"]["step"] for s in steps] == list(range(1, 9))
     assert all(s["value"]["samples"] == 8 for s in steps)
     assert all(0 < s["value"]["core_s"] <= s["value"]["step_s"] for s in steps)
+    # Each rank's step splits into data, its own compute (DDP's hook marks the end
+    # of backward apart from the all-reduce) and the rest; they add up to the step.
+    for events in (rank0, rank1):
+        for step in (s["value"] for s in events.all("step")):
+            assert 0 < step["compute_s"] <= step["core_s"] and step["data_s"] >= 0 and step["comm_s"] >= 0
+            assert step["data_s"] + step["compute_s"] + step["comm_s"] == pytest.approx(step["step_s"], abs=1e-6)
+        summary_of = events.one("summary")["value"]
+        assert (summary_of["compute_timer"], summary_of["compute_excludes_allreduce"]) == ("wall clock", True)
     stop = rank0.one("train_stop")["value"]
     assert (stop["samples"], stop["steps"], stop["stop_reason"]) == (64, 8, "max_epochs")
     assert rank0.one("eval_stop")["value"]["samples"] == 10
