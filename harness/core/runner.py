@@ -26,6 +26,7 @@ from rich.text import Text
 from harness.core.backend import ClusterBackend
 from harness.core.diagnose import failure_report, refine_kind
 from harness.core.events import Event, last, read_event_files
+from harness.core.hang import hang_triage
 from harness.core.inventory import Inventory
 from harness.core.job import Job
 from harness.core.metrics import compute_metrics
@@ -260,13 +261,13 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         except KeyboardInterrupt:
             run.interrupted = True
             run.outcome = WaitOutcome(False, "interrupted", "interrupted (SIGINT/SIGTERM/SIGHUP) "
-                                      + ("while training" if run.launched else "before training started"))
+                                      + ("while training" if run.launched else "before training started")).decided_now()
         except HostUnreachable as exc:  # a host lost while building or starting: not bad input
-            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}")
+            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}").decided_now()
         except UserError:
             raise  # the REPRO gate: nothing was started
         except HarnessError as exc:
-            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}")
+            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}").decided_now()
         if not run.outcome.ok:
             console.print(Text.assemble(("failed: ", "red"), f"{run.outcome.failure}; stopping the other nodes"),
                           soft_wrap=True)
@@ -286,7 +287,9 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         _record_container_framework(run.environments, run.nodes, by_rank)
         metrics = None
         kind = refine_kind(run.outcome, by_rank)
-        failure = None if run.outcome.ok else failure_report(run.outcome, run.nodes, by_rank)
+        # A stalled run: where each rank stood when its stacks were dumped, outliers first.
+        hang = hang_triage(run.nodes, job.world_size, run.outcome.stalled_ranks) if run.outcome.kind == "stalled" else None
+        failure = None if run.outcome.ok else failure_report(run.outcome, run.nodes, by_rank, hang)
         config_event = last(by_rank.get(0, []), "config")
         try:
             metrics = _device_memory(compute_metrics(by_rank), run.nodes, job.nproc_per_node)
@@ -324,6 +327,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         allocation=plan.allocation or None,
         metrics=metrics,
         bandwidth=bandwidth_result(by_rank),
+        hang=hang,
         warnings=warnings,
         nodes=run.nodes,
         image=_image_text(plan, run.image_id),
