@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cases.protocol import encode_event, event_file_name
+from cases.protocol import encode_event, event_file_name, stacks_file_name
 from harness.backends.docker_request import docker_plan
 from harness.backends.image import plan_job_image
 from harness.core.backend import ClusterBackend, Leftover, NodeState, PreflightReport
@@ -31,6 +31,8 @@ class FakeNode:
     states: list[str] = field(default_factory=lambda: ["exit:0"])
     # global rank -> (time_ms, key, value) events its log holds once collected
     events: dict[int, list[tuple[int, str, dict]]] = field(default_factory=dict)
+    # global rank -> the stack dumps its stacks_rank<r>.log holds once collected
+    stacks: dict[int, str] = field(default_factory=dict)
     polls: int = 0
 
     def next_state(self, node_rank: int) -> NodeState:
@@ -132,6 +134,8 @@ class FakeBackend(ClusterBackend):
             for global_rank, events in fake.events.items():
                 lines = [encode_event(time_ms, key, global_rank, value) for time_ms, key, value in events]
                 (folder / event_file_name(global_rank)).write_text("".join(lines))
+            for global_rank, dumps in fake.stacks.items():
+                (folder / stacks_file_name(global_rank)).write_text(dumps)
             last = fake.states[-1]
             outcomes.append(NodeOutcome(host=node.host.name, node_rank=rank, container=node.container_name,
                                         exit_code=int(last.split(":")[1]) if last.startswith("exit:") else None,

@@ -148,6 +148,11 @@ def test_hung_node_is_stopped_as_stalled_with_stacks(make_hosts_yaml: Callable[.
     result = results_of(tmp_path, run_id, "2x1")
     assert result["status"] == "failed" and result["failure_kind"] == "stalled"
     assert "stalled: no progress for 15 s" in result["failure"] and "rank " in result["failure"]
+    # where the ranks hung leads: node 1's rank 1 apart from the others, or both ranks in one place
+    lines = result["failure"].splitlines()
+    assert lines[0].startswith("hung apart from the others: rank 1 (node2) in ") or \
+        lines[0].startswith("all 2 ranks wait in one place: "), result["failure"]
+    assert result["hang"] and result["hang"]["groups"] and result["hang"]["missing_ranks"] == [], result["hang"]
     out = tmp_path / run_id / "resnet50" / "2x1"
     for node, rank in (("node1_noderank0", 0), ("node2_noderank1", 1)):
         assert (out / node / "container.log").is_file()

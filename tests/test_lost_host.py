@@ -53,6 +53,10 @@ def test_lost_host_is_infra_and_the_others_are_collected(make_hosts_yaml: Callab
         result = json.loads((out / "results.json").read_text())
         assert result["status"] == "failed" and result["failure_kind"] == "infra"
         assert result["lost_hosts"] == ["beta"] and "host lost" in result["failure"]
+        # the loss leads; node 0's rank, stopped by the harness afterwards, is not the first failure
+        lines = result["failure"].splitlines()
+        assert lines[0].startswith("host lost") and "node 1 (beta)" in lines[0], result["failure"]
+        assert not any(line.startswith(("first failure", "rank 0: Terminated")) for line in lines), result["failure"]
         assert any("beta" in item and f"runs/{run_id}/node1" in item for item in result["left_on_hosts"])
         assert (out / "node1_noderank0" / "container" / "events_rank0.log").is_file()
         assert (out / "README.md").is_file() and (out / "report.html").is_file()

@@ -117,6 +117,39 @@ def test_no_progress_is_stalled_with_stacks_dumped_before_the_stop(tmp_path: Pat
     assert names.index("dump_stacks") < names.index("stop") < names.index("collect")
 
 
+def dump(*frames: str) -> str:
+    """A faulthandler dump of an idle thread and the main thread; frames innermost first, "path:line:function"."""
+    lines = ["Thread 0x00007f0000000002 (most recent call first):",
+             '  File "/usr/lib/python3.11/threading.py", line 324 in wait', "",
+             "Current thread 0x00007f0000000001 (most recent call first):"]
+    for frame in (*frames, "/bench/cases/run.py:221:main", "/bench/cases/run.py:247:<module>"):
+        path, line, function = frame.split(":")
+        lines.append(f'  File "{path}", line {line} in {function}')
+    return "\n".join(lines) + "\n"
+
+
+def test_a_stalled_run_leads_with_the_rank_that_hung_apart(tmp_path: Path) -> None:
+    step = (1000, "step", {"epoch": 0, "step": 7})
+    waiting = dump("/venv/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py:2501:all_reduce",
+                   "/bench/cases/driver.py:180:train_step", "/bench/cases/driver.py:230:train")
+    computing = dump("/bench/cases/resnet50/model.py:40:forward", "/bench/cases/driver.py:212:train")
+    backend = FakeBackend([FakeNode(["running"], {0: [step]}, stacks={0: waiting}),
+                           FakeNode(["running"], {1: [step]}, stacks={1: computing})])
+    result = start(tmp_path, backend, WatchLimits(timeout_s=30, stall_timeout_s=0.3, host_lost_s=30))
+    assert result.failure_kind == "stalled" and result.hang is not None
+    lines = result.failure.splitlines()
+    assert lines[0] == "hung apart from the others: rank 1 (beta) in cases/resnet50/model.py:40 in forward"
+    assert lines[1] == ("rank 0 waits in torch/distributed/distributed_c10d.py:2501 in all_reduce "
+                        "(from cases/driver.py:180 in train_step)")
+    assert lines[2].startswith("stalled: no progress for 0 s")
+    assert [group.ranks for group in result.hang.groups] == [[0], [1]]
+    hang = recorded(tmp_path)["hang"]
+    assert hang["outliers"] == [{"rank": 1, "host": "beta", "node_rank": 1,
+                                 "training_frame": "cases/resnet50/model.py:40 in forward"}]
+    report = (tmp_path / "results" / "flow" / "resnet50" / "2x1" / "report.html").read_text()
+    assert "Where the ranks hung" in report and "cases/resnet50/model.py:40 in forward" in report
+
+
 def test_the_deadline_is_timeout(tmp_path: Path) -> None:
     backend = FakeBackend([FakeNode(["running"]), FakeNode(["running"])])
     result = start(tmp_path, backend, WatchLimits(timeout_s=0.2, stall_timeout_s=30, host_lost_s=30))

@@ -141,6 +141,33 @@ class NodeVerdict(BaseModel):
         return f"node {self.node_rank} ({self.host}{devices}): {self.verdict}{detail}"
 
 
+class StackGroup(BaseModel):
+    """Ranks whose main threads stood in the same innermost frames when their stacks were dumped."""
+
+    ranks: list[int]
+    frames: list[str] = Field(default_factory=list)  # innermost first, "file:line in func"
+    training_frame: str = ""  # the innermost frame of the training code (cases/), "" when none
+
+
+class HangOutlier(BaseModel):
+    """A rank that hung somewhere else than most ranks: the likely cause of a stall."""
+
+    rank: int
+    host: str
+    node_rank: int
+    training_frame: str  # the innermost frame of the training code, else the innermost frame
+
+
+class HangTriage(BaseModel):
+    """Where each rank of a stalled run stood, from the stacks dumped before the stop
+    (harness/core/hang.py): groups biggest first, the ranks outside the biggest group."""
+
+    groups: list[StackGroup] = Field(default_factory=list)
+    outliers: list[HangOutlier] = Field(default_factory=list)
+    missing_ranks: list[int] = Field(default_factory=list)  # no stacks file, or an empty one
+    summary: str = ""  # the lines that lead the failure report
+
+
 class RunResult(BaseModel):
     run_id: str
     case: str
@@ -161,6 +188,7 @@ class RunResult(BaseModel):
     allocation: str | None = None
     metrics: Metrics | None = None
     bandwidth: Bandwidth | None = None  # bandwidth cases: busbw per message size
+    hang: HangTriage | None = None  # stalled runs: where each rank stood when its stacks were dumped
     # What did not fail the run but must be seen (a fabric fallback under allow_fallback, ...).
     warnings: list[str] = Field(default_factory=list)
     # Where the time went, per rank, and who was slow (harness/core/attribution.py).

@@ -23,17 +23,19 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from harness.core.attribution import Attribution, NodeFacts, attribute
+from harness.core.attribution import Attribution, attribute
 from harness.core.backend import ClusterBackend
-from harness.core.diagnose import failure_report, rank_failures, refine_kind
+from harness.core.diagnose import failure_report, refine_kind
 from harness.core.events import Event, last, read_event_files
+from harness.core.hang import hang_triage
 from harness.core.inventory import Inventory
 from harness.core.job import Job
 from harness.core.metrics import compute_metrics
 from harness.core.monitor_why import monitor_why
+from harness.core.node_facts import node_facts
 from harness.core.plan import NodePlan, RunPlan
 from harness.core.record import record_run
-from harness.core.results import Metrics, NodeOutcome, RunResult
+from harness.core.results import HangTriage, Metrics, NodeOutcome, RunResult
 from harness.core.vendor import load_vendor
 from harness.core.watch import StepProgress, WaitOutcome, Watcher, WatchLimits
 from harness.devices.sampler import peak_memory
@@ -216,30 +218,10 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
               "back and removes the containers")
 
 
-def _node_facts(plan: RunPlan, run: _Run, by_rank: dict[int, list[Event]]) -> NodeFacts:
-    nproc = plan.job.nproc_per_node
-    lost = set(run.outcome.lost_nodes)
-    first_error = {}
-    for failure in reversed(rank_failures(by_rank)):  # earliest last: it wins
-        first_error[failure.rank // nproc] = f"rank {failure.rank}: {failure.error}"
-    exits = {node.node_rank: node.exit_code for node in run.nodes}
-    hung = {}
-    if run.outcome.kind == "stalled":
-        for node_rank in {rank // nproc for rank in run.outcome.stalled_ranks}:
-            silent = [r for r in run.outcome.stalled_ranks if r // nproc == node_rank]
-            hung[node_rank] = f"{'rank' if len(silent) == 1 else 'ranks'} {', '.join(map(str, silent))} silent"
-    return NodeFacts(
-        hosts={node.node_rank: node.host.name for node in plan.nodes}, lost=lost, hung=hung,
-        failed={k: first_error.get(k, f"exit status {exits.get(k)}") for k in run.outcome.failed_nodes
-                if k not in lost},
-        uncollected={node.node_rank for node in run.nodes if not node.collected} - lost,
-    )
-
-
 def _attribute(plan: RunPlan, run: _Run, by_rank: dict[int, list[Event]], out_dir: Path,
-               inventory: Inventory) -> Attribution:
-    why = monitor_why(out_dir, plan)
-    return attribute(by_rank, plan.job.world_size, plan.job.nproc_per_node, _node_facts(plan, run, by_rank), why,
+               inventory: Inventory, hang: HangTriage | None) -> Attribution:
+    facts = node_facts(plan, run.outcome, run.nodes, by_rank, hang)
+    return attribute(by_rank, plan.job.world_size, plan.job.nproc_per_node, facts, monitor_why(out_dir, plan),
                      inventory.cluster.straggler_threshold, inventory.cluster.input_bound_share)
 
 
@@ -289,13 +271,13 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         except KeyboardInterrupt:
             run.interrupted = True
             run.outcome = WaitOutcome(False, "interrupted", "interrupted (SIGINT/SIGTERM/SIGHUP) "
-                                      + ("while training" if run.launched else "before training started"))
+                                      + ("while training" if run.launched else "before training started")).decided_now()
         except HostUnreachable as exc:  # a host lost while building or starting: not bad input
-            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}")
+            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}").decided_now()
         except UserError:
             raise  # the REPRO gate: nothing was started
         except HarnessError as exc:
-            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}")
+            run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}").decided_now()
         if not run.outcome.ok:
             console.print(Text.assemble(("failed: ", "red"), f"{run.outcome.failure}; stopping the other nodes"),
                           soft_wrap=True)
@@ -315,7 +297,9 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         _record_container_framework(run.environments, run.nodes, by_rank)
         metrics = None
         kind = refine_kind(run.outcome, by_rank)
-        failure = None if run.outcome.ok else failure_report(run.outcome, run.nodes, by_rank)
+        # A stalled run: where each rank stood when its stacks were dumped, outliers first.
+        hang = hang_triage(run.nodes, job.world_size, run.outcome.stalled_ranks) if run.outcome.kind == "stalled" else None
+        failure = None if run.outcome.ok else failure_report(run.outcome, run.nodes, by_rank, hang)
         config_event = last(by_rank.get(0, []), "config")
         try:
             metrics = _device_memory(compute_metrics(by_rank), run.nodes, job.nproc_per_node)
@@ -332,7 +316,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         fabric = fabric_verdict(inventory.cluster.fabric, plan.vendor.collective, run.nodes)
         run.nodes = with_transports(run.nodes, fabric.transports)
         failure, kind, warnings = fabric.judge(failure, kind)
-        attribution = _attribute(plan, run, by_rank, out_dir, inventory)
+        attribution = _attribute(plan, run, by_rank, out_dir, inventory, hang)
     for warning in warnings:
         _warn(console, warning)
 
@@ -354,6 +338,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         allocation=plan.allocation or None,
         metrics=metrics,
         bandwidth=bandwidth_result(by_rank),
+        hang=hang,
         warnings=warnings,
         ranks=attribution.ranks,
         straggler_threshold=inventory.cluster.straggler_threshold,

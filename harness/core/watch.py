@@ -48,6 +48,15 @@ class WaitOutcome:
     failed_nodes: list[int] = field(default_factory=list)  # node ranks that ended badly
     lost_nodes: list[int] = field(default_factory=list)  # node ranks whose host was lost
     stalled_ranks: list[int] = field(default_factory=list)  # global ranks
+    # When the harness decided to stop the run (controller's clock, ms since the epoch): a
+    # rank that fails after it was stopped by the harness, not the cause (harness/core/diagnose.py).
+    stop_decided_ms: int | None = None
+
+    def decided_now(self) -> WaitOutcome:
+        """This outcome, stamped with the moment the harness decides to stop the run."""
+        if not self.ok and self.stop_decided_ms is None:
+            self.stop_decided_ms = int(time.time() * 1000)
+        return self
 
 
 class StallWatch:
@@ -151,7 +160,7 @@ class Watcher:
     def wait(self) -> WaitOutcome:
         ranks = [node.node_rank for node in self.plan.nodes]
         with self.backend.watch(self.plan, ranks) as watch:
-            return self._wait(watch)
+            return self._wait(watch).decided_now()
 
     def _wait(self, watch: NodeWatch) -> WaitOutcome:
         plan, limits = self.plan, self.limits
