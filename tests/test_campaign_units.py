@@ -33,7 +33,7 @@ from harness.campaign.suite import Notify
 from harness.campaign.summary import write_summary
 from harness.campaign.view import CampaignView, live_layout
 from harness.core.inventory import Host
-from harness.core.results import Metrics, NodeOutcome, RunResult
+from harness.core.results import Metrics, NodeOutcome, NodeVerdict, RunResult
 from harness.core.watch import StepProgress
 from harness.errors import UserError
 from harness.hostlock import LockHolder, stale_reason
@@ -255,7 +255,10 @@ def recorded(results: Path, run_id: str, p_core: float, steps: int = 5) -> str:
     result = RunResult(run_id=run_id, case="resnet50", vendor="cpu", accelerator="cpu", nnodes=2, nproc_per_node=1,
                        precision="fp32", fix_hp=TINY, status="success", finished_at=f"2026-11-2{len(run_id) % 10}",
                        metrics=Metrics(p_core=p_core, p_train=p_core / 2, p_whole=p_core / 3, e2e_time=9.0),
-                       nodes=[NodeOutcome(host="node1", node_rank=0, container="c", exit_code=0, log_dir=str(node))])
+                       nodes=[NodeOutcome(host="node1", node_rank=0, container="c", exit_code=0, log_dir=str(node))],
+                       node_verdicts=[NodeVerdict(node_rank=0, host="node1", devices=["cpu"], verdict="ok"),
+                                      NodeVerdict(node_rank=1, host="node2", devices=["cpu"], verdict="slow",
+                                                  detail="rank 1, score 0.41, why: host cpu 97%")])
     (out / "results.json").write_text(result.model_dump_json())
     return str(out / "results.json")
 
@@ -276,8 +279,12 @@ def test_summary_has_spread_failures_and_every_plot(tmp_path: Path) -> None:
     text = summary.read_text()
     assert "| 1: resnet50 cpu 2x1" in text and "median 120.0 (n=5" in text and "olympic 120.0" in text
     assert "job: node 1 (node2) exited 1: rank 1 failed" in text
+    # Every node of every repeat has its verdict line, the slow one with its score and why.
+    assert "- node: ok4: node 1 (node2, cpu): slow (rank 1, score 0.41, why: host cpu 97%)" in text
+    assert text.count(": node 0 (node1, cpu): ok") == 5
     html = (folder / "summary.html").read_text()
     assert html.count('<img class="plot" src="data:image/png;base64,') == 3  # repeats, step time, monitor
+    assert 'class="node-flag">node: ok0: node 1 (node2, cpu): slow (rank 1' in html
     assert len(list((folder / "plots").glob("*.png"))) == 3
 
 
