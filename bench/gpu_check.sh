@@ -10,6 +10,7 @@
 #   PYTHON      the interpreter whose torch runs the job (default: python3)
 #   PRECISIONS  default "fp32 amp" (the A100 hardware files name no precision: fp32)
 #   STEPS       training steps per run (default 50)
+#   WORKERS     data loader workers per rank (default 4)
 #   WHEELS      a folder of wheels for the controller's packages this Python lacks
 #               (pydantic, rich, paramiko, ...): installed into a venv that sees
 #               the system's torch; nothing is fetched from the network
@@ -20,6 +21,7 @@ OUT=$(realpath -m "${1:-results/gpu-check}")
 PYTHON=${PYTHON:-python3}
 PRECISIONS=${PRECISIONS:-fp32 amp}
 STEPS=${STEPS:-50}
+WORKERS=${WORKERS:-4}
 VENDOR=${VENDOR:-nvidia}
 ACCELERATOR=${ACCELERATOR:-}
 CASES=${CASES:-resnet50 mobilenetv2 vit bigtransfer}
@@ -57,7 +59,7 @@ run() {  # run-id, then bench's own arguments
 tag=$(date +%H%M%S)
 for case in $CASES; do
     for precision in $PRECISIONS; do
-        run "gpu-$tag-$case-$precision" --case "$case" --fix-hp "max_steps=$STEPS,precision=$precision,num_workers=4"
+        run "gpu-$tag-$case-$precision" --case "$case" --fix-hp "max_steps=$STEPS,precision=$precision,num_workers=$WORKERS"
     done
 done
 run "gpu-$tag-allreduce" --case allreduce
