@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from harness.backends.transport import Transport
 from harness.core.inventory import Host
 from harness.errors import HarnessError, HostUnreachable, UserError
+from harness.parallel import run_all
 
 
 def now_iso() -> str:
@@ -221,13 +222,16 @@ def read_lock(transport: Transport, host: Host) -> LockState:
 def refuse_if_locked(transport_for: Callable[[Host], Transport], hosts: list[Host], stale_after_s: float,
                      warn: Callable[[str], None]) -> None:
     """For `bench`: HostLocked when a live campaign holds one of these hosts. A
-    host that does not answer is left to the preflight, which names it."""
-    for host in hosts:
+    host that does not answer is left to the preflight, which names it. The hosts
+    are read in parallel (this also opens each one's connection for what follows)."""
+    def read(host: Host) -> LockState | None:
         try:
-            state = read_lock(transport_for(host), host)
+            return read_lock(transport_for(host), host)
         except HarnessError:
-            continue
-        if not state.held:
+            return None
+
+    for host, state in zip(hosts, run_all(read, hosts)):
+        if state is None or not state.held:
             continue
         reason = stale_reason(state.holder, state.mtime, stale_after_s)
         who = state.holder.describe() if state.holder else "an unreadable holder"

@@ -62,9 +62,9 @@ def train_argv(job: Job, vendor: VendorSpec, node_rank: int | str, master_addr: 
         "--master_addr", master_addr,
         "--master_port", str(master_port),
         "--max_restarts", "0",
-        # torchrun checks its workers this often (default 5 s): the lag between
+        # torchrun checks its workers this often (older torch defaults to 5 s): the lag between
         # the last worker's exit and the container's.
-        "--monitor_interval", "0.5",
+        "--monitor_interval", "0.1",
         "--log_dir", f"{log_dir}/torchrun",
         "--redirects", "3",
         "--tee", "3",
