@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import RANK_ENV
 
 from harness import REPO_ROOT
 from harness.report.history import HISTORY_FILE
@@ -294,7 +295,7 @@ def test_secrets_never_land_in_the_results(make_hosts_yaml: Callable[..., Path],
     run_id = "fault-secrets"
     token, from_env = "tok-5f1e9a77c2d34b", "env-9c8d7e6f5a4b3c"
     hosts = make_hosts_yaml(cluster_overrides={"env": {
-        "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": "/opt/bench-site",
+        "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": "/opt/bench-site", **RANK_ENV,
         "HF_TOKEN": token, "WANDB_API_KEY": {"from_env": "BENCH_TEST_SECRET"}}})
     results = tmp_path / "results"
     proc = bench(hosts, results, run_id, "--config", "2x1", "--fix-hp", f"{TINY},max_steps=2",
