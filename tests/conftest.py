@@ -36,6 +36,11 @@ TESTHOSTS = REPO_ROOT / ".cache" / "testhosts"
 BASE_IMAGE = "bench-base/debian:bookworm"
 SITE_TARGET = "/opt/bench-site"  # where containers see the venv's site-packages
 WORK_ROOT = Path("/tmp/bench-work")
+# Every test host is this machine, whose 2 cores all ranks share: one thread per
+# rank, as torchrun sets when it starts several. With torch's default (a thread per
+# core in every rank) the ranks spin against each other, and against whatever else
+# runs here, at up to 10x the step time of one thread each.
+RANK_ENV = {"OMP_NUM_THREADS": "1"}
 SETUP_HINT = "run `bash tests/infra/setup.sh` first"
 
 
@@ -210,7 +215,7 @@ def write_hosts_yaml(
         "master_port": find_free_port(),
         "known_hosts": str(infra.known_hosts),
         "accept_unknown_host_keys": False,
-        "env": {"GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": SITE_TARGET},
+        "env": {"GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": SITE_TARGET, **RANK_ENV},
         # This machine's hard memlock limit is 8 MiB: unlimited cannot be granted.
         "ulimits": ["stack=67108864:67108864"],
         "mounts": [{"source": str(infra.site_packages), "target": SITE_TARGET, "readonly": True}],
@@ -281,7 +286,7 @@ def make_slurm_yaml(tmp_path: Path, infra: TestInfra, request: pytest.FixtureReq
         cluster: dict[str, Any] = {
             "backend": "slurm",
             "master_port": find_free_port(),
-            "env": {"GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": SITE_TARGET},
+            "env": {"GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": SITE_TARGET, **RANK_ENV},
             "ulimits": ["stack=67108864:67108864"],
             "mounts": [{"source": str(infra.site_packages), "target": SITE_TARGET, "readonly": True}],
             "template_params": {"base_image": infra.base_image},

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from conftest import RANK_ENV
 from test_faults import LONG, TINY, bench, bench_argv, controller, wait_for_step, work_dir
 
 from harness import REPO_ROOT
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 # The test hosts are this machine: its venv has torch (the cpu vendor's image borrows it too).
 PYTHON = sys.executable
-BARE = {"backend": "ssh", "payload": {"type": "bare", "python": PYTHON}, "env": {"GLOO_SOCKET_IFNAME": "lo"},
+BARE = {"backend": "ssh", "payload": {"type": "bare", "python": PYTHON}, "env": {"GLOO_SOCKET_IFNAME": "lo", **RANK_ENV},
         "mounts": []}
 
 

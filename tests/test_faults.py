@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import RANK_ENV
 
 from harness import REPO_ROOT
 from harness.report.history import HISTORY_FILE
@@ -33,11 +34,17 @@ if TYPE_CHECKING:
 
 TINY = "bs=2,image_size=32,num_classes=10"
 LONG = f"{TINY},epochs=1000"  # runs until stopped
-STEPS_PAST_A_FAULT = 50  # still training when a 16 s fault is over (a step takes about 1 s on 2 cores)
+# A run that must outlive a fault: hold_training() pauses its node 0 for the fault's
+# length, so it cannot end meanwhile whatever the machine's speed. mobilenetv2 steps
+# about 20x faster than resnet50 here; HELD_STEPS of them (about 10 s on 2 busy cores)
+# are the margin for rank 0 to be paused before it trains them all: a 0.1 s poll and
+# a `docker pause` against the steps after rank 1's first.
+HELD_CASE = "mobilenetv2"
+HELD_STEPS = 200
 
 
-def bench_argv(hosts: Path, results: Path, run_id: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu",
+def bench_argv(hosts: Path, results: Path, run_id: str, *args: str, case: str = "resnet50") -> list[str]:
+    return [sys.executable, "-m", "harness", "bench", "--case", case, "--vendor", "cpu",
             "--hosts", str(hosts), "--results", str(results), "--run-id", run_id, *args]
 
 
@@ -71,15 +78,44 @@ def wait_running(run_id: str, count: int, engine: str | None = None, limit_s: fl
     raise AssertionError(f"{count} container(s) of {run_id} never ran")
 
 
-def wait_for_step(run_dir: Path, rank: int = 0, limit_s: float = 240) -> None:
+def steps_logged(run_dir: Path, rank: int) -> int:
+    """The steps in rank's event log (on the host, under the node's work dir)."""
+    return max((log.read_text(errors="replace").count('"key": "step"') for log in run_dir.glob(f"**/events_rank{rank}.log")),
+               default=0)
+
+
+def wait_for_step(run_dir: Path, rank: int = 0, limit_s: float = 240, poll_s: float = 0.5) -> None:
     """Until rank's event log (on the host, under the node's work dir) shows a step."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        for log in run_dir.glob(f"**/events_rank{rank}.log"):
-            if '"key": "step"' in log.read_text(errors="replace"):
-                return
-        time.sleep(0.5)
+        if steps_logged(run_dir, rank):
+            return
+        time.sleep(poll_s)
     raise AssertionError(f"rank {rank} never reached a step under {run_dir}")
+
+
+def node_container(run_id: str, node_rank: int, engine: str | None = None) -> str:
+    """The running container of the run's node `node_rank` on `engine`."""
+    found = [c for c in containers_of(run_id, engine, running=True)
+             if docker("inspect", "--format", '{{index .Config.Labels "bench.node_rank"}}', c,
+                       engine=engine).stdout.strip() == str(node_rank)]
+    assert len(found) == 1, f"node {node_rank} of {run_id}: containers {found}"
+    return found[0]
+
+
+@contextmanager
+def hold_training(run_id: str, run_dir: Path, max_steps: int) -> Iterator[None]:
+    """Once rank 1 trains, node 0's container (on this machine's engine) is paused
+    until the block ends: the run, in the middle of its training, cannot end while a
+    fault is on, however fast the machine. Rank 1 waits in its next all-reduce."""
+    wait_for_step(run_dir, rank=1, poll_s=0.1)
+    node0 = node_container(run_id, 0)
+    assert docker("pause", node0).returncode == 0
+    try:
+        assert steps_logged(run_dir, 0) < max_steps, f"rank 0 trained all {max_steps} steps before its pause"
+        yield
+    finally:
+        docker("unpause", node0)
 
 
 def wait_for_output(proc: subprocess.Popen[str], pattern: re.Pattern[str], limit_s: float = 120) -> str:
@@ -103,8 +139,8 @@ def wait_for_output(proc: subprocess.Popen[str], pattern: re.Pattern[str], limit
     return "".join(read)
 
 
-def results_of(results: Path, run_id: str, config: str) -> dict:
-    return json.loads((results / run_id / "resnet50" / config / "results.json").read_text())
+def results_of(results: Path, run_id: str, config: str, case: str = "resnet50") -> dict:
+    return json.loads((results / run_id / case / config / "results.json").read_text())
 
 
 def work_dir(hosts_yaml: Path) -> Path:
@@ -171,20 +207,20 @@ def test_frozen_engine_for_longer_than_a_poll_is_survived(make_hosts_yaml: Calla
     hosts = make_hosts_yaml(cluster_overrides={"host_lost_s": 120})
     text = hosts.read_text().replace("name: node2\n", f"name: node2\n  docker_host: {engine}\n")
     hosts.write_text(text)
-    with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1",
-                               "--fix-hp", f"{LONG},max_steps={STEPS_PAST_A_FAULT}")) as proc:
+    with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{LONG},max_steps={HELD_STEPS}",
+                               case=HELD_CASE)) as proc:
         wait_running(run_id, 2, engine=engine, limit_s=400, proc=proc)
-        wait_for_step(work_dir(hosts), rank=1, limit_s=240)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(16)  # longer than the poll's 10 s docker timeout
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        assert proc.poll() is None and containers_of(run_id, running=True), "the run ended before the fault was over"
-        stdout, stderr = proc.communicate(timeout=1200)  # 50 steps: a deadline, not a speed (a loaded CI machine took over 400 s)
+        with hold_training(run_id, work_dir(hosts), HELD_STEPS):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(16)  # longer than the poll's 10 s docker timeout
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert proc.poll() is None and containers_of(run_id, running=True), "the run ended before the fault was over"
+        stdout, stderr = proc.communicate(timeout=1200)  # a deadline, not a speed (a loaded CI machine is slow)
     assert proc.returncode == 0, stdout + stderr
-    result = results_of(tmp_path, run_id, "2x1")
-    assert result["status"] == "success" and result["metrics"]["steps"] == STEPS_PAST_A_FAULT
+    result = results_of(tmp_path, run_id, "2x1", case=HELD_CASE)
+    assert result["status"] == "success" and result["metrics"]["steps"] == HELD_STEPS
     assert containers_of(run_id) == [] and containers_of(run_id, engine) == []
 
 
@@ -294,7 +330,7 @@ def test_secrets_never_land_in_the_results(make_hosts_yaml: Callable[..., Path],
     run_id = "fault-secrets"
     token, from_env = "tok-5f1e9a77c2d34b", "env-9c8d7e6f5a4b3c"
     hosts = make_hosts_yaml(cluster_overrides={"env": {
-        "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": "/opt/bench-site",
+        "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": "/opt/bench-site", **RANK_ENV,
         "HF_TOKEN": token, "WANDB_API_KEY": {"from_env": "BENCH_TEST_SECRET"}}})
     results = tmp_path / "results"
     proc = bench(hosts, results, run_id, "--config", "2x1", "--fix-hp", f"{TINY},max_steps=2",

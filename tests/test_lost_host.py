@@ -16,7 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from test_faults import LONG, STEPS_PAST_A_FAULT, bench_argv, containers_of, controller, wait_for_step, wait_running, work_dir
+from test_faults import (
+    HELD_CASE,
+    HELD_STEPS,
+    LONG,
+    bench_argv,
+    containers_of,
+    controller,
+    hold_training,
+    wait_for_step,
+    wait_running,
+    work_dir,
+)
 
 from harness import REPO_ROOT
 from harness.report.history import HISTORY_FILE
@@ -84,17 +95,18 @@ def test_short_ssh_blip_is_survived(make_hosts_yaml: Callable[..., Path], tmp_pa
     run_id = "fault-blip"
     spare: SpareSshd = spare_sshd()
     hosts = two_hosts(make_hosts_yaml, spare, infra, tmp_path)
-    with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1",
-                               "--fix-hp", f"{LONG},max_steps={STEPS_PAST_A_FAULT}")) as proc:
+    with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{LONG},max_steps={HELD_STEPS}",
+                               case=HELD_CASE)) as proc:
         wait_running(run_id, 2, proc=proc)
-        wait_for_step(work_dir(hosts), rank=1)
-        spare.stop()
-        time.sleep(3)
-        spare.start()
-        assert proc.poll() is None and containers_of(run_id, running=True), "the run ended before the blip was over"
-        stdout, stderr = proc.communicate(timeout=1200)  # 50 steps: a deadline, not a speed (a loaded CI machine took over 400 s)
+        with hold_training(run_id, work_dir(hosts), HELD_STEPS):
+            spare.stop()
+            time.sleep(3)
+            spare.start()
+            assert proc.poll() is None and containers_of(run_id, running=True), "the run ended before the blip was over"
+        stdout, stderr = proc.communicate(timeout=1200)  # a deadline, not a speed (a loaded CI machine is slow)
     assert proc.returncode == 0, stdout + stderr
-    result = json.loads((tmp_path / run_id / "resnet50" / "2x1" / "results.json").read_text())
-    assert result["status"] == "success" and result["metrics"]["steps"] == STEPS_PAST_A_FAULT
-    assert (tmp_path / run_id / "resnet50" / "2x1" / "beta_noderank1" / "container" / "events_rank1.log").is_file()
+    out = tmp_path / run_id / HELD_CASE / "2x1"
+    result = json.loads((out / "results.json").read_text())
+    assert result["status"] == "success" and result["metrics"]["steps"] == HELD_STEPS
+    assert (out / "beta_noderank1" / "container" / "events_rank1.log").is_file()
     assert containers_of(run_id) == []

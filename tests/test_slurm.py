@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import RANK_ENV
 from test_dry_run import normalise
 from test_faults import LONG, TINY, bench, bench_argv, containers_of, controller, results_of, wait_for_step, wait_running
 
@@ -47,7 +48,7 @@ def inventory(backend: str, make_hosts_yaml: Callable[..., Path], make_slurm_yam
     if backend == "slurm-bare":  # no container: torchrun from this machine's venv on each node
         loaded = yaml.safe_load(path.read_text())
         loaded["cluster"].update(payload={"type": "bare", "python": sys.executable}, mounts=[],
-                                 env={"GLOO_SOCKET_IFNAME": "lo"})
+                                 env={"GLOO_SOCKET_IFNAME": "lo", **RANK_ENV})
         path.write_text(yaml.safe_dump(loaded))
     return path
 
