@@ -30,17 +30,13 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import pytest
 import yaml
+from hostkit import RANK_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTHOSTS = REPO_ROOT / ".cache" / "testhosts"
 BASE_IMAGE = "bench-base/debian:bookworm"
 SITE_TARGET = "/opt/bench-site"  # where containers see the venv's site-packages
 WORK_ROOT = Path("/tmp/bench-work")
-# Every test host is this machine, whose 2 cores all ranks share: one thread per
-# rank, as torchrun sets when it starts several. With torch's default (a thread per
-# core in every rank) the ranks spin against each other, and against whatever else
-# runs here, at up to 10x the step time of one thread each.
-RANK_ENV = {"OMP_NUM_THREADS": "1"}
 SETUP_HINT = "run `bash tests/infra/setup.sh` first"
 
 

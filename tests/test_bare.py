@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from conftest import RANK_ENV
+from hostkit import RANK_ENV
 from test_faults import LONG, TINY, bench, bench_argv, controller, wait_for_step, work_dir
 
 from harness import REPO_ROOT

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import RANK_ENV
+from hostkit import RANK_ENV
 
 from harness import REPO_ROOT
 from harness.report.history import HISTORY_FILE

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RANK_ENV
+from hostkit import RANK_ENV
 from test_dry_run import normalise
 from test_faults import LONG, TINY, bench, bench_argv, containers_of, controller, results_of, wait_for_step, wait_running
 
