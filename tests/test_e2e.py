@@ -60,8 +60,10 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
     assert metrics["p_core"] >= metrics["p_train"] >= metrics["p_whole"] > 0
     assert metrics["e2e_time"] > 0 and metrics["samples"] == 4 * 2 * metrics["steps"]
     # Every rank's event log and torchrun's per-rank output, from both nodes.
+    # Only rank 0 echoes its events: node 1's container output may be empty, but it is there.
+    assert ":::BENCH " in (out / "node1_noderank0" / "container.log").read_text()
     for node, ranks in (("node1_noderank0", (0, 1)), ("node2_noderank1", (2, 3))):
-        assert (out / node / "container.log").stat().st_size > 0
+        assert (out / node / "container.log").is_file()
         for rank in ranks:
             assert (out / node / "container" / f"events_rank{rank}.log").is_file()
     assert len(list(out.rglob("stdout.log"))) == 4

@@ -69,7 +69,9 @@ def test_contract_a_2x2_run_end_to_end(backend: str, make_hosts_yaml: Callable[.
     for folder, ranks in zip(folders, ((0, 1), (2, 3))):
         for rank in ranks:  # world size 4: every rank's log came back under its node
             assert (out / folder / "container" / f"events_rank{rank}.log").is_file(), (folder, rank)
-        assert (out / folder / "container.log").stat().st_size > 0
+        assert (out / folder / "container.log").is_file()
+    # Only rank 0 echoes its events; the other node's output may be empty.
+    assert ":::BENCH " in (out / folders[0] / "container.log").read_text()
     assert "p_core" in done.stdout and run_id in done.stdout  # the table
     if backend.startswith("slurm"):
         assert [f.split("_")[0] for f in folders] == ["n1", "n2"]  # the allocated nodes' names
