@@ -220,7 +220,10 @@ class NodeBackend(ClusterBackend):
                 outcomes.append(NodeOutcome(host=host.name, node_rank=int(rank), container="",
                                             exit_code=got.exit_code, log_dir=str(folder), last_lines=got.last_lines,
                                             collected=got.complete, remote_run_dir=run_dir, notes=got.notes))
-            self.remove(self.payload.leftovers(transport, host, run_id))
+            # Only this host's: on an engine two hosts share, the other host's container
+            # may still be being collected by its own call beside this one.
+            self.remove([c for c in self.payload.leftovers(transport, host, run_id)
+                         if c.labelled_host in ("", host.name)])
             return outcomes
 
         return [outcome for found in run_all(again, hosts) for outcome in found]
