@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -34,6 +33,7 @@ from cases.data import Data
 from cases.devices import DeviceSpec, PrecisionPlan
 from cases.distributed import World
 from cases.heartbeat import Heartbeat
+from cases.protocol import percentile
 from cases.recorder import Recorder
 from cases.schedule import LrSchedule
 from cases.steptimes import ComputeClock, split_step
@@ -64,14 +64,6 @@ class Result:
     acc: Optional[float] = None
     core_s: List[float] = field(default_factory=list)
     step_s: List[float] = field(default_factory=list)
-
-
-def percentile(values: List[float], q: float) -> Optional[float]:
-    """Nearest-rank percentile, q in (0, 100]."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def make_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,

@@ -19,6 +19,7 @@ images with old interpreters as well as in the controller.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
@@ -195,3 +196,12 @@ def parse_hardware_config(name: str) -> HardwareConfig:
 
 def hardware_config_name(accelerator: str, nnodes: int, nproc: int) -> str:
     return "{}x{}x{}".format(accelerator, nnodes, nproc)
+
+
+def percentile(values: List[float], q: float) -> Optional[float]:
+    """Nearest-rank percentile, q in (0, 100]: the step-time figures of the training
+    side's summary and of the harness's per-rank timing are read the same way."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]

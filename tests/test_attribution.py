@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from cases.protocol import percentile
 from harness.core.attribution import (
     MIN_STEPS,
     NodeFacts,
     attribute,
     find_input_bound,
     node_verdicts,
-    percentile,
     rank_timings,
     train_window,
 )

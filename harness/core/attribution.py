@@ -10,11 +10,12 @@ through the collectives do not.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cases.protocol import percentile
 from harness.core.events import Event, last
+from harness.core.hang import ranks_text
 from harness.core.results import InputBound, NodeVerdict, RankTiming, Straggler
 
 DEFAULT_STRAGGLER_THRESHOLD = 0.9
@@ -24,14 +25,6 @@ PARTS = ("step_s", "compute_s", "data_s", "comm_s")
 
 # Why a rank is slow, from its node's monitor samples: (timing, train window ms) -> one line.
 WhyLookup = Callable[[RankTiming, tuple[int, int] | None], str]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile, q in (0, 100]; what the training side uses too."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def _timed_steps(events: list[Event]) -> list[dict[str, float]]:
@@ -124,11 +117,6 @@ def find_input_bound(timings: list[RankTiming], share: float, loader: dict[str, 
     return found
 
 
-def _ranks_text(ranks: Iterable[int]) -> str:
-    listed = sorted(ranks)
-    return ("rank " if len(listed) == 1 else "ranks ") + ", ".join(str(r) for r in listed)
-
-
 @dataclass
 class NodeFacts:
     """What the run's outcome says about the nodes, apart from the timings."""
@@ -158,11 +146,11 @@ def node_verdicts(facts: NodeFacts, timings: list[RankTiming], stragglers: list[
         elif slow:
             scores = ", ".join(f"{s.score:.2f}" for s in slow)
             verdict = "slow"
-            detail = f"{_ranks_text(s.rank for s in slow)}, score {scores}, why: {slow[0].why}"
+            detail = f"{ranks_text([s.rank for s in slow])}, score {scores}, why: {slow[0].why}"
         elif starved:
             first = starved[0]
             verdict = "input-bound"
-            detail = (f"{_ranks_text(i.rank for i in starved)}, data {first.data_share:.0%} of the step, "
+            detail = (f"{ranks_text([i.rank for i in starved])}, data {first.data_share:.0%} of the step, "
                       f"workers {first.num_workers}, batch {first.batch_size}")
         else:
             verdict, detail = "ok", ""

@@ -6,13 +6,10 @@ from __future__ import annotations
 from harness.core.attribution import NodeFacts
 from harness.core.diagnose import split_failures
 from harness.core.events import Event
+from harness.core.hang import ranks_text
 from harness.core.plan import RunPlan
 from harness.core.results import HangTriage, NodeOutcome
 from harness.core.watch import WaitOutcome
-
-
-def _ranks(ranks: list[int]) -> str:
-    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
 
 def _where_hung(node_ranks: list[int], hang: HangTriage | None) -> str:
@@ -20,11 +17,11 @@ def _where_hung(node_ranks: list[int], hang: HangTriage | None) -> str:
         return ""
     outliers = [o for o in hang.outliers if o.rank in node_ranks]
     if outliers:
-        return f"in {outliers[0].training_frame}, apart from the others ({_ranks([o.rank for o in outliers])})"
+        return f"in {outliers[0].training_frame}, apart from the others ({ranks_text([o.rank for o in outliers])})"
     for group in hang.groups:
         if set(node_ranks) & set(group.ranks):
             frame = group.training_frame or (group.frames[0] if group.frames else "")
-            waiting = "waiting on " + _ranks([o.rank for o in hang.outliers]) + " " if hang.outliers else ""
+            waiting = "waiting on " + ranks_text([o.rank for o in hang.outliers]) + " " if hang.outliers else ""
             return f"{waiting}in {frame}".strip() if frame else waiting.strip()
     return ""
 
@@ -41,7 +38,7 @@ def node_facts(plan: RunPlan, outcome: WaitOutcome, nodes: list[NodeOutcome], by
     if outcome.kind == "stalled":
         for node_rank in sorted({rank // nproc for rank in outcome.stalled_ranks} - lost):
             silent = [r for r in outcome.stalled_ranks if r // nproc == node_rank]
-            hung[node_rank] = _where_hung(silent, hang) or f"{_ranks(silent)} silent"
+            hung[node_rank] = _where_hung(silent, hang) or f"{ranks_text(silent)} silent"
     return NodeFacts(
         hosts={node.node_rank: node.host.name for node in plan.nodes}, lost=lost, hung=hung,
         failed={k: first_error.get(k, f"exit status {exits.get(k)}") for k in outcome.failed_nodes if k not in lost},
