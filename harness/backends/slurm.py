@@ -65,6 +65,7 @@ from harness.secrets import env_file_text
 
 QUICK_S = 30.0
 STOP_WAIT_S = 60.0  # after scancel: how long the tasks may take to save their logs
+BATCH_END_WAIT_S = 15.0  # after the tasks' exit: how long the batch script may take to end
 _ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
            "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
 _ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
@@ -371,7 +372,12 @@ class SlurmBackend(ClusterBackend):
     def collect(self, plan: RunPlan, dest: Path, node_ranks: list[int]) -> list[NodeOutcome]:
         secret_keys = {key for node in plan.nodes for key in node.secret_env}
         secret_values = {value for node in plan.nodes for value in node.secret_env.values()}
-        batch_log = Path(self.slurm(plan).run_root, f"slurm-{self.slurm(plan).job_id}.out")
+        job_id = self.slurm(plan).job_id
+        batch_log = Path(self.slurm(plan).run_root, f"slurm-{job_id}.out")
+        # The tasks report their exit before the batch script writes its own last line.
+        deadline = time.monotonic() + BATCH_END_WAIT_S
+        while job_id and time.monotonic() < deadline and self._state(job_id)[0] in _ACTIVE:
+            time.sleep(0.2)
         if batch_log.is_file():
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(batch_log, dest / "slurm.out")
