@@ -164,8 +164,11 @@ MARKERS: dict[str, str] = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        for marker in sorted({marker for fixture, marker in MARKERS.items() if fixture in names}):
+        markers = sorted({marker for fixture, marker in MARKERS.items() if fixture in names})
+        for marker in markers:
             item.add_marker(marker)
+        if markers:  # one pytest-xdist worker runs every test that shares the test hosts, in order
+            item.add_marker(pytest.mark.xdist_group("testhosts"))
 
 
 def write_hosts_yaml(

@@ -168,6 +168,44 @@ class HangTriage(BaseModel):
     summary: str = ""  # the lines that lead the failure report
 
 
+class Efficiency(BaseModel):
+    """Is the figure right for the hardware: MFU against a dense peak and the
+    measured figure against a published one, each with its source; a figure
+    that cannot be judged is None with the reason (never a default peak)."""
+
+    precision: str
+    flops_per_sample: float | None = None  # forward + backward of one sample, counted on the rank's model
+    peak_tflops: float | None = None  # dense, per device, at `precision`
+    peak_source: str = ""
+    mfu: float | None = None  # flops_per_sample x p_core / (peak x devices)
+    mfu_missing: str = ""  # why mfu is None
+    expected_metric: str = "p_core"  # p_core, or peak_busbw_gbps for bandwidth cases
+    expected: float | None = None
+    expected_source: str = ""
+    of_expected: float | None = None  # measured / expected
+    expected_missing: str = ""  # why of_expected is None
+
+
+class DevicePower(BaseModel):
+    host: str
+    device: str  # the monitor's device index or name; "host" for a whole-host reading (ipmitool)
+    samples: int
+    avg_w: float
+    max_w: float
+    energy_j: float  # power integrated over the training window
+
+
+class Energy(BaseModel):
+    """Power samples of the monitors integrated over the training window."""
+
+    source: str = ""  # the tool(s) the power came from
+    window_s: float | None = None
+    energy_j: float | None = None  # every device of the run
+    j_per_1k_samples: float | None = None
+    devices: list[DevicePower] = Field(default_factory=list)
+    missing: str = ""  # why energy_j is None
+
+
 class RunResult(BaseModel):
     run_id: str
     case: str
@@ -197,6 +235,9 @@ class RunResult(BaseModel):
     stragglers: list[Straggler] = Field(default_factory=list)
     input_bound: list[InputBound] = Field(default_factory=list)
     node_verdicts: list[NodeVerdict] = Field(default_factory=list)
+    # Is the figure right: MFU and % of expected (harness/expect/), and what it cost in energy.
+    efficiency: Efficiency | None = None
+    energy: Energy | None = None
     nodes: list[NodeOutcome] = Field(default_factory=list)
     image: str = ""
     effective_config: dict[str, Any] = Field(default_factory=dict)
