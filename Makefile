@@ -36,11 +36,13 @@ bench: setup
 campaign: setup
 	$(PY) -m harness campaign run '$(SUITE)' $(if $(RESUME),--resume)
 
-# Everything the tests need (setup + two SSH test hosts), then the whole suite.
+# Everything the tests need (setup + two SSH test hosts), then the whole suite on two
+# pytest-xdist workers: every test of the test hosts on one of them, in order (they share
+# the hosts; tests/conftest.py groups them), everything else on the other.
 test:
 	@bash tests/infra/setup.sh
 	@$(MAKE) --no-print-directory lint
-	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+	$(PY) -m pytest -ra -n 2 --dist loadgroup --durations=25 $(PYTEST_ARGS) tests
 
 # For development: every test that needs no test hosts, no Docker and no Slurm (markers
 # that tests/conftest.py applies from the fixtures a test uses), on two pytest-xdist

@@ -62,12 +62,14 @@ def test_a_stream_hands_over_lines_and_is_reopened_when_its_command_ends() -> No
 
 def test_closing_a_stream_ends_the_command_and_what_it_started(tmp_path: Path) -> None:
     marker = f"bench-stream-test-{uuid.uuid4().hex[:8]}"
-    script = "sleep 300 & while :; do echo tick; sleep 0.1; done"
+    # A sleep of its own length: other tests running beside this one may have a `sleep 300`.
+    child = f"sleep 300.{uuid.uuid4().int % 10**9:09d}"
+    script = f"{child} & while :; do echo tick; sleep 0.1; done"
     stream = NodeStream("here", LocalTransport(), ["sh", "-c", script, marker], on_line=lambda _: None,
                         on_change=lambda _: None).start()
     until(lambda: stream.status().last_heard > 0 and _pids(marker) != [], 20, "the command runs")
     stream.close()
-    until(lambda: _pids(marker) == [] and _pids("sleep 300") == [], 20, "nothing of the command is left")
+    until(lambda: _pids(marker) == [] and _pids(child) == [], 20, "nothing of the command is left")
     assert stream.status().reopened == 0
 
 
