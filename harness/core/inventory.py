@@ -123,6 +123,10 @@ class Cluster(BaseModel):
     # above input_bound_share of its step is input-bound (harness/core/attribution.py).
     straggler_threshold: float = Field(default=0.9, gt=0, le=1)
     input_bound_share: float = Field(default=0.2, gt=0, lt=1)
+    # A device of the job whose median utilisation over the training window (its
+    # tool's samples in monitor.csv) is below this share is a warning in the
+    # results (harness/core/device_use.py); 0 turns the check off.
+    min_device_util: float = Field(default=0.1, ge=0, le=1)
     # Variables of every container. {from_env: NAME} reads the controller's NAME at
     # planning time; credential-like keys and from_env values are secret (harness/secrets.py).
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)

@@ -189,21 +189,23 @@ class Efficiency(BaseModel):
 class DevicePower(BaseModel):
     host: str
     device: str  # the monitor's device index or name; "host" for a whole-host reading (ipmitool)
-    samples: int
-    avg_w: float
+    samples: int  # power samples stamped inside the training window
+    avg_w: float  # energy_j / covered_s
     max_w: float
-    energy_j: float  # power integrated over the training window
+    energy_j: float  # power integrated over the training window (trapezoid, clipped to the window)
+    covered_s: float = 0.0  # the part of the window its samples span; gaps and uncovered edges are not counted
 
 
 class Energy(BaseModel):
-    """Power samples of the monitors integrated over the training window."""
+    """Power samples of the monitors integrated over the training window (harness/core/energy.py)."""
 
-    source: str = ""  # the tool(s) the power came from
+    source: str = ""  # the tool(s) the power came from, and whether whole-host power is in the total
     window_s: float | None = None
-    energy_j: float | None = None  # every device of the run
+    energy_j: float | None = None  # every device of the run (the hosts' only where no device tool reports power)
     j_per_1k_samples: float | None = None
     devices: list[DevicePower] = Field(default_factory=list)
     missing: str = ""  # why energy_j is None
+    notes: list[str] = Field(default_factory=list)  # parts of the window without samples, nodes without a monitor
 
 
 class RunResult(BaseModel):

@@ -25,13 +25,16 @@ from rich.text import Text
 
 from harness.core.attribution import Attribution, attribute
 from harness.core.backend import ClusterBackend
+from harness.core.device_use import low_device_use
 from harness.core.diagnose import failure_report, refine_kind
+from harness.core.energy import run_energy
 from harness.core.events import Event, last, read_event_files
 from harness.core.hang import hang_triage
 from harness.core.inventory import Inventory
 from harness.core.job import Job
 from harness.core.metrics import compute_metrics
 from harness.core.monitor_why import monitor_why
+from harness.core.monitor_window import training_monitors
 from harness.core.node_facts import node_facts
 from harness.core.plan import NodePlan, RunPlan
 from harness.core.record import record_run
@@ -317,6 +320,9 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         run.nodes = with_transports(run.nodes, fabric.transports)
         failure, kind, warnings = fabric.judge(failure, kind)
         attribution = _attribute(plan, run, by_rank, out_dir, inventory, hang)
+        monitors = training_monitors(run.nodes, by_rank, job.nproc_per_node)  # energy, idle devices
+        energy = run_energy(monitors, plan.vendor, metrics.samples if metrics else 0)
+        warnings += low_device_use(monitors, inventory.cluster.min_device_util)
     for warning in warnings:
         _warn(console, warning)
 
@@ -345,6 +351,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         stragglers=attribution.stragglers,
         input_bound=attribution.input_bound,
         node_verdicts=attribution.verdicts,
+        energy=energy,
         nodes=run.nodes,
         image=_image_text(plan, run.image_id),
         effective_config=config_event.value if config_event else {},
