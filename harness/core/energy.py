@@ -46,7 +46,9 @@ def _device_power(monitors: TrainingMonitors, host: str, device: str, series: Se
         gaps = f", {integral.gaps} silence(s) over {MAX_GAP_S:.0f} s" if integral.gaps else ""
         notes.append(f"{host} {device}: samples span {integral.covered_s:.1f} s of the {window_s:.1f} s "
                      f"window{gaps}; the rest is not counted")
-    return DevicePower(host=host, device=device, samples=integral.samples, avg_w=integral.avg_w or 0.0,
+    # A lone sample spans no time: its reading is the average there is.
+    average = integral.avg_w if integral.avg_w is not None else integral.max_w
+    return DevicePower(host=host, device=device, samples=integral.samples, avg_w=average,
                        max_w=integral.max_w, energy_j=integral.energy_j, covered_s=integral.covered_s)
 
 
