@@ -41,7 +41,7 @@ def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_RUNS}; fewer than {MIN_RUNS}: not judged)")
     parser.add_argument("--noise-k", type=_positive_float, default=DEFAULT_K, metavar="K",
                         help=f"a change is beyond noise outside K x 1.4826 x MAD of those runs, never narrower than "
-                             f"±{MIN_BAND:.0%} (default {DEFAULT_K:g})")
+                             f"±{MIN_BAND * 100:.0f}%% (default {DEFAULT_K:g})")
 
 
 def rule_of(args: argparse.Namespace) -> NoiseRule:
