@@ -24,6 +24,7 @@ from harness.core.results import RunResult
 from harness.errors import HarnessError
 from harness.pages.compare import compare
 from harness.report import history
+from harness.report.noise import NoiseRule
 
 COLUMNS = ("p_core", "p_train", "p_whole", "e2e_time")
 JobKey = tuple[str, str, str, str, str]
@@ -145,7 +146,8 @@ def _history_points(history_file: Path, units: list[Unit], ours: set[str]) -> li
 
 
 def summarise_job(number: int, units: list[Unit], planned: PlannedEntry | None, results_root: Path,
-                  previous: tuple[str, dict[JobKey, list[RunResult]]] | None) -> JobSummary:
+                  previous: tuple[str, dict[JobKey, list[RunResult]]] | None,
+                  rule: NoiseRule | None = None) -> JobSummary:
     successes = _successes(units)
     summary = JobSummary(number=number, label=units[0].label.split(": ", 1)[1], status=_status(units),
                          attempts=sum(len(u.attempts) for u in units),
@@ -172,7 +174,7 @@ def summarise_job(number: int, units: list[Unit], planned: PlannedEntry | None, 
         summary.page_note = "; ".join(comparison.notes) or f"vs {comparison.page_row} of {comparison.page}"
     history_file = results_root / history.HISTORY_FILE
     for result in successes:
-        summary.regressions += [f"{result.run_id}: {r.describe()}" for r in history.regressions(history_file, result)]
+        summary.regressions += [f"{result.run_id}: {r.describe()}" for r in history.regressions(history_file, result, rule)]
     stem = f"job{number}"
     title = summary.label
     run_ids = {r.run_id for r in successes}
@@ -220,14 +222,15 @@ def summary_markdown(state: CampaignState, jobs: list[JobSummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(state: CampaignState, folder: Path, planned: list[PlannedEntry], results_root: Path) -> Path:
+def write_summary(state: CampaignState, folder: Path, planned: list[PlannedEntry], results_root: Path,
+                  rule: NoiseRule | None = None) -> Path:
     """summary.md, summary.html and plots/ in the campaign folder; the markdown's path."""
     by_job: dict[int, list[Unit]] = {}
     for unit in state.units:
         by_job.setdefault(unit.job, []).append(unit)
     planned_by_index = {p.entry.index: p for p in planned}
     previous = _previous(state, folder, results_root)
-    jobs = [summarise_job(index + 1, units, planned_by_index.get(index), results_root, previous)
+    jobs = [summarise_job(index + 1, units, planned_by_index.get(index), results_root, previous, rule)
             for index, units in sorted(by_job.items())]
     for job in jobs:
         for plot in job.plots:

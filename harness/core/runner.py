@@ -32,6 +32,7 @@ from harness.core.events import Event, last, read_event_files
 from harness.core.hang import hang_triage
 from harness.core.inventory import Inventory
 from harness.core.job import Job
+from harness.core.loss_trend import loss_warning
 from harness.core.metrics import compute_metrics
 from harness.core.monitor_why import monitor_why
 from harness.core.monitor_window import training_monitors
@@ -319,6 +320,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         fabric = fabric_verdict(inventory.cluster.fabric, plan.vendor.collective, run.nodes)
         run.nodes = with_transports(run.nodes, fabric.transports)
         failure, kind, warnings = fabric.judge(failure, kind)
+        warnings += [w for w in [loss_warning(by_rank)] if w is not None]  # real data: did it learn?
         attribution = _attribute(plan, run, by_rank, out_dir, inventory, hang)
         monitors = training_monitors(run.nodes, by_rank, job.nproc_per_node)  # energy, idle devices
         energy = run_energy(monitors, plan.vendor, metrics.samples if metrics else 0)
