@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
-from hostkit import RANK_ENV
 
 from harness import REPO_ROOT
 from harness.core.record import record_run
@@ -94,48 +91,12 @@ def test_bad_input_names_the_path_and_what_was_expected(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
 
 
-# -- real runs: the local bare backend (this machine's venv, no SSH, no container) ---------------
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def local_inventory(folder: Path) -> Path:
-    path = folder / "local.yaml"
-    path.write_text(yaml.safe_dump({
-        "cluster": {"backend": "local", "payload": {"type": "bare", "python": sys.executable},
-                    "env": {"GLOO_SOCKET_IFNAME": "lo", **RANK_ENV}, "mounts": [], "master_port": free_port()},
-        "hosts": [{"name": "here", "address": "127.0.0.1", "transport": "local", "devices": 2,
-                   "work_dir": str(folder / "work")}]}))
-    return path
-
+# -- real runs ---------------------------------------------------------------------------------
 
 def bench(hosts: Path, results: Path, run_id: str, fix_hp: str, case: str = "mobilenetv2",
-          config: str = "1x2") -> subprocess.CompletedProcess[str]:
+          config: str = "2x1") -> subprocess.CompletedProcess[str]:
     return harness("bench", "--case", case, "--vendor", "cpu", "--config", config, "--hosts", hosts,
                    "--results", results, "--run-id", run_id, "--fix-hp", fix_hp, timeout=300)
-
-
-def test_compare_two_local_runs_and_a_diverging_one_is_a_job_failure(tmp_path: Path) -> None:
-    hosts, results = local_inventory(tmp_path), tmp_path / "results"
-    for run_id in ("local-a", "local-b"):
-        done = bench(hosts, results, run_id, TINY)
-        assert done.returncode == 0, done.stdout + done.stderr
-    shown = harness("compare", results / "local-a", results / "local-b")
-    assert shown.returncode == 0, shown.stderr
-    rows = {line.split("│")[2].strip(): line for line in shown.stdout.splitlines() if line.count("│") > 6}
-    assert {"p_core", "p_train", "p_whole"} <= set(rows)
-    assert "mobilenetv2 · cpu · 1x2" in rows["p_core"]
-    # two runs in the history beside them (fewer than 3) and one run a side: nothing to judge with
-    assert "no noise figure" in rows["p_core"]
-
-    diverging = bench(hosts, results, "local-nan", "bs=4,image_size=32,synthetic_samples=64,lr=1e9")
-    assert diverging.returncode == 1, diverging.stdout + diverging.stderr
-    recorded = json.loads((results / "local-nan" / "mobilenetv2" / "1x2" / "results.json").read_text())
-    assert recorded["status"] == "failed" and recorded["failure_kind"] == "job"
-    assert "loss is NaN at step 3" in recorded["failure"].splitlines()[0]
 
 
 # -- the test hosts (not run where they are not up) --------------------------------------------
@@ -153,3 +114,10 @@ def test_compare_two_runs_of_the_test_hosts(make_hosts_yaml: Callable[..., Path]
     found = compare(load_side(results / "hosts-a"), load_side(results / "hosts-b"))
     p_core = next(row for row in found.rows if row.metric == "p_core")
     assert p_core.a and p_core.b and p_core.ratio == pytest.approx(p_core.b / p_core.a)
+
+    # A diverging learning rate: the loss turns NaN, the ranks stop, the run is the job's fault.
+    diverging = bench(hosts, results, "hosts-nan", "bs=4,image_size=32,synthetic_samples=64,lr=1e9", config="2x1")
+    assert diverging.returncode == 1, diverging.stdout + diverging.stderr
+    recorded = json.loads((results / "hosts-nan" / "mobilenetv2" / "2x1" / "results.json").read_text())
+    assert recorded["status"] == "failed" and recorded["failure_kind"] == "job"
+    assert "loss is NaN at step 3" in recorded["failure"].splitlines()[0]
