@@ -1,7 +1,6 @@
 """`python -m harness compare A B` on recorded results (history band, repeats band,
-no noise figure, bad input), on two real runs of the local bare backend (no SSH,
-no Docker: test-fast runs them), and on two real runs of the test hosts (marked
-`hosts`). The local backend's diverging run ends as `job` with the NaN message."""
+no noise figure, bad input) and on two real runs of the test hosts; a third run there,
+with a diverging learning rate, ends as `job` with the NaN message and its step."""
 
 from __future__ import annotations
 
