@@ -241,7 +241,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         backend.close()
     out_dir = args.results / job.run_id / job.case / job.config_name
     history_file = args.results / history.HISTORY_FILE
-    out = _wide_console()
+    out = _wide_console(width=220)  # as `report`: the vendor columns plus MFU, % exp, J/1k unfolded
     print_results([result], out)
     for regression in history.regressions(history_file, result):
         out.print(Text.assemble(("regression: ", "bold yellow"), regression.describe()))
