@@ -40,6 +40,7 @@ from cases.devices import DeviceSpec, PrecisionPlan, apply_precision, get_device
 from cases.distributed import World, world_from_env  # noqa: E402
 from cases.driver import Trainer, summarize, train  # noqa: E402
 from cases.errors import CaseError, ConfigError, TrainingDiverged  # noqa: E402
+from cases.flops import flops_event  # noqa: E402
 from cases.protocol import STACKS_SIGNAL, stacks_file_name  # noqa: E402
 from cases.recorder import Recorder  # noqa: E402
 from cases.steptimes import ComputeClock, attach_to_ddp  # noqa: E402
@@ -203,6 +204,8 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     # Module.to accepts a device and a memory_format together; torch's overloads list them only apart.
     model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
+    # FLOPs per sample for MFU: the model's own forward + backward on meta stand-ins (no state touched).
+    events.emit("flops", flops_event(model, (3, cfg.image_size, cfg.image_size)))
     clock = ComputeClock(spec.timing_event)
     compute_apart = True  # compute_s excludes the gradient all-reduce
     if world.distributed:

@@ -248,7 +248,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         backend.close()
     out_dir = args.results / job.run_id / job.case / job.config_name
     history_file = args.results / history.HISTORY_FILE
-    out = _wide_console()
+    out = _wide_console(width=220)  # as `report`: the vendor columns plus MFU, % exp, J/1k unfolded
     print_results([result], out)
     print_check(out, result.run_id, history.check(history_file, result, rule_of(args)))
     for found in comparison:

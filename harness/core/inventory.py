@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, StringConstraints, field_validator, model_validator
 
 from harness.core.vendor import Mount, template_value_problem
 from harness.errors import UserError
+from harness.expect.reference import PeakKey
 from harness.fabric.model import Fabric
 from harness.secrets import ENV_KEY_RE
 from harness.yamlfile import load_model
@@ -144,6 +145,9 @@ class Cluster(BaseModel):
     backend: str = "ssh-docker"
     backend_settings: dict[str, Any] = Field(default_factory=dict)
     payload: PayloadSpec = Field(default_factory=PayloadSpec)
+    # Dense peak TFLOPS per device of the site's own accelerator ({fp32: 1.5, bf16: 3.0}):
+    # MFU divides by these before any reference/<accelerator>.yaml figure (harness/expect/).
+    peak_tflops: dict[PeakKey, PositiveFloat] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod

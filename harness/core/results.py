@@ -175,8 +175,10 @@ class Efficiency(BaseModel):
 
     precision: str
     flops_per_sample: float | None = None  # forward + backward of one sample, counted on the rank's model
+    peak_key: str = ""  # the peak `precision` is judged against: fp32 | tf32 | fp16 (amp) | bf16
     peak_tflops: float | None = None  # dense, per device, at `precision`
     peak_source: str = ""
+    devices: int | None = None  # what mfu divided by: every device of the run
     mfu: float | None = None  # flops_per_sample x p_core / (peak x devices)
     mfu_missing: str = ""  # why mfu is None
     expected_metric: str = "p_core"  # p_core, or peak_busbw_gbps for bandwidth cases

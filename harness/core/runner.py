@@ -44,6 +44,7 @@ from harness.core.vendor import load_vendor
 from harness.core.watch import StepProgress, WaitOutcome, Watcher, WatchLimits
 from harness.devices.sampler import peak_memory
 from harness.errors import HarnessError, HostUnreachable, RunFailed, UserError
+from harness.expect.efficiency import with_efficiency
 from harness.fabric.record import bandwidth_result, fabric_verdict, with_transports
 from harness.hostinfo.compare import differences
 from harness.hostinfo.model import EnvironmentInfo, FrameworkVersions
@@ -362,6 +363,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         started_at=started.isoformat(timespec="seconds"),
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    result = with_efficiency(result, by_rank, inventory)  # MFU and % of expected (harness/expect/)
     if annotate is not None:
         result = annotate(result, out_dir)
     record_run(result, plan.render(), out_dir, results_root)
