@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -32,6 +33,7 @@ from cases.config import CaseConfig
 from cases.data import Data
 from cases.devices import DeviceSpec, PrecisionPlan
 from cases.distributed import World
+from cases.errors import TrainingDiverged
 from cases.heartbeat import Heartbeat
 from cases.protocol import percentile
 from cases.recorder import Recorder
@@ -159,6 +161,15 @@ def _batches(loader: Iterable[Tuple[torch.Tensor, torch.Tensor]],
     return itertools.chain([first], batches)
 
 
+def check_loss(value: float, step: int) -> None:
+    """A NaN or infinite loss ends the run: every later step would train on garbage.
+    The step's event is written first, so the log shows the value too."""
+    if math.isnan(value):
+        raise TrainingDiverged(f"loss is NaN at step {step}")
+    if math.isinf(value):
+        raise TrainingDiverged(f"loss is {'inf' if value > 0 else '-inf'} at step {step}")
+
+
 def _limit_reached(cfg: CaseConfig, result: Result) -> str:
     if cfg.max_steps is not None and result.steps >= cfg.max_steps:
         return "max_steps"
@@ -209,13 +220,16 @@ def train(t: Trainer) -> Result:
             epoch_steps += 1
             result.core_s.append(stop - start)
             result.step_s.append(stop - mark)
+            # Read after the stop fence synchronized the device: no sync of its own.
+            loss_value = float(loss.item())
             # Every rank logs its steps (the stall watchdog watches each rank, and a
             # hung rank's last step shows where it stopped); only rank 0 echoes them.
             events.step(result.steps, {
                 "epoch": epoch, "step": result.steps, "samples": global_batch,
-                "step_s": stop - mark, "core_s": stop - start, "lr": lr, "loss": float(loss.item()),
+                "step_s": stop - mark, "core_s": stop - start, "lr": lr, "loss": loss_value,
                 **split_step(stop - mark, loaded - mark, t.clock.seconds()),
             })
+            check_loss(loss_value, result.steps)
             mark = stop
             result.stop_reason = _limit_reached(cfg, result)
             if result.stop_reason:

@@ -24,3 +24,11 @@ class DataError(CaseError):
 
 class DeviceError(CaseError):
     """The vendor's device or precision is not usable in this process."""
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite: the run failed (kind `job`), not bad input.
+    run.py records the message as the rank's error and exits 1 without a traceback
+    (the step and the value say all there is)."""
+
+    exit_code = 1

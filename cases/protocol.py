@@ -30,6 +30,8 @@ EVENT_KEYS: Dict[str, str] = {
     "process_start": "{pid, host}; time_ms is when the process started, before any init",
     "config": "the effective, fully layered config (dict)",
     "world": "{world_size, rank, local_rank, node_rank, backend, device, precision, framework}",
+    "flops": "{flops_per_sample (forward + backward of one sample, None when not counted), input_shape, batch, "
+             "method, missing?}; once, before training (cases/flops.py)",
     "train_start": "{}",
     "heartbeat": "{phase: first_batch|eval, waited_s}; while a rank waits for an epoch's first batch "
                  "or evaluates (one when the wait begins, then every HEARTBEAT_S), never in a collective",

@@ -18,6 +18,7 @@ import time
 PROCESS_START = time.time()  # first thing: e2e_time counts from here, before torch loads
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import faulthandler  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -38,7 +39,8 @@ from cases.data import build_data, check_layout  # noqa: E402
 from cases.devices import DeviceSpec, PrecisionPlan, apply_precision, get_device_spec  # noqa: E402
 from cases.distributed import World, world_from_env  # noqa: E402
 from cases.driver import Trainer, summarize, train  # noqa: E402
-from cases.errors import CaseError, ConfigError  # noqa: E402
+from cases.errors import CaseError, ConfigError, TrainingDiverged  # noqa: E402
+from cases.flops import flops_event  # noqa: E402
 from cases.protocol import STACKS_SIGNAL, stacks_file_name  # noqa: E402
 from cases.recorder import Recorder  # noqa: E402
 from cases.steptimes import ComputeClock, attach_to_ddp  # noqa: E402
@@ -111,6 +113,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--log-dir", type=Path, default=None, help="writes events_rank<rank>.log here")
     parser.add_argument("--fix-hp", default="", help='overrides, e.g. "bs=256,lr=0.8"')
     parser.add_argument("--data", type=Path, default=None, help="ImageNet layout; absent: synthetic data")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the run's seed (a campaign's fresh one per repeat); wins over the config's, "
+                             "and is not a fix_hp: runs with different seeds stay comparable")
     return parser.parse_args(argv)
 
 
@@ -124,6 +129,7 @@ def _config_event(loaded: LoadedConfig[CaseConfig], case: CaseSpec[Any, Any], ar
         "global_batch_size": cfg.batch_size * world.world_size,
         "lr_effective": cfg.effective_lr(world.world_size),
         "pretrained": weights is not None,
+        "seed_from": "--seed" if args.seed is not None else "config",
         "pretrained_file": str(weights) if weights is not None else None,
     }
 
@@ -165,6 +171,8 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
     if case.workload is not None:
         _run_workload(case, loaded, spec, world, events)
         return
+    if args.seed is not None:
+        loaded = dataclasses.replace(loaded, values=loaded.values.model_copy(update={"seed": args.seed}))
     cfg: CaseConfig = loaded.values  # a training case's config (a workload case's need not be one)
     events.log_every = cfg.log_every
     weights = case.weights_file(cfg, args.data)
@@ -196,6 +204,8 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     # Module.to accepts a device and a memory_format together; torch's overloads list them only apart.
     model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
+    # FLOPs per sample for MFU: the model's own forward + backward on meta stand-ins (no state touched).
+    events.emit("flops", flops_event(model, (3, cfg.image_size, cfg.image_size)))
     clock = ComputeClock(spec.timing_event)
     compute_apart = True  # compute_s excludes the gradient all-reduce
     if world.distributed:
@@ -230,7 +240,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         distributed.shutdown()
         events.emit("run_stop", {"status": "success"})
         return 0
-    except CaseError as exc:
+    except (CaseError, TrainingDiverged) as exc:
         events.emit("run_stop", {"status": "failed", "error": str(exc)})
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

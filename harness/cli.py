@@ -13,6 +13,8 @@ from harness import REPO_ROOT
 from harness.campaign import cli as campaign_cli
 from harness.core.kinds import RunStatus
 from harness.errors import HarnessError, UserError
+from harness.report import compare_cli
+from harness.report.noise_view import add_noise_arguments, rule_of
 
 # A command imports what it uses when it runs: `--help` (and a mistyped argument)
 # must not wait for rich, pydantic, paramiko or a backend to load.
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "compare the finished run with its row (reference.md)")
     bench.add_argument("--allow-drift", action="store_true",
                        help="with --repro: run although the hosts drift from the page (recorded in results.json)")
+    add_noise_arguments(bench)
 
     clean = sub.add_parser("clean", help="remove containers the harness left on the inventory's hosts")
     clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS)
@@ -107,11 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     past.add_argument("--vendor", help="only this vendor")
     past.add_argument("--status", choices=get_args(RunStatus), help="only runs with this status")
     past.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    add_noise_arguments(past)
 
     report = sub.add_parser("report", help="print the metric table of finished runs")
     report.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding them")
     report.add_argument("--verbose", "-v", action="store_true",
                         help="whole failure reports (the failing rank's last lines), step times and log folders")
+    add_noise_arguments(report)
+    compare_cli.add_parser(sub)
 
     readme = sub.add_parser(
         "readme", help="write the vendor README page of finished runs",
@@ -194,6 +200,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from harness.core.watch import WatchLimits
     from harness.pages import compare, repro
     from harness.report import history
+    from harness.report.noise_view import print_check
     from harness.report.tables import print_results
 
     inventory = load_inventory(args.hosts)
@@ -241,10 +248,9 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         backend.close()
     out_dir = args.results / job.run_id / job.case / job.config_name
     history_file = args.results / history.HISTORY_FILE
-    out = _wide_console()
+    out = _wide_console(width=220)  # as `report`: the vendor columns plus MFU, % exp, J/1k unfolded
     print_results([result], out)
-    for regression in history.regressions(history_file, result):
-        out.print(Text.assemble(("regression: ", "bold yellow"), regression.describe()))
+    print_check(out, result.run_id, history.check(history_file, result, rule_of(args)))
     for found in comparison:
         out.print(compare.comparison_table(found))
         for note in found.notes:
@@ -258,20 +264,23 @@ def _cmd_history(args: argparse.Namespace, console: Console) -> int:
 
     from harness.pages.cells import format_acc, format_throughput
     from harness.report import history
+    from harness.report.noise_view import cell
 
-    rows = history.runs(args.results / history.HISTORY_FILE, args.case, args.vendor, args.limit, args.status)
+    database = args.results / history.HISTORY_FILE
+    rows = history.runs(database, args.case, args.vendor, args.limit, args.status)
     if not rows:
         console.print(f"no runs recorded in {args.results / history.HISTORY_FILE}")
         return 0
     table = Table(title=f"runs in {args.results}")
     for column in ("run", "finished", "case", "vendor", "config", "precision", "fix_hp", "status",
-                   "p_core", "p_train", "p_whole", "acc"):
+                   "p_core", "p_train", "p_whole", "acc", "vs history"):
         table.add_column(column, justify="right" if column.startswith("p_") or column == "acc" else "left",
                          no_wrap=column == "run")  # the full id: `readme` and `collect` take it
     for row in rows:
         numbers = [format_throughput(value) for value in (row.p_core, row.p_train, row.p_whole)]
         table.add_row(row.run_id, row.finished_at, row.case, row.vendor, f"{row.accelerator} {row.config}",
                       row.precision, row.fix_hp, row.status, *numbers, format_acc(row.acc),
+                      cell(history.check_row(database, row, rule_of(args))),
                       style=None if row.status == "success" else "red")
     _wide_console().print(table)
     return 0
@@ -317,13 +326,19 @@ def _cmd_collect(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from harness.report.load import load_sourced, regressions_by_run
+    from harness.report.load import checks_by_run, load_sourced
+    from harness.report.noise_view import print_check
     from harness.report.tables import print_results
 
     loaded = load_sourced(args.results)
+    checks = checks_by_run(loaded, rule_of(args))
     # Full run ids, case and config in every row: wider than a terminal rather than folded.
-    print_results([result for _, result in loaded], _wide_console(width=220), verbose=args.verbose,
-                  regressions=regressions_by_run(loaded))
+    out = _wide_console(width=220)
+    regressions = {run_id: [check.describe()] for run_id, check in checks.items() if check.regression}
+    print_results([result for _, result in loaded], out, verbose=args.verbose, regressions=regressions)
+    for _, result in loaded:  # one line per run with history: the regressions are above, in their run's lines
+        if result.run_id in checks and not checks[result.run_id].regression:
+            print_check(out, result.run_id, checks[result.run_id])
     return 0
 
 
@@ -400,6 +415,7 @@ COMMANDS = {
     "readme": _cmd_readme,
     "env": _cmd_env,
     "campaign": campaign_cli.cmd_campaign,
+    "compare": compare_cli.cmd_compare,
 }
 
 

@@ -36,19 +36,20 @@ def test_a_slower_run_is_a_regression_against_the_median_of_its_peers(tmp_path: 
          run("amp", 9000, finished="2026-11-23T03:00:00+00:00", precision="amp"))
     tonight = run("r4", 5200, finished="2026-11-24T01:00:00+00:00")
     fill(db, tmp_path, tonight)
-    found = {r.column: r for r in regressions(db, tonight)}
-    assert set(found) == {"p_core", "p_train", "p_whole"}
-    assert found["p_core"].baseline == 6100 and found["p_core"].baseline_runs == ["r3", "r2", "r1"]
-    assert "14.8% below the median 6,100.0 of 3 earlier run(s)" in found["p_core"].describe()
+    [found] = regressions(db, tonight)  # one per run, whatever the number of metrics that fell
+    assert [c.column for c in found.checks] == ["p_core", "p_train", "p_whole"]
+    assert found.checks[0].band.median == 6100 and found.baseline_runs == ["r3", "r2", "r1"]
+    assert found.describe().startswith("p_core 5,200.0 is 14.8% below the median 6,100.0 (noise ±7.3%): regression")
 
 
-def test_within_the_margin_or_without_peers_is_no_regression(tmp_path: Path) -> None:
+def test_within_the_noise_or_without_peers_is_no_regression(tmp_path: Path) -> None:
     db = tmp_path / HISTORY_FILE
-    fill(db, tmp_path, run("r1", 6100, finished="2026-11-20T01:00:00+00:00"))
-    assert regressions(db, run("r2", 5900, finished="2026-11-21T01:00:00+00:00")) == []  # -3.3 %
+    fill(db, tmp_path, run("r1", 6100, finished="2026-11-20T01:00:00+00:00"),
+         run("r2", 6000, finished="2026-11-20T02:00:00+00:00"), run("r3", 6300, finished="2026-11-20T03:00:00+00:00"))
+    assert regressions(db, run("r4", 5900, finished="2026-11-21T01:00:00+00:00")) == []  # -3.3 %, band ±7.3 %
     assert regressions(db, run("first-amp", 100, finished="2026-11-21T01:00:00+00:00", precision="amp")) == []
     assert regressions(db, run("failed", 100, finished="2026-11-21T01:00:00+00:00", status="failed")) == []
-    assert regressions(tmp_path / "none.sqlite", run("r3", 1, finished="2026-11-21T01:00:00+00:00")) == []
+    assert regressions(tmp_path / "none.sqlite", run("r5", 1, finished="2026-11-21T01:00:00+00:00")) == []
 
 
 def test_recording_the_same_run_twice_keeps_one_row_and_lists_newest_first(tmp_path: Path) -> None:

@@ -55,8 +55,9 @@ def test_readme_and_html_carry_the_same_cells(tmp_path: Path) -> None:
     html = (tmp_path / "report.html").read_text()
     parser = Cells()
     parser.feed(html)
-    assert parser.cells[:11] == ["night-1", "A100两机8卡（2x8）", "fp32", "bs=256,lr=0.8", "1234", "10576", "11085",
-                                 "11874", "/", "27.9/40.0", "success"]
+    # The vendor columns, then the harness's own (MFU, % exp, J/1k: not judged here, `/`), then the status.
+    assert parser.cells[:14] == ["night-1", "A100两机8卡（2x8）", "fp32", "bs=256,lr=0.8", "1234", "10576", "11085",
+                                 "11874", "/", "27.9/40.0", "/", "/", "/", "success"]
     assert "night-2" in parser.cells and "failed" in parser.cells
     # Failure text is shown, escaped: a log line cannot inject markup.
     assert "rank 9: &lt;RuntimeError&gt; &amp; more" in html and "<RuntimeError>" not in html

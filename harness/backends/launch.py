@@ -76,6 +76,8 @@ def train_argv(job: Job, vendor: VendorSpec, node_rank: int | str, master_addr: 
     ]
     if job.fix_hp:
         argv += ["--fix-hp", job.fix_hp]
+    if job.seed is not None:
+        argv += ["--seed", str(job.seed)]
     if with_data:
         argv += ["--data", data_dir]
     return argv

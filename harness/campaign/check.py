@@ -41,11 +41,11 @@ class PlannedEntry:
     # The reference page's framework, as template parameters (framework_pins in vendor.yaml).
     pins: dict[str, Any] = field(default_factory=dict)
 
-    def make_job(self, run_id: str) -> Job:
+    def make_job(self, run_id: str, seed: int | None = None) -> Job:
         entry = self.entry
         return make_job(entry.case, entry.vendor, self.accelerator, entry.config, fix_hp=entry.fix_hp,
                         synthetic=not entry.real_data, timeout_s=entry.timeout_s, template_overrides=self.pins,
-                        run_id=run_id)
+                        run_id=run_id, seed=seed)
 
     @property
     def hosts(self) -> list[Host]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
+from cases.protocol import split_fix_hp
 from harness.backends.node_checks import MasterPortBusy
 from harness.backends.nodes import OrphansFound
 from harness.campaign.backend import CachingBackend, campaign_backend
@@ -124,7 +125,8 @@ class Campaign:
 
         summary_md = None
         try:
-            summary_md = write_summary(self.state, self.store.folder, self.planned, self.results)
+            summary_md = write_summary(self.state, self.store.folder, self.planned, self.results,
+                                       self.suite.noise.rule())
             self.view.event(f"summary: {summary_md} and {summary_md.with_suffix('.html')}")
         except (OSError, HarnessError, ValueError) as exc:
             self.warn(f"the summary could not be written: {exc}")
@@ -163,7 +165,7 @@ class Campaign:
             self.save()
             self.view.transition(self.state, f"{unit.label}: attempt {attempt.number}, run {attempt.run_id}")
             try:
-                result = self._attempt(planned, attempt)
+                result = self._attempt(planned, attempt, unit.seed)
             except RunInterrupted as exc:
                 self._close(attempt, exc.result, "interrupted")
                 raise
@@ -213,9 +215,9 @@ class Campaign:
             run_id = f"{run_id}-{secrets.token_hex(2)}"
         return run_id
 
-    def _attempt(self, planned: PlannedEntry, attempt: Attempt) -> RunResult:
+    def _attempt(self, planned: PlannedEntry, attempt: Attempt, seed: int | None) -> RunResult:
         """One attempt to its recorded result (RunInterrupted when stopped)."""
-        job = planned.make_job(attempt.run_id)
+        job = planned.make_job(attempt.run_id, seed)
         hosts = planned.hosts
         problems: list[str] = []
         for host in hosts:
@@ -249,10 +251,19 @@ class Campaign:
             return record_unstarted(job, planned, self.backend, self.results, "infra", str(exc), self.warn)
 
 
+def fresh_seed(fix_hp: str | None) -> int | None:
+    """A new training seed, or None when fix_hp sets `seed` (the user pinned it)."""
+    if any(key == "seed" for key, _ in split_fix_hp(fix_hp)):
+        return None
+    return secrets.randbelow(2**31 - 1) + 1
+
+
 def _units(planned: list[PlannedEntry]) -> list[Unit]:
+    """One unit per job and repeat, each with a fresh seed: repeats measure the
+    run-to-run spread, which one seed for all of them would hide."""
     return [Unit(job=p.entry.index, repeat=repeat, repeats=p.entry.repeats, case=p.entry.case, vendor=p.entry.vendor,
                  accelerator=p.accelerator, config=p.entry.config, fix_hp=p.entry.fix_hp,
-                 hosts=[h.name for h in p.hosts])
+                 hosts=[h.name for h in p.hosts], seed=fresh_seed(p.entry.fix_hp))
             for p in planned for repeat in range(1, p.entry.repeats + 1)]
 
 

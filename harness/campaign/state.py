@@ -60,6 +60,9 @@ class Unit(BaseModel):
     config: str
     fix_hp: str | None = None
     hosts: list[str] = Field(default_factory=list)
+    # A fresh training seed per unit (each repeat its own), kept here so a resumed
+    # attempt reuses it; None when the job's fix_hp pins `seed` itself.
+    seed: int | None = None
     status: UnitStatus = "waiting"
     attempts: list[Attempt] = Field(default_factory=list)
 

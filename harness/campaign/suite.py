@@ -6,6 +6,7 @@ over the suite's `defaults`.
     hosts: ../hosts.yaml                  # relative to this file
     defaults: {vendor: nvidia, repeats: 1, retries: 2, timeout: 3h, stall_timeout: 15m}
     notify: {webhook: "http://ops.example/hook", command: ["/usr/local/bin/page-oncall"]}
+    noise: {runs: 10, k: 3}               # regressions: beyond k x 1.4826 x MAD of the last runs
     jobs:
       - {case: resnet50, config: 2x8, reference: ../pages/nvidia-resnet50.md}
       - {case: vit, config: 2x8, fix_hp: "bs=32", repeats: 5}
@@ -22,6 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from harness.errors import UserError
 from harness.hostlock import DEFAULT_STALE_AFTER_S
+from harness.report.noise import DEFAULT_K, DEFAULT_RUNS, NoiseRule
 from harness.yamlfile import describe_validation_error, read_mapping
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -99,6 +101,18 @@ class Gates(BaseModel):
     busbw_fix_hp: str | None = None
 
 
+class Noise(BaseModel):
+    """How the summary judges each run against its history (harness/report/noise.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runs: int = Field(default=DEFAULT_RUNS, ge=1, le=1000)  # the last N successful comparable runs
+    k: float = Field(default=DEFAULT_K, gt=0)  # beyond k x 1.4826 x MAD of them is beyond noise
+
+    def rule(self) -> NoiseRule:
+        return NoiseRule(runs=self.runs, k=self.k)
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -107,6 +121,7 @@ class Suite(BaseModel):
     defaults: JobSettings = Field(default_factory=JobSettings)
     notify: Notify = Field(default_factory=Notify)
     gates: Gates = Field(default_factory=Gates)
+    noise: Noise = Field(default_factory=Noise)  # the regression check of the summary
     backoff: Delay = 60.0  # before the first retry; doubles each retry, at most backoff_max
     backoff_max: Delay = 900.0
     # A lock whose holder gave no sign of life for this long is stale (taken over).

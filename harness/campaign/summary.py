@@ -22,8 +22,10 @@ from harness.campaign.stats import Spread, spread
 from harness.core.record import write_atomic
 from harness.core.results import RunResult
 from harness.errors import HarnessError
+from harness.expect import text as efficiency_text
 from harness.pages.compare import compare
 from harness.report import history
+from harness.report.noise import NoiseRule
 
 COLUMNS = ("p_core", "p_train", "p_whole", "e2e_time")
 JobKey = tuple[str, str, str, str, str]
@@ -52,6 +54,9 @@ class JobSummary:
     plots: list[Plot] = field(default_factory=list)
     # One line per node of each unit's last attempt: ok, slow (stragglers), input-bound, hung, lost.
     nodes: list[str] = field(default_factory=list)
+    # MFU, % of expected and J/1k of the representative run, with the lines that say what they divided by.
+    efficiency: list[str] = field(default_factory=lambda: [efficiency_text.EMPTY] * len(efficiency_text.COLUMNS))
+    efficiency_notes: list[str] = field(default_factory=list)
 
     def cell(self, column: str) -> str:
         found = self.spreads.get(column)
@@ -145,7 +150,8 @@ def _history_points(history_file: Path, units: list[Unit], ours: set[str]) -> li
 
 
 def summarise_job(number: int, units: list[Unit], planned: PlannedEntry | None, results_root: Path,
-                  previous: tuple[str, dict[JobKey, list[RunResult]]] | None) -> JobSummary:
+                  previous: tuple[str, dict[JobKey, list[RunResult]]] | None,
+                  rule: NoiseRule | None = None) -> JobSummary:
     successes = _successes(units)
     summary = JobSummary(number=number, label=units[0].label.split(": ", 1)[1], status=_status(units),
                          attempts=sum(len(u.attempts) for u in units),
@@ -160,6 +166,9 @@ def summarise_job(number: int, units: list[Unit], planned: PlannedEntry | None, 
     best = _representative(successes)
     if best is not None and best.metrics is not None:
         summary.acc, summary.mem_gib = best.metrics.acc, best.metrics.mem_used_gib
+    if best is not None:
+        summary.efficiency = efficiency_text.cells(best)
+        summary.efficiency_notes = [f"{best.run_id}: {line}" for line in efficiency_text.notes(best)]
     ours = _median_p_core(successes)
     if previous is not None:
         theirs = _median_p_core(previous[1].get(_key(units[0]), []))
@@ -172,7 +181,7 @@ def summarise_job(number: int, units: list[Unit], planned: PlannedEntry | None, 
         summary.page_note = "; ".join(comparison.notes) or f"vs {comparison.page_row} of {comparison.page}"
     history_file = results_root / history.HISTORY_FILE
     for result in successes:
-        summary.regressions += [f"{result.run_id}: {r.describe()}" for r in history.regressions(history_file, result)]
+        summary.regressions += [f"{result.run_id}: {r.describe()}" for r in history.regressions(history_file, result, rule)]
     stem = f"job{number}"
     title = summary.label
     run_ids = {r.run_id for r in successes}
@@ -198,16 +207,18 @@ def summary_markdown(state: CampaignState, jobs: list[JobSummary]) -> str:
     lines = [f"# Campaign {state.name} {state.stamp}", "",
              f"{state.status}: {ok} of {len(jobs)} job(s) succeeded · started {state.started_at}"
              + (f" · finished {state.finished_at}" if state.finished_at else ""), "",
-             "| job | status | attempts | p_core | p_train | p_whole | e2e_time | vs previous | vs page p_core | failure |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| job | status | attempts | p_core | p_train | p_whole | e2e_time | "
+             + " | ".join(efficiency_text.COLUMNS) + " | vs previous | vs page p_core | failure |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for job in jobs:
         cells = [f"{job.number}: {job.label}", job.status, str(job.attempts), *(job.cell(c) for c in COLUMNS),
-                 _ratio(job.vs_previous), _ratio(job.vs_page.get("p_core")), job.failure_text or ""]
+                 *job.efficiency, _ratio(job.vs_previous), _ratio(job.vs_page.get("p_core")), job.failure_text or ""]
         lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
     for job in jobs:
         lines += ["", f"## Job {job.number}: {job.label}", "", f"- status: {job.status}, attempts: {job.attempts}",
                   f"- runs: {', '.join(job.runs) or 'none'}"]
         lines += [f"- {c}: {s.describe()}" for c, s in job.spreads.items() if s is not None]
+        lines += [f"- {line}" for line in job.efficiency_notes]
         if job.previous:
             lines.append(f"- vs previous campaign {job.previous}: p_core x{_ratio(job.vs_previous)}")
         if job.page_note:
@@ -220,20 +231,22 @@ def summary_markdown(state: CampaignState, jobs: list[JobSummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(state: CampaignState, folder: Path, planned: list[PlannedEntry], results_root: Path) -> Path:
+def write_summary(state: CampaignState, folder: Path, planned: list[PlannedEntry], results_root: Path,
+                  rule: NoiseRule | None = None) -> Path:
     """summary.md, summary.html and plots/ in the campaign folder; the markdown's path."""
     by_job: dict[int, list[Unit]] = {}
     for unit in state.units:
         by_job.setdefault(unit.job, []).append(unit)
     planned_by_index = {p.entry.index: p for p in planned}
     previous = _previous(state, folder, results_root)
-    jobs = [summarise_job(index + 1, units, planned_by_index.get(index), results_root, previous)
+    jobs = [summarise_job(index + 1, units, planned_by_index.get(index), results_root, previous, rule)
             for index, units in sorted(by_job.items())]
     for job in jobs:
         for plot in job.plots:
             (folder / "plots").mkdir(parents=True, exist_ok=True)
             (folder / "plots" / plot.file_name).write_bytes(plot.png)
     write_atomic(folder / "summary.md", summary_markdown(state, jobs))
-    html = _TEMPLATES.get_template("summary.html.j2").render(state=state, jobs=jobs, columns=COLUMNS, ratio=_ratio)
+    html = _TEMPLATES.get_template("summary.html.j2").render(state=state, jobs=jobs, columns=COLUMNS, ratio=_ratio,
+                                                             efficiency_columns=efficiency_text.COLUMNS)
     write_atomic(folder / "summary.html", html)
     return folder / "summary.md"

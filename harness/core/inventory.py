@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, StringConstraints, field_validator, model_validator
 
 from harness.core.vendor import Mount, template_value_problem
 from harness.errors import UserError
+from harness.expect.reference import PeakKey
 from harness.fabric.model import Fabric
 from harness.secrets import ENV_KEY_RE
 from harness.yamlfile import load_model
@@ -123,6 +124,10 @@ class Cluster(BaseModel):
     # above input_bound_share of its step is input-bound (harness/core/attribution.py).
     straggler_threshold: float = Field(default=0.9, gt=0, le=1)
     input_bound_share: float = Field(default=0.2, gt=0, lt=1)
+    # A device of the job whose median utilisation over the training window (its
+    # tool's samples in monitor.csv) is below this share is a warning in the
+    # results (harness/core/device_use.py); 0 turns the check off.
+    min_device_util: float = Field(default=0.1, ge=0, le=1)
     # Variables of every container. {from_env: NAME} reads the controller's NAME at
     # planning time; credential-like keys and from_env values are secret (harness/secrets.py).
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
@@ -140,6 +145,9 @@ class Cluster(BaseModel):
     backend: str = "ssh-docker"
     backend_settings: dict[str, Any] = Field(default_factory=dict)
     payload: PayloadSpec = Field(default_factory=PayloadSpec)
+    # Dense peak TFLOPS per device of the site's own accelerator ({fp32: 1.5, bf16: 3.0}):
+    # MFU divides by these before any reference/<accelerator>.yaml figure (harness/expect/).
+    peak_tflops: dict[PeakKey, PositiveFloat] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod

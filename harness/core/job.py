@@ -38,6 +38,9 @@ class Job:
     synthetic: bool = True
     timeout_s: float = 24 * 3600.0
     template_overrides: dict[str, Any] = field(default_factory=dict)
+    # The training seed (cases.run --seed), apart from fix_hp so that runs with other
+    # seeds stay the same job in the history; None: the case config's.
+    seed: int | None = None
 
     @property
     def config_name(self) -> str:
@@ -121,6 +124,7 @@ def make_job(
     timeout_s: float = 24 * 3600.0,
     template_overrides: dict[str, Any] | None = None,
     run_id: str | None = None,
+    seed: int | None = None,
 ) -> Job:
     cases = available_cases()
     if case not in cases:
@@ -138,4 +142,5 @@ def make_job(
         synthetic=synthetic,
         timeout_s=timeout_s,
         template_overrides=validate_template_overrides(vendor, template_overrides or {}),
+        seed=seed,
     )

@@ -175,8 +175,10 @@ class Efficiency(BaseModel):
 
     precision: str
     flops_per_sample: float | None = None  # forward + backward of one sample, counted on the rank's model
+    peak_key: str = ""  # the peak `precision` is judged against: fp32 | tf32 | fp16 (amp) | bf16
     peak_tflops: float | None = None  # dense, per device, at `precision`
     peak_source: str = ""
+    devices: int | None = None  # what mfu divided by: every device of the run
     mfu: float | None = None  # flops_per_sample x p_core / (peak x devices)
     mfu_missing: str = ""  # why mfu is None
     expected_metric: str = "p_core"  # p_core, or peak_busbw_gbps for bandwidth cases
@@ -189,21 +191,23 @@ class Efficiency(BaseModel):
 class DevicePower(BaseModel):
     host: str
     device: str  # the monitor's device index or name; "host" for a whole-host reading (ipmitool)
-    samples: int
-    avg_w: float
+    samples: int  # power samples stamped inside the training window
+    avg_w: float  # energy_j / covered_s
     max_w: float
-    energy_j: float  # power integrated over the training window
+    energy_j: float  # power integrated over the training window (trapezoid, clipped to the window)
+    covered_s: float = 0.0  # the part of the window its samples span; gaps and uncovered edges are not counted
 
 
 class Energy(BaseModel):
-    """Power samples of the monitors integrated over the training window."""
+    """Power samples of the monitors integrated over the training window (harness/core/energy.py)."""
 
-    source: str = ""  # the tool(s) the power came from
+    source: str = ""  # the tool(s) the power came from, and whether whole-host power is in the total
     window_s: float | None = None
-    energy_j: float | None = None  # every device of the run
+    energy_j: float | None = None  # every device of the run (the hosts' only where no device tool reports power)
     j_per_1k_samples: float | None = None
     devices: list[DevicePower] = Field(default_factory=list)
     missing: str = ""  # why energy_j is None
+    notes: list[str] = Field(default_factory=list)  # parts of the window without samples, nodes without a monitor
 
 
 class RunResult(BaseModel):

@@ -25,13 +25,17 @@ from rich.text import Text
 
 from harness.core.attribution import Attribution, attribute
 from harness.core.backend import ClusterBackend
+from harness.core.device_use import low_device_use
 from harness.core.diagnose import failure_report, refine_kind
+from harness.core.energy import run_energy
 from harness.core.events import Event, last, read_event_files
 from harness.core.hang import hang_triage
 from harness.core.inventory import Inventory
 from harness.core.job import Job
+from harness.core.loss_trend import loss_warning
 from harness.core.metrics import compute_metrics
 from harness.core.monitor_why import monitor_why
+from harness.core.monitor_window import training_monitors
 from harness.core.node_facts import node_facts
 from harness.core.plan import NodePlan, RunPlan
 from harness.core.record import record_run
@@ -40,6 +44,7 @@ from harness.core.vendor import load_vendor
 from harness.core.watch import StepProgress, WaitOutcome, Watcher, WatchLimits
 from harness.devices.sampler import peak_memory
 from harness.errors import HarnessError, HostUnreachable, RunFailed, UserError
+from harness.expect.efficiency import with_efficiency
 from harness.fabric.record import bandwidth_result, fabric_verdict, with_transports
 from harness.hostinfo.compare import differences
 from harness.hostinfo.model import EnvironmentInfo, FrameworkVersions
@@ -316,7 +321,11 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         fabric = fabric_verdict(inventory.cluster.fabric, plan.vendor.collective, run.nodes)
         run.nodes = with_transports(run.nodes, fabric.transports)
         failure, kind, warnings = fabric.judge(failure, kind)
+        warnings += [w for w in [loss_warning(by_rank)] if w is not None]  # real data: did it learn?
         attribution = _attribute(plan, run, by_rank, out_dir, inventory, hang)
+        monitors = training_monitors(run.nodes, by_rank, job.nproc_per_node)  # energy, idle devices
+        energy = run_energy(monitors, plan.vendor, metrics.samples if metrics else 0)
+        warnings += low_device_use(monitors, inventory.cluster.min_device_util)
     for warning in warnings:
         _warn(console, warning)
 
@@ -345,6 +354,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         stragglers=attribution.stragglers,
         input_bound=attribution.input_bound,
         node_verdicts=attribution.verdicts,
+        energy=energy,
         nodes=run.nodes,
         image=_image_text(plan, run.image_id),
         effective_config=config_event.value if config_event else {},
@@ -353,6 +363,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         started_at=started.isoformat(timespec="seconds"),
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    result = with_efficiency(result, by_rank, inventory)  # MFU and % of expected (harness/expect/)
     if annotate is not None:
         result = annotate(result, out_dir)
     record_run(result, plan.render(), out_dir, results_root)

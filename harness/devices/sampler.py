@@ -114,7 +114,8 @@ class MonitorSampler:
     None for none). The host row comes from psutil on the controller's own
     machine and from /proc read through the transport elsewhere
     (``host_stats="auto"``). ``system_power`` adds ``ipmitool dcmi power
-    reading``. Each failing probe is logged once; sampling continues.
+    reading`` (every ``system_power_every``-th round). Each failing probe is
+    logged once; sampling continues.
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class MonitorSampler:
         timeout_s: float = 10.0,
         host_stats: HostStatsSource = "auto",
         system_power: bool = False,
+        system_power_every: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.transport = transport
@@ -138,6 +140,7 @@ class MonitorSampler:
             host_stats = "psutil" if isinstance(transport, LocalTransport) else "proc"
         self.host_stats: HostStatsSource = host_stats
         self.system_power = system_power
+        self.system_power_every = max(1, system_power_every)  # ask the BMC every n-th round only
         self.clock = clock
         self.failures: dict[str, int] = {}  # probe -> failed samples
         self.last_errors: dict[str, str] = {}
@@ -204,7 +207,7 @@ class MonitorSampler:
         return HostSample(cpu_pct=cpu, mem_used_gib=used, mem_total_gib=total)
 
     def _system_power(self) -> float | None:
-        if not self.system_power:
+        if not self.system_power or self.samples_taken % self.system_power_every:
             return None
         try:
             result = self.transport.run(list(IPMI_POWER_ARGV), timeout=self.timeout_s)

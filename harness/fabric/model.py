@@ -14,6 +14,9 @@
   library's own choice.
 - ``allow_fallback``: a node whose library fell back to sockets on an ``ib``
   fabric is a warning instead of a failed run (``infra``).
+- ``link_gbps``: the line rate of each HCA in Gb/s (100 EDR, 200 HDR, 400 NDR;
+  ``ibstat``'s Rate), only with ``ib``: the all-reduce case's % of expected
+  busbw across nodes is this rate's per-HCA figure x the HCAs (harness/expect/).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Fabric(BaseModel):
     socket_ifname: str | None = None
     gdr: bool = False
     allow_fallback: bool = False
+    link_gbps: int | None = Field(default=None, gt=0)
 
     @field_validator("hcas")
     @classmethod
@@ -66,6 +70,8 @@ class Fabric(BaseModel):
             raise ValueError(f"hcas are only used with type ib, this fabric is type {self.type}")
         if self.type != "ib" and self.gdr:
             raise ValueError(f"gdr (GPU Direct RDMA) needs type ib, this fabric is type {self.type}")
+        if self.type != "ib" and self.link_gbps is not None:
+            raise ValueError(f"link_gbps (the HCAs' line rate) needs type ib, this fabric is type {self.type}")
         if self.type == "none" and self.socket_ifname is not None:
             raise ValueError("socket_ifname needs type ib or ethernet; type none leaves every setting to the library")
         return self

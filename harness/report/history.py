@@ -1,21 +1,18 @@
 """Every finished run in one SQLite file beside the results, and the check that
-tells the morning reader when a number fell: a run is compared with the median
-of the last successful runs of the same case, vendor, accelerator, config,
-precision and fix_hp."""
+tells the morning reader when a number fell beyond its noise: a run is compared
+with the median and the spread (MAD) of the last successful runs of the same
+case, vendor, accelerator, config, precision and fix_hp (harness/report/noise.py)."""
 
 from __future__ import annotations
 
 import sqlite3
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.results import RunResult, RunStatus
+from harness.report.noise import NoiseRule, RunCheck, check_run
 
 HISTORY_FILE = "history.sqlite"
-# A throughput this far below the baseline median is reported as a regression.
-REGRESSION_FRACTION = 0.05
-BASELINE_RUNS = 5
 THROUGHPUTS = ("p_core", "p_train", "p_whole")
 
 _SCHEMA = """
@@ -56,22 +53,6 @@ class HistoryRow:
     p_train: float | None
     p_whole: float | None
     acc: float | None
-
-
-@dataclass(frozen=True)
-class Regression:
-    column: str
-    value: float
-    baseline: float  # median of the baseline runs
-    baseline_runs: list[str]
-
-    @property
-    def change(self) -> float:
-        return self.value / self.baseline - 1.0
-
-    def describe(self) -> str:
-        return (f"{self.column} {self.value:,.1f} is {-self.change:.1%} below the median {self.baseline:,.1f} "
-                f"of {len(self.baseline_runs)} earlier run(s): {', '.join(self.baseline_runs)}")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -122,30 +103,57 @@ def runs(path: Path, case: str | None = None, vendor: str | None = None, limit: 
     return [HistoryRow(*row) for row in rows]
 
 
-def regressions(path: Path, result: RunResult, fraction: float = REGRESSION_FRACTION,
-                window: int = BASELINE_RUNS) -> list[Regression]:
-    """Throughputs of `result` more than `fraction` below the median of the last
-    `window` successful runs with the same setup (the run itself excluded)."""
-    if result.status != "success" or result.metrics is None or not path.is_file():
+def _key_of(result: RunResult) -> dict[str, str]:
+    return {"case": result.case, "vendor": result.vendor, "accelerator": result.accelerator,
+            "config": result.config_name, "precision": result.precision, "fix_hp": result.fix_hp}
+
+
+def baseline(path: Path, key: dict[str, str], run_id: str, finished_at: str, window: int) -> list[HistoryRow]:
+    """The last `window` successful runs of the job `key` (case, vendor, accelerator,
+    config, precision, fix_hp) that finished by `finished_at`, `run_id` excluded, newest first."""
+    if not path.is_file():
         return []
-    query = ("SELECT run_id, p_core, p_train, p_whole FROM runs WHERE status = 'success' AND run_id != :run_id "
+    query = ("SELECT run_id, finished_at, case_name, vendor, accelerator, config, precision, fix_hp, status, "
+             "p_core, p_train, p_whole, acc FROM runs WHERE status = 'success' AND run_id != :run_id "
              "AND case_name = :case AND vendor = :vendor AND accelerator = :accelerator AND config = :config "
              "AND precision = :precision AND fix_hp = :fix_hp AND finished_at <= :finished_at "
              "ORDER BY finished_at DESC, run_id DESC LIMIT :window")
     with _connect(path) as connection:
-        baseline = connection.execute(query, {
-            "run_id": result.run_id, "case": result.case, "vendor": result.vendor,
-            "accelerator": result.accelerator, "config": result.config_name, "precision": result.precision,
-            "fix_hp": result.fix_hp, "finished_at": result.finished_at, "window": window,
-        }).fetchall()
+        rows = connection.execute(query, {**key, "run_id": run_id, "finished_at": finished_at,
+                                          "window": window}).fetchall()
     connection.close()
-    found: list[Regression] = []
-    for offset, column in enumerate(THROUGHPUTS, start=1):
-        value = getattr(result.metrics, column)
-        earlier = [row[offset] for row in baseline if row[offset] is not None]
-        if value is None or not earlier:
-            continue
-        median = statistics.median(earlier)
-        if value < (1.0 - fraction) * median:
-            found.append(Regression(column, value, median, [row[0] for row in baseline if row[offset] is not None]))
-    return found
+    return [HistoryRow(*row) for row in rows]
+
+
+def check_values(path: Path, key: dict[str, str], run_id: str, finished_at: str,
+                 values: dict[str, float | None], rule: NoiseRule) -> RunCheck | None:
+    """The figures of one run (THROUGHPUTS, p_core first) against its comparable history."""
+    rows = baseline(path, key, run_id, finished_at, rule.runs)
+    history = {column: [v for row in rows if (v := getattr(row, column)) is not None] for column in values}
+    return check_run(run_id, values, history, [row.run_id for row in rows], rule)
+
+
+def check(path: Path, result: RunResult, rule: NoiseRule | None = None) -> RunCheck | None:
+    """A successful run's throughputs against the median and noise of its last
+    `rule.runs` comparable successful runs (the run itself excluded): one RunCheck,
+    whose describe() is one line; None for a failed run or one without figures."""
+    if result.status != "success" or result.metrics is None:
+        return None
+    values = {column: getattr(result.metrics, column) for column in THROUGHPUTS}
+    return check_values(path, _key_of(result), result.run_id, result.finished_at, values, rule or NoiseRule())
+
+
+def check_row(path: Path, row: HistoryRow, rule: NoiseRule | None = None) -> RunCheck | None:
+    """A recorded run against the runs recorded before it (`history`'s column)."""
+    if row.status != "success":
+        return None
+    key = {"case": row.case, "vendor": row.vendor, "accelerator": row.accelerator, "config": row.config,
+           "precision": row.precision, "fix_hp": row.fix_hp}
+    values = {column: getattr(row, column) for column in THROUGHPUTS}
+    return check_values(path, key, row.run_id, row.finished_at, values, rule or NoiseRule())
+
+
+def regressions(path: Path, result: RunResult, rule: NoiseRule | None = None) -> list[RunCheck]:
+    """The run's check when it is a regression beyond noise (a list of one), else []."""
+    found = check(path, result, rule)
+    return [found] if found is not None and found.regression else []

@@ -8,6 +8,7 @@ from pathlib import Path
 from harness.core.results import RunResult
 from harness.errors import UserError
 from harness.report import history
+from harness.report.noise import NoiseRule, RunCheck
 
 
 def results_files(paths: list[Path]) -> list[Path]:
@@ -44,11 +45,18 @@ def history_file_of(results_json: Path) -> Path | None:
     return None
 
 
-def regressions_by_run(loaded: list[tuple[Path, RunResult]]) -> dict[str, list[str]]:
-    """run id -> its regressions (described), from the database beside its results."""
-    flagged: dict[str, list[str]] = {}
+def checks_by_run(loaded: list[tuple[Path, RunResult]], rule: NoiseRule | None = None) -> dict[str, RunCheck]:
+    """run id -> its check against the history beside its results (runs with no
+    database, failed runs and runs without figures have none)."""
+    found: dict[str, RunCheck] = {}
     for source, result in loaded:
-        found = history_file_of(source)
-        if found is not None:
-            flagged[result.run_id] = [r.describe() for r in history.regressions(found, result)]
-    return flagged
+        database = history_file_of(source)
+        check = history.check(database, result, rule) if database is not None else None
+        if check is not None:
+            found[result.run_id] = check
+    return found
+
+
+def regressions_by_run(loaded: list[tuple[Path, RunResult]], rule: NoiseRule | None = None) -> dict[str, list[str]]:
+    """run id -> its regression beyond noise, described on one line (a list of one)."""
+    return {run_id: [check.describe()] for run_id, check in checks_by_run(loaded, rule).items() if check.regression}

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.core.results import RunResult
+from harness.expect import text as efficiency_text
 from harness.fabric.busbw import render_table
 from harness.fabric.record import bandwidth_table_of
 from harness.hostinfo.model import EnvironmentInfo
@@ -38,11 +39,16 @@ def print_results(results: list[RunResult], console: Console, verbose: bool = Tr
     table.add_column("case", justify="left", no_wrap=True)
     for index, column in enumerate(metric_header()):
         table.add_column(column, justify="left" if index == 0 or column in LEFT_ALIGNED else "right", overflow="fold")
+    for column in efficiency_text.COLUMNS:  # the harness's own columns, never on a vendor page
+        table.add_column(column, justify="right", no_wrap=True)
     for result in results:
         cells = row_from_result(result).cells()
-        table.add_row(result.run_id, f"{result.case} · {result.vendor}", *cells,
+        table.add_row(result.run_id, f"{result.case} · {result.vendor}", *cells, *efficiency_text.cells(result),
                       style=None if result.status == "success" else "red")
     console.print(table)
+    for result in results:
+        for line in efficiency_text.notes(result):
+            console.print(Text(f"{result.run_id}: {line}", style="dim"), soft_wrap=True)
     for result in results:
         if result.bandwidth is not None and result.bandwidth.rows:
             console.print(Text(f"{result.run_id} bandwidth:", style="bold"))
@@ -97,9 +103,11 @@ def report_html(results: list[RunResult]) -> str:
     for result in results:
         hosts, rows = _environment_rows(result)
         runs.append({"result": result, "cells": row_from_result(result).cells(),
+                     "efficiency_cells": efficiency_text.cells(result), "efficiency_notes": efficiency_text.notes(result),
                      "hosts": hosts, "environment_rows": rows})
     title = " / ".join(sorted({f"{r.case} · {r.vendor} · {r.config_name}" for r in results}))
-    return _TEMPLATES.get_template("report.html.j2").render(title=title, header=metric_header(), runs=runs)
+    return _TEMPLATES.get_template("report.html.j2").render(title=title, header=metric_header(), runs=runs,
+                                                            efficiency_header=efficiency_text.COLUMNS)
 
 
 def report_texts(results: list[RunResult]) -> dict[str, str]:
