@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from test_faults import (
+    HELD,
     HELD_CASE,
     HELD_STEPS,
     LONG,
@@ -95,7 +96,7 @@ def test_short_ssh_blip_is_survived(make_hosts_yaml: Callable[..., Path], tmp_pa
     run_id = "fault-blip"
     spare: SpareSshd = spare_sshd()
     hosts = two_hosts(make_hosts_yaml, spare, infra, tmp_path)
-    with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{LONG},max_steps={HELD_STEPS}",
+    with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{HELD},max_steps={HELD_STEPS}",
                                case=HELD_CASE)) as proc:
         wait_running(run_id, 2, proc=proc)
         with hold_training(run_id, work_dir(hosts), HELD_STEPS):

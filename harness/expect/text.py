@@ -45,8 +45,10 @@ def mfu_line(result: RunResult) -> str | None:
     flops = eff.flops_per_sample or 0.0
     p_core = result.metrics.p_core if result.metrics is not None else None
     precision = eff.precision if eff.peak_key == eff.precision else f"{eff.precision} -> {eff.peak_key} peak"
+    # A results.json from elsewhere (an older harness, a hand-made one) may lack the figures.
+    peak = f"{eff.peak_tflops:g} TFLOPS" if eff.peak_tflops is not None else "? TFLOPS"
     return (f"MFU {eff.mfu:.1%} = {flops / 1e9:.3g} GFLOP/sample x p_core {_figure(p_core or 0.0)} / "
-            f"({eff.peak_tflops:g} TFLOPS dense {precision} x {eff.devices} device(s)); peak: {eff.peak_source}")
+            f"({peak} dense {precision} x {eff.devices} device(s)); peak: {eff.peak_source or '?'}")
 
 
 def expected_line(result: RunResult) -> str | None:
