@@ -221,12 +221,15 @@ def read_lock(transport: Transport, host: Host) -> LockState:
 
 def refuse_if_locked(transport_for: Callable[[Host], Transport], hosts: list[Host], stale_after_s: float,
                      warn: Callable[[str], None]) -> None:
-    """For `bench`: HostLocked when a live campaign holds one of these hosts. A
-    host that does not answer is left to the preflight, which names it. The hosts
-    are read in parallel (this also opens each one's connection for what follows)."""
+    """For `bench`: HostLocked when a live campaign holds one of these hosts. The
+    hosts are read in parallel (this also opens each one's connection for what
+    follows); one that cannot be reached ends it here as it would end the
+    preflight (HostUnreachable, naming it), not after a second connect window."""
     def read(host: Host) -> LockState | None:
         try:
             return read_lock(transport_for(host), host)
+        except HostUnreachable:
+            raise
         except HarnessError:
             return None
 
