@@ -103,9 +103,10 @@ def runs(path: Path, case: str | None = None, vendor: str | None = None, limit: 
     return [HistoryRow(*row) for row in rows]
 
 
-def _key_of(result: RunResult) -> dict[str, str]:
-    return {"case": result.case, "vendor": result.vendor, "accelerator": result.accelerator,
-            "config": result.config_name, "precision": result.precision, "fix_hp": result.fix_hp}
+def _job_key(case: str, vendor: str, accelerator: str, config: str, precision: str, fix_hp: str) -> dict[str, str]:
+    """What makes runs comparable: the history's job key, as baseline() queries it."""
+    return {"case": case, "vendor": vendor, "accelerator": accelerator, "config": config,
+            "precision": precision, "fix_hp": fix_hp}
 
 
 def baseline(path: Path, key: dict[str, str], run_id: str, finished_at: str, window: int) -> list[HistoryRow]:
@@ -140,15 +141,16 @@ def check(path: Path, result: RunResult, rule: NoiseRule | None = None) -> RunCh
     if result.status != "success" or result.metrics is None:
         return None
     values = {column: getattr(result.metrics, column) for column in THROUGHPUTS}
-    return check_values(path, _key_of(result), result.run_id, result.finished_at, values, rule or NoiseRule())
+    key = _job_key(result.case, result.vendor, result.accelerator, result.config_name, result.precision,
+                   result.fix_hp)
+    return check_values(path, key, result.run_id, result.finished_at, values, rule or NoiseRule())
 
 
 def check_row(path: Path, row: HistoryRow, rule: NoiseRule | None = None) -> RunCheck | None:
     """A recorded run against the runs recorded before it (`history`'s column)."""
     if row.status != "success":
         return None
-    key = {"case": row.case, "vendor": row.vendor, "accelerator": row.accelerator, "config": row.config,
-           "precision": row.precision, "fix_hp": row.fix_hp}
+    key = _job_key(row.case, row.vendor, row.accelerator, row.config, row.precision, row.fix_hp)
     values = {column: getattr(row, column) for column in THROUGHPUTS}
     return check_values(path, key, row.run_id, row.finished_at, values, rule or NoiseRule())
 
