@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from harness.core.kinds import FailureKind as FailureKind
 from harness.core.kinds import RunStatus as RunStatus
+from harness.faults.codes import Fault
 
 
 class Metrics(BaseModel):
@@ -223,6 +224,8 @@ class RunResult(BaseModel):
     failure: str | None = None
     failure_kind: FailureKind | None = None
     lost_hosts: list[str] = Field(default_factory=list)
+    # Problems attributed to one host, each with its fault code (harness/faults/codes.py).
+    faults: list[Fault] = Field(default_factory=list)
     # What is still on the hosts after the run (a lost host's containers and run
     # folder): finish with `python -m harness collect` / `clean --run-id`.
     left_on_hosts: list[str] = Field(default_factory=list)
