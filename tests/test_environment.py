@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from harness.backends.marked import inner_argv
+from harness.backends.marked import batch_answer, batch_commands, inner_argv, marked_argv
 from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport
 from harness.hostinfo.compare import (
     cpu_matches,
@@ -162,6 +162,7 @@ class ReplayTransport(Transport):
     def __init__(self, outputs: dict[tuple[str, ...], str], host: str) -> None:
         self.host = host
         self.outputs = outputs
+        self.batches = 0
 
     def answer(self, argv: list[str]) -> tuple[str, int]:
         for prefix, text in self.outputs.items():
@@ -170,6 +171,11 @@ class ReplayTransport(Transport):
         return f"{argv[0]}: not found\n", 127
 
     def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> CommandResult:
+        batch = batch_commands(argv)
+        if batch is not None:  # each command of the batch as if run alone, its status after it
+            self.batches += 1
+            text = "".join(batch_answer(nonce, self.run(marked_argv(probe, nonce), timeout)) for nonce, probe in batch)
+            return CommandResult(self.host, argv, 0, text)
         probe = inner_argv(argv)
         assert probe is not None, f"a probe ran unmarked: {argv}"
         text, code = self.answer(probe)
@@ -197,6 +203,7 @@ def test_capture_finds_the_device_tool_that_is_there() -> None:
         host="kunlun1",
     )
     env = capture_environment(transport)
+    assert transport.batches == 1  # every probe known up front asked in one round trip
     assert (env.accelerator_model, env.accelerator_count, env.accelerator_memory_mib) == ("K200", 4, 8064)
     assert env.accelerator_driver == "4.0"
     assert (env.network_type, env.network_rate) == ("InfiniBand", "200Gb/s")

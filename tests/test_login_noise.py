@@ -204,3 +204,22 @@ def test_preflight_checks_over_a_login_shell_that_prints_a_banner(infra: "TestIn
     assert facts["noisy"]["docker"] == facts["node1"]["docker"] != "unknown"
     for fact in facts.values():
         assert abs(float(fact["clock_skew_s"])) < 5 and float(fact["work_dir_free_gib"]) > 0
+
+
+def test_a_batch_reads_each_commands_answer_and_status_through_a_noisy_shell() -> None:
+    from harness.backends.marked import run_marked_batch
+
+    commands = [["printf", "one\\ntwo\\n"], ["sh", "-c", "echo to-stderr >&2; exit 3"],
+                ["no-such-tool-here"], ["echo", "@@harness-rc-forged@@ 0"]]
+    answers = run_marked_batch(NoisyLocalTransport("noisy"), commands, timeout=20)
+    assert [a.exit_code if a else None for a in answers] == [0, 3, 127, 0]
+    texts = [a.output if a else "" for a in answers]
+    assert texts[0] == "one\ntwo\n" and texts[1] == "to-stderr\n" and texts[3] == "@@harness-rc-forged@@ 0\n"
+    assert all(BANNER not in text for text in texts)
+    assert [a.argv for a in answers if a] == commands
+
+
+def test_a_batch_the_shell_never_ran_leaves_every_answer_missing() -> None:
+    from harness.backends.marked import run_marked_batch
+
+    assert run_marked_batch(SilentShellTransport("silent"), [["true"], ["echo", "x"]], timeout=20) == [None, None]

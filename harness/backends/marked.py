@@ -23,7 +23,9 @@ nothing (the wrapper prints only at the end), so its result has no output.
 
 from __future__ import annotations
 
+import re
 import secrets
+import shlex
 from collections.abc import Sequence
 
 from harness.backends.transport import CommandResult, Transport
@@ -97,3 +99,57 @@ def run_marked(transport: Transport, argv: list[str], timeout: float, stdin: byt
     if answer is None:
         raise UnmarkedAnswer(result.host, list(argv), result.exit_code, result.output)
     return CommandResult(result.host, list(argv), result.exit_code, answer)
+
+
+# A batch: several marked commands in one shell, one after the other, each
+# followed by its exit status behind a marker of its own nonce. One round trip
+# instead of one per command; the answers are read exactly as run_marked reads one.
+_BATCH_HEAD = "# harness marked batch"
+
+
+def _rc_marker(nonce: str) -> str:
+    return f"@@harness-rc-{nonce}@@"
+
+
+def batch_argv(commands: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """`sh -c SCRIPT` running each (nonce, argv) marked, in order."""
+    lines = [_BATCH_HEAD]
+    for nonce, argv in commands:
+        wrapped = " ".join(shlex.quote(part) for part in marked_argv(argv, nonce))
+        lines.append(f"{wrapped}; printf '%s %s\\n' {shlex.quote(_rc_marker(nonce))} \"$?\"")
+    return ["sh", "-c", "\n".join(lines)]
+
+
+def batch_commands(argv: Sequence[str]) -> list[tuple[str, list[str]]] | None:
+    """The (nonce, argv) a batch_argv() runs; None when argv is not one (for test doubles)."""
+    if len(argv) != 3 or list(argv[:2]) != ["sh", "-c"] or not argv[2].startswith(_BATCH_HEAD):
+        return None
+    found: list[tuple[str, list[str]]] = []
+    for line in argv[2].splitlines()[1:]:
+        words = shlex.split(line.rsplit("; printf", 1)[0])
+        inner = inner_argv(words)
+        nonce = words[len(_PREFIX)].removeprefix("@@harness-begin-").removesuffix("@@")
+        if inner is not None:
+            found.append((nonce, inner))
+    return found
+
+
+def batch_answer(nonce: str, answer: CommandResult) -> str:
+    """What one command of a batch prints: its marked output, then its status (for test doubles)."""
+    return f"{answer.output}\n{_rc_marker(nonce)} {answer.exit_code}\n"
+
+
+def run_marked_batch(transport: Transport, commands: Sequence[Sequence[str]],
+                     timeout: float) -> list[CommandResult | None]:
+    """run_marked for each command, all in one round trip. A command with no
+    answer (the batch timed out before it ended, or the shell did not run it)
+    is None: the caller may run it alone. Raises what transport.run raises."""
+    nonces = [secrets.token_hex(8) for _ in commands]
+    result = transport.run(batch_argv(list(zip(nonces, commands))), timeout=timeout)
+    answers: list[CommandResult | None] = []
+    for nonce, argv in zip(nonces, commands):
+        answer = read_marked(result.output, nonce)
+        status = re.search(re.escape(_rc_marker(nonce)) + r" (\d+)", result.output)
+        answers.append(None if answer is None or status is None
+                       else CommandResult(result.host, list(argv), int(status.group(1)), answer))
+    return answers

@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from harness.backends.marked import run_marked
-from harness.backends.transport import Transport
+from harness.backends.marked import run_marked, run_marked_batch
+from harness.backends.transport import CommandResult, Transport
 from harness.devices.readings import DeviceInventory
 from harness.devices.registry import inventory_commands
+from harness.errors import HarnessError
 from harness.hostinfo.model import FRAMEWORK_FIELDS, EnvironmentInfo, FrameworkVersions
 from harness.hostinfo.parsers import (
     parse_cpuinfo_model,
@@ -71,13 +72,27 @@ class _Prober:
     def __init__(self, transport: Transport, timeout: float) -> None:
         self.transport = transport
         self.timeout = timeout
+        self.answered: dict[tuple[str, ...], CommandResult] = {}
+
+    def prefetch(self, commands: list[list[str]]) -> None:
+        """Run these in one round trip; run() then reads their answers. What the
+        batch leaves unanswered runs alone when asked for."""
+        try:
+            answers = run_marked_batch(self.transport, commands, timeout=self.timeout)
+        except HarnessError:
+            return
+        for argv, answer in zip(commands, answers):
+            if answer is not None:
+                self.answered[tuple(argv)] = answer
 
     def run(self, argv: list[str], accept_nonzero: bool = False) -> tuple[str | None, str | None]:
         """(output, None) on success, (None, reason) otherwise."""
-        try:
-            result = run_marked(self.transport, argv, timeout=self.timeout)
-        except Exception as exc:  # a transport failure is a reason like any other
-            return None, f"`{argv[0]}`: {type(exc).__name__}: {exc}"
+        result = self.answered.get(tuple(argv))
+        if result is None:
+            try:
+                result = run_marked(self.transport, argv, timeout=self.timeout)
+            except Exception as exc:  # a transport failure is a reason like any other
+                return None, f"`{argv[0]}`: {type(exc).__name__}: {exc}"
         if result.exit_code is None:
             return None, f"`{' '.join(argv[:3])}` timed out after {self.timeout:g}s"
         if result.exit_code == 127:
@@ -149,13 +164,17 @@ def _probe_first(prober: _Prober, info: EnvironmentInfo, field: str, attempts: I
         info.unknown_reasons[field] = "; ".join(reasons)
 
 
+_NETWORK_PROBES = [["ibstat"], ["ibv_devinfo"], ["ls", "/sys/class/net"]]
+
+
 def _probe_network(prober: _Prober, info: EnvironmentInfo) -> None:
     reasons: list[str] = []
-    found = prober.first([(["ibstat"], parse_ibstat), (["ibv_devinfo"], parse_ibv_devinfo)], reasons, "shows no active port")
+    ibstat, ibv_devinfo, list_nics = _NETWORK_PROBES
+    found = prober.first([(ibstat, parse_ibstat), (ibv_devinfo, parse_ibv_devinfo)], reasons, "shows no active port")
     if found:
         info.network_type, info.network_rate = found
         return
-    listing, reason = prober.run(["ls", "/sys/class/net"])
+    listing, reason = prober.run(list_nics)
     if listing is None:
         reasons.append(reason or "cannot list /sys/class/net")
     else:
@@ -219,21 +238,24 @@ def capture_environment(
     the docker CLI is called on that host (with its DOCKER_HOST, launch.docker_cli)."""
     prober = _Prober(transport, timeout)
     info = EnvironmentInfo(host=transport.host, captured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    # Each group fills its own fields; the groups run side by side (one round trip
-    # each instead of a dozen in a row), fallbacks within a group stay in order.
+    firsts: dict[str, list[tuple[list[str], Callable[[str], Any]]]] = {
+        "machine_model": [(["dmidecode", "-s", "system-product-name"], lambda out: out.strip()),
+                          (["cat", "/sys/class/dmi/id/product_name"], lambda out: out.strip())],
+        "cpu_model": [(["cat", "/proc/cpuinfo"], parse_cpuinfo_model), (["lscpu"], parse_lscpu_model)],
+        "os": [(["cat", "/etc/os-release"], parse_os_release)],
+        "kernel": [(["uname", "-r", "-m"], lambda out: " ".join(out.split()))],
+        "docker_version": [([*docker, "version", "--format", "{{.Server.Version}}"], lambda out: out.strip())],
+    }
+    # Every probe and fallback whose command is known up front, in one round trip;
+    # the fallbacks are then read in order from its answers (a dozen round trips
+    # in a row, several for a host without the first tool of a group, before).
+    prober.prefetch([argv for attempts in firsts.values() for argv, _ in attempts]
+                    + [list(argv) for argv, _ in inventory_commands(smi)] + _NETWORK_PROBES)
     groups: list[Callable[[], None]] = [
-        lambda: _probe_first(prober, info, "machine_model", [
-            (["dmidecode", "-s", "system-product-name"], lambda out: out.strip()),
-            (["cat", "/sys/class/dmi/id/product_name"], lambda out: out.strip()),
-        ]),
+        *(lambda field=field, attempts=attempts: _probe_first(prober, info, field, attempts)
+          for field, attempts in firsts.items()),
         lambda: _probe_accelerators(prober, info, smi),
-        lambda: _probe_first(prober, info, "cpu_model",
-                             [(["cat", "/proc/cpuinfo"], parse_cpuinfo_model), (["lscpu"], parse_lscpu_model)]),
         lambda: _probe_network(prober, info),
-        lambda: _probe_first(prober, info, "os", [(["cat", "/etc/os-release"], parse_os_release)]),
-        lambda: _probe_first(prober, info, "kernel", [(["uname", "-r", "-m"], lambda out: " ".join(out.split()))]),
-        lambda: _probe_first(prober, info, "docker_version",
-                             [([*docker, "version", "--format", "{{.Server.Version}}"], lambda out: out.strip())]),
     ]
     run_all(lambda group: group(), groups)
     if image:
