@@ -205,7 +205,10 @@ def _run(args: argparse.Namespace, world: World, events: Recorder) -> None:
     # Module.to accepts a device and a memory_format together; torch's overloads list them only apart.
     model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     # FLOPs per sample for MFU: the model's own forward + backward on meta stand-ins (no state touched).
-    events.emit("flops", flops_event(model, (3, cfg.image_size, cfg.image_size)))
+    # Every rank holds the same model: one count per node is enough (the lowest rank's is used; a
+    # second node's stands in when that node's logs are lost), and spares the CPU the other ranks share.
+    if world.local_rank == 0:
+        events.emit("flops", flops_event(model, (3, cfg.image_size, cfg.image_size)))
     clock = ComputeClock(spec.timing_event)
     compute_apart = True  # compute_s excludes the gradient all-reduce
     if world.distributed:
