@@ -264,11 +264,11 @@ def test_bare_python_without_torch_is_refused_in_preflight(make_hosts_yaml: Call
 def test_the_gpu_check_script_runs_on_the_cpu_vendor(tmp_path: Path) -> None:
     """bench/gpu_check.sh as a GPU machine would run it (local access, bare payload), on
     the cpu vendor: every run succeeds, the table and the monitors' samples are there."""
-    env = {**os.environ, "VENDOR": "cpu", "PYTHON": sys.executable, "CASES": "resnet50", "PRECISIONS": "fp32",
+    env = {**os.environ, "VENDOR": "cpu", "PYTHON": sys.executable, "CASES": "mobilenetv2", "PRECISIONS": "fp32",
            "STEPS": "2", "WORKERS": "0"}
     proc = subprocess.run(["bash", str(REPO_ROOT / "bench" / "gpu_check.sh"), str(tmp_path / "out")], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 run(s) failed" in proc.stdout and "p_core" in proc.stdout and "busbw" in proc.stdout
-    monitors = list((tmp_path / "out" / "results").glob("gpu-*-resnet50-fp32/resnet50/1x1/*/monitor.csv"))
+    monitors = list((tmp_path / "out" / "results").glob("gpu-*-mobilenetv2-fp32/mobilenetv2/1x1/*/monitor.csv"))
     assert monitors and len(monitors[0].read_text().splitlines()) >= 2
