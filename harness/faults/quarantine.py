@@ -16,7 +16,6 @@ import datetime as dt
 import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -25,10 +24,11 @@ from pydantic import BaseModel, Field, ValidationError
 from harness.core.record import write_atomic
 from harness.errors import UserError
 from harness.faults.codes import Fault, code_line, now_iso
+from harness.faults.settings import DEFAULT_EXPIRY_S as DEFAULT_EXPIRY_S
+from harness.faults.settings import DEFAULT_WINDOW_S as DEFAULT_WINDOW_S
+from harness.faults.settings import QuarantinePolicy as QuarantinePolicy
 
 QUARANTINE_FILE = "quarantine.json"
-DEFAULT_WINDOW_S = 12 * 3600.0
-DEFAULT_EXPIRY_S = 24 * 3600.0
 
 
 def _parse(stamp: str) -> dt.datetime:
@@ -37,12 +37,6 @@ def _parse(stamp: str) -> dt.datetime:
 
 def _stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class QuarantinePolicy:
-    window_s: float = DEFAULT_WINDOW_S  # two occurrences of any code within this quarantine
-    expiry_s: float = DEFAULT_EXPIRY_S  # how long an automatic entry lasts
 
 
 class QuarantineEntry(BaseModel):
@@ -142,7 +136,8 @@ class QuarantineStore:
                 entry = QuarantineEntry(
                     host=host, codes=list(dict.fromkeys(f.code for f in deciding)),
                     evidence=[f.evidence for f in deciding][-5:], since=_stamp(moment),
-                    until=_stamp(moment + dt.timedelta(seconds=policy.expiry_s)), by="auto", reason=why,
+                    until=_stamp(moment + dt.timedelta(seconds=policy.expiry_s)) if policy.expiry_s else None,
+                    by="auto", reason=why,
                     run_ids=list(dict.fromkeys(f.run_id for f in deciding if f.run_id)))
                 listed.entries[host] = entry
                 created.append(entry)
