@@ -13,11 +13,11 @@ from harness.core.results import RunResult
 from harness.errors import HostFault, HostUnreachable
 from harness.fabric.model import Fabric
 from harness.faults.codes import Fault
+from harness.faults.settings import STRAGGLER
 
 UNREACHABLE = "BENCH-H01"  # did not answer before the run started
 LOST = "BENCH-H02"  # stopped answering after
 FALLBACK = "BENCH-F01"
-STRAGGLER = "BENCH-S01"
 MAX_EVIDENCE = 300
 
 

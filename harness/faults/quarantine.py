@@ -3,7 +3,8 @@
 a campaign may both update it).
 
 A host is quarantined when a severe code occurs once, or any code occurs a
-second time within the window (the occurrences of the window are kept in the
+second time within the window (a straggler only where the policy counts it:
+settings.py; the occurrences of the window are kept in the
 file, so bench runs and campaigns count together). An entry expires (24 h by
 default); an expired entry is ignored, shown as expired, and replaced by the
 next quarantine of its host. `release` removes the entry and forgets the
@@ -114,7 +115,9 @@ class QuarantineStore:
     def record(self, faults: list[Fault], policy: QuarantinePolicy = QuarantinePolicy(),
                now: dt.datetime | None = None) -> list[QuarantineEntry]:
         """Count these occurrences and quarantine what they decide; the entries
-        this call created (hosts already quarantined are not created again)."""
+        this call created (hosts already quarantined are not created again).
+        Codes the policy leaves uncounted (a straggler, by default) are skipped."""
+        faults = [fault for fault in faults if fault.code not in policy.uncounted]
         if not faults:
             return []
         moment = now or dt.datetime.now(dt.timezone.utc)
