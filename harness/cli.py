@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from harness import REPO_ROOT
 from harness.campaign import cli as campaign_cli
 from harness.core.kinds import RunStatus
-from harness.errors import HarnessError, HostUnreachable, UserError
+from harness.errors import HarnessError, HostsNotReady, HostUnreachable, UserError
 from harness.faults import cli as quarantine_cli
 from harness.pages import env_cli
 from harness.report import compare_cli
@@ -247,7 +247,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         backend.refuse_if_held(job, lambda message: _warn(console, message))
         result = run_job(job, inventory, backend, args.results, console, check_environment=gate,
                          limits=limits, clean_orphans=args.clean_orphans, annotate=annotate)
-    except HostUnreachable as exc:  # not started (exit 2), but the host's fault counts
+    except (HostUnreachable, HostsNotReady) as exc:  # not started (exit 2), but the host's fault counts
         quarantine.preflight_failed(exc, job.run_id)
         raise
     except RunInterrupted as exc:

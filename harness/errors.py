@@ -49,6 +49,17 @@ class RemoteCommandError(HarnessError):
         super().__init__(f"{host}: `{' '.join(argv)}` {status}\n{tail}")
 
 
+class HostsNotReady(UserError):
+    """A preflight check found these hosts unfit, each earning `code` (harness/faults/codes.py);
+    `hosts` maps each to what was found there."""
+
+    def __init__(self, message: str, *, hosts: dict[str, str], code: str, file: str | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(message, file=file, field=field)
+        self.hosts = hosts
+        self.code = code
+
+
 class ConnectionLost(HostUnreachable):
     """The connection to a host dropped, or the host stopped answering, during a
     call: what that call did on the host is unknown. Unlike RemoteCommandError

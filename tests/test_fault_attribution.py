@@ -211,3 +211,29 @@ def test_a_docker_load_that_fails_on_one_host_names_that_host(tmp_path: Path) ->
     assert caught.value.hosts == ["beta"] and caught.value.code == "BENCH-I01"
     assert "no space left on device" in str(caught.value)
     assert not any((tmp_path / "img" / name).exists() for name in ("alpha", "beta", "gamma"))  # removed everywhere
+
+
+# -- the fabric preflight: a down port is its host's fault, a rate mismatch nobody's alone --------------------
+
+
+def test_an_hca_port_down_is_f04_of_its_host_and_differing_rates_are_no_fault(tmp_path: Path) -> None:
+    from test_fabric_wiring import IB as IB_FIELDS
+    from test_fabric_wiring import host_with_ibstat, rdma_dir
+
+    from harness.backends.fabric_checks import check_fabric
+    from harness.errors import HostsNotReady
+
+    fabric = Fabric(**IB_FIELDS)
+    down = [host_with_ibstat(tmp_path, "alpha", "ibstat_mlx5_active_200_roce.txt"),
+            host_with_ibstat(tmp_path, "beta", "ibstat_mlx5_down_40.txt")]
+    with pytest.raises(HostsNotReady) as raised:
+        check_fabric(fabric, down, "hosts.yaml", rdma_dir=rdma_dir(tmp_path), min_memlock_kib=0)
+    assert raised.value.exit_code == 2 and list(raised.value.hosts) == ["beta"]
+    faults = faults_from_preflight(raised.value, "r3")
+    assert [(f.host, f.code) for f in faults] == [("beta", "BENCH-F04")]
+    assert "mlx5_0 has no Active port" in faults[0].evidence
+    slow = [host_with_ibstat(tmp_path / "2", "alpha", "ibstat_mlx5_active_200_roce.txt"),
+            host_with_ibstat(tmp_path / "2", "beta", "ibstat_mlx5_active_100_roce.txt")]
+    with pytest.raises(UserError) as mismatch:
+        check_fabric(fabric, slow, "hosts.yaml", rdma_dir=rdma_dir(tmp_path), min_memlock_kib=0)
+    assert not isinstance(mismatch.value, HostsNotReady) and faults_from_preflight(mismatch.value, "r3") == []

@@ -10,7 +10,7 @@ RunResult.faults, and a campaign that records an unstarted attempt itself asks
 from __future__ import annotations
 
 from harness.core.results import RunResult
-from harness.errors import HostFault, HostUnreachable
+from harness.errors import HostFault, HostsNotReady, HostUnreachable
 from harness.fabric.model import Fabric
 from harness.faults.codes import Fault
 from harness.faults.settings import STRAGGLER
@@ -29,6 +29,9 @@ def _one_line(text: str) -> str:
 def _from_error(exc: BaseException, run_id: str, started: bool) -> list[Fault]:
     if isinstance(exc, HostFault):
         return [Fault(host=host, code=exc.code, evidence=_one_line(str(exc)), run_id=run_id) for host in exc.hosts]
+    if isinstance(exc, HostsNotReady):
+        return [Fault(host=host, code=exc.code, evidence=_one_line(found), run_id=run_id)
+                for host, found in exc.hosts.items()]
     if isinstance(exc, HostUnreachable) and exc.host is not None:
         # A connection that drops during the preflight is a host that did not answer it.
         code = exc.code or (LOST if started else UNREACHABLE)
@@ -39,7 +42,8 @@ def _from_error(exc: BaseException, run_id: str, started: bool) -> list[Fault]:
 def faults_from_preflight(exc: BaseException, run_id: str) -> list[Fault]:
     """The faults of an error that stopped a run before it started (the preflight,
     the host-lock check): BENCH-H01 for a host that did not answer, or the error's
-    own code (BENCH-H03 work directory, BENCH-G01 device missing, BENCH-H05 engine).
+    own code (BENCH-H03 work directory, BENCH-G01 device missing, BENCH-H05 engine,
+    BENCH-F04 an HCA missing or its port down).
     [] when no host is at fault (bad input, a host key or login to fix)."""
     return _from_error(exc, run_id, started=False)
 

@@ -40,6 +40,7 @@ _TABLE: tuple[FaultCode, ...] = (
     FaultCode("BENCH-F01", "fabric fallback (the collective library did not use the fabric asked for)"),
     FaultCode("BENCH-F02", "slow in every pair (pairwise all-reduce)"),
     FaultCode("BENCH-F03", "failed in every pair (pairwise all-reduce)"),
+    FaultCode("BENCH-F04", "fabric not ready at preflight (an HCA missing or its port not Active)"),
     FaultCode("BENCH-S01", "straggler (slowest rank by per-rank compute time)"),
 )
 CODES: dict[str, FaultCode] = {entry.code: entry for entry in _TABLE}
