@@ -11,6 +11,7 @@ REAL_DATA ?=
 RUN_ID ?=
 REPRO ?=
 ALLOW_DRIFT ?=
+IGNORE_QUARANTINE ?=
 PYTEST_ARGS ?=
 SUITE ?= suites/cpu-smoke.yaml
 RESUME ?=
@@ -30,7 +31,8 @@ bench: setup
 	$(PY) -m harness bench --case '$(CASE)' --vendor '$(VENDOR)' --config '$(CONFIG)' --hosts '$(HOSTS)' \
 	  $(if $(FIX_HP),--fix-hp '$(FIX_HP)') $(if $(ACCEL),--accelerator '$(ACCEL)') \
 	  $(if $(REAL_DATA),--real-data) $(if $(RUN_ID),--run-id '$(RUN_ID)') $(if $(DRY_RUN),--dry-run) \
-	  $(if $(REPRO),--repro '$(REPRO)') $(if $(ALLOW_DRIFT),--allow-drift)
+	  $(if $(REPRO),--repro '$(REPRO)') $(if $(ALLOW_DRIFT),--allow-drift) \
+	  $(if $(IGNORE_QUARANTINE),--ignore-quarantine)
 
 # A suite of jobs, unattended: validated first, locked hosts, retries, state for RESUME=1, summary.
 campaign: setup

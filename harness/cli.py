@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +11,9 @@ from typing import TYPE_CHECKING, Any, get_args
 from harness import REPO_ROOT
 from harness.campaign import cli as campaign_cli
 from harness.core.kinds import RunStatus
-from harness.errors import HarnessError, UserError
+from harness.errors import HarnessError, HostsNotReady, HostUnreachable, UserError
+from harness.faults import cli as quarantine_cli
+from harness.pages import env_cli
 from harness.report import compare_cli
 from harness.report.noise_view import add_noise_arguments, rule_of
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--allow-drift", action="store_true",
                        help="with --repro: run although the hosts drift from the page (recorded in results.json)")
     add_noise_arguments(bench)
+    quarantine_cli.add_bench_arguments(bench)
 
     clean = sub.add_parser("clean", help="remove containers the harness left on the inventory's hosts")
     clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS)
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS, help="inventory file (default hosts.yaml)")
     capture.add_argument("--vendor", help="vendor whose device tool to ask (default: try each known tool)")
     campaign_cli.add_parser(sub, DEFAULT_RESULTS)
+    quarantine_cli.add_parser(sub, DEFAULT_RESULTS)
     return parser
 
 
@@ -198,6 +201,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from harness.core.validate import check_case_config
     from harness.core.vendor import load_vendor
     from harness.core.watch import WatchLimits
+    from harness.faults.bench_gate import BenchQuarantine
     from harness.pages import compare, repro
     from harness.report import history
     from harness.report.noise_view import print_check
@@ -230,8 +234,11 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         return result
 
     limits = WatchLimits.for_cluster(inventory.cluster, args.timeout, args.stall_timeout)
+    quarantine = BenchQuarantine(args.results, [host.name for host in inventory.hosts[:job.nnodes]],
+                                 inventory.cluster.quarantine.policy(), console, args.ignore_quarantine)
     backend = make_backend(inventory)
     try:
+        quarantine.check(dry_run=args.dry_run)  # before anything touches a host
         if args.dry_run:
             sys.stdout.write(build_plan(job, inventory, backend).render())
             return 0
@@ -240,6 +247,9 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         backend.refuse_if_held(job, lambda message: _warn(console, message))
         result = run_job(job, inventory, backend, args.results, console, check_environment=gate,
                          limits=limits, clean_orphans=args.clean_orphans, annotate=annotate)
+    except (HostUnreachable, HostsNotReady) as exc:  # not started (exit 2), but the host's fault counts
+        quarantine.preflight_failed(exc, job.run_id)
+        raise
     except RunInterrupted as exc:
         out_dir = args.results / exc.result.run_id / exc.result.case / exc.result.config_name
         console.print(Text.assemble(("interrupted: ", "red"), f"containers stopped and removed, logs in {out_dir}"))
@@ -251,6 +261,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     out = _wide_console(width=220)  # as `report`: the vendor columns plus MFU, % exp, J/1k unfolded
     print_results([result], out)
     print_check(out, result.run_id, history.check(history_file, result, rule_of(args)))
+    quarantine.record(result.faults)
     for found in comparison:
         out.print(compare.comparison_table(found))
         for note in found.notes:
@@ -374,38 +385,6 @@ def _cmd_readme(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _cmd_env(args: argparse.Namespace, console: Console) -> int:
-    from rich.text import Text
-
-    from harness.core.inventory import load_inventory
-    from harness.core.vendor import load_vendor
-    from harness.pages import repro
-    from harness.pages.parse import read_page
-
-    inventory = load_inventory(args.hosts)
-    if args.env_command == "capture":
-        vendor = load_vendor(args.vendor) if args.vendor else None
-        environments = repro.capture_hosts(inventory, vendor.smi if vendor else None)
-        payload = {host: info.model_dump() for host, info in environments.items()}
-        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-        return 0
-    page = read_page(args.page)
-    vendor = load_vendor(args.vendor) if args.vendor else repro.vendor_for_page(page)
-    if vendor is not None and not args.vendor:
-        console.print(f"vendor {vendor.name} (it pins {page.software.framework})", highlight=False)
-    environments = repro.capture_hosts(inventory, vendor.smi if vendor else None)
-    reports = [repro.host_drift(page, env, vendor, host=host) for host, env in environments.items()]
-    out = _wide_console()
-    for report in reports:
-        out.print(repro.drift_table(report, f"{report.host} vs {args.page}"))
-    fields = repro.drifted_fields(reports)
-    if fields:
-        out.print(Text(f"drift: {', '.join(fields)}", style="red"))
-        return 1
-    out.print(Text(f"no drift: every host matches {args.page} in the checked fields", style="green"))
-    return 0
-
-
 COMMANDS = {
     "bench": _cmd_bench,
     "history": _cmd_history,
@@ -413,7 +392,8 @@ COMMANDS = {
     "collect": _cmd_collect,
     "report": _cmd_report,
     "readme": _cmd_readme,
-    "env": _cmd_env,
+    "env": env_cli.cmd_env,
+    "quarantine": quarantine_cli.cmd_quarantine,
     "campaign": campaign_cli.cmd_campaign,
     "compare": compare_cli.cmd_compare,
 }

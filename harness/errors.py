@@ -22,7 +22,18 @@ class UserError(HarnessError):
 
 
 class HostUnreachable(UserError):
-    """A host in the inventory cannot be reached or fails a preflight check."""
+    """A host in the inventory cannot be reached or fails a preflight check.
+
+    `host` names it when the host itself is at fault (None: a key or login the
+    user must fix), and `code` is the fault code it earns (harness/faults/codes.py);
+    None there means it did not answer: BENCH-H01 before a run starts, BENCH-H02
+    after (harness/faults/attribute.py decides)."""
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None,
+                 host: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, file=file, field=field)
+        self.host = host
+        self.code = code
 
 
 class RemoteCommandError(HarnessError):
@@ -36,6 +47,17 @@ class RemoteCommandError(HarnessError):
         status = "timed out" if exit_code is None else f"exited {exit_code}"
         tail = "\n".join(output.strip().splitlines()[-20:])
         super().__init__(f"{host}: `{' '.join(argv)}` {status}\n{tail}")
+
+
+class HostsNotReady(UserError):
+    """A preflight check found these hosts unfit, each earning `code` (harness/faults/codes.py);
+    `hosts` maps each to what was found there."""
+
+    def __init__(self, message: str, *, hosts: dict[str, str], code: str, file: str | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(message, file=file, field=field)
+        self.hosts = hosts
+        self.code = code
 
 
 class ConnectionLost(HostUnreachable):
@@ -54,3 +76,13 @@ class RemoteTimeout(RemoteCommandError):
 
 class RunFailed(HarnessError):
     """The training job ran but did not finish successfully."""
+
+
+class HostFault(RunFailed):
+    """A step of a started run failed on these hosts, each earning `code` (a fault
+    code of harness/faults/codes.py): the image copy or load on a host (BENCH-I01)."""
+
+    def __init__(self, message: str, hosts: list[str], code: str) -> None:
+        super().__init__(message)
+        self.hosts = hosts
+        self.code = code

@@ -158,7 +158,8 @@ class HostLocks:
         result = self._transport_for(host).run(["sh", "-c", script, "sh", path, *args], timeout=LOCK_TIMEOUT_S,
                                                stdin=stdin)
         if result.exit_code is None:
-            raise HostUnreachable(f"{host.name}: the lock command timed out", field=f"hosts.{host.name}")
+            raise HostUnreachable(f"{host.name}: the lock command timed out", field=f"hosts.{host.name}",
+                                  host=host.name)
         if result.exit_code != 0:
             raise HarnessError(f"{host.name}: cannot write the lock in {host.work_dir}: {result.output.strip()[-300:]}")
         return result.output
@@ -215,7 +216,7 @@ def read_lock(transport: Transport, host: Host) -> LockState:
     path = f"{host.work_dir}/{LOCK_DIR_NAME}"
     result = transport.run(["sh", "-c", _READ, "sh", path], timeout=LOCK_TIMEOUT_S)
     if result.exit_code is None:
-        raise HostUnreachable(f"{host.name}: reading the lock timed out", field=f"hosts.{host.name}")
+        raise HostUnreachable(f"{host.name}: reading the lock timed out", field=f"hosts.{host.name}", host=host.name)
     return _parse(host.name, result.output)
 
 

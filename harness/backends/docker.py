@@ -68,7 +68,8 @@ class DockerPayload(Payload):
         version = answers["docker"]
         if not version.ok:
             raise HostUnreachable(f"docker is not usable on {node.host.name}: {version.output.strip()[-300:]}",
-                                  file=plan.inventory_source, field=f"hosts.{node.host.name}")
+                                  file=plan.inventory_source, field=f"hosts.{node.host.name}",
+                                  host=node.host.name, code="BENCH-H05")
         facts["docker"] = version.output.strip().splitlines()[-1] if version.output.strip() else "unknown"
         if answers["same_name"].ok and CONTAINER_ID_RE.search(answers["same_name"].output):
             raise UserError(f"a container named {node.container_name} already exists on {node.host.name}",

@@ -17,7 +17,7 @@ from harness.backends.docker_request import DockerNode
 from harness.backends.image import write_context
 from harness.backends.transport import Transport
 from harness.core.plan import ImagePlan
-from harness.errors import RunFailed
+from harness.errors import HarnessError, HostFault, HostUnreachable, RemoteCommandError, RunFailed
 from harness.parallel import run_all
 
 QUICK_S = 30.0
@@ -45,28 +45,49 @@ def build(transport: Transport, entry: DockerNode, image: ImagePlan) -> None:
         transport.run(["rm", "-rf", "--", context_remote], timeout=QUICK_S)
 
 
+def _copy_failed(what: str, failed: dict[str, str]) -> HostFault:
+    """The copy failed on these hosts (BENCH-I01 each); a host that stopped answering stays HostUnreachable."""
+    lines = "; ".join(f"{host}: {reason.strip().splitlines()[0][:300] if reason.strip() else '?'}"
+                      for host, reason in failed.items())
+    return HostFault(f"{what} failed on {', '.join(failed)}: {lines}", list(failed), "BENCH-I01")
+
+
 def copy_image(transport_for: TransportFor, source: DockerNode, targets: list[DockerNode], tag: str) -> None:
     """docker save once on the source host, through the controller, docker load on every target.
     A folder of its own per tag and node (hosts may share a disk): put_tree replaces
-    it whole, get_tree fetches only it."""
+    it whole, get_tree fetches only it. A save or load that fails is a HostFault naming its hosts."""
     src = transport_for(source)
+    source_name = source.node.host.name
     src.run(["mkdir", "-p", source.image.image_folder], timeout=QUICK_S).check()
     try:
-        src.run(source.image.save, timeout=TRANSFER_S).check()
+        try:
+            src.run(source.image.save, timeout=TRANSFER_S).check()
+        except RemoteCommandError as exc:
+            raise _copy_failed(f"docker save of {tag}", {source_name: exc.output}) from exc
         with tempfile.TemporaryDirectory(prefix="bench-img-") as tmp:
             got = src.get_tree(source.image.image_folder, Path(tmp))
             if [p.name for p in got] != ["image.tar"]:
-                raise RunFailed(f"docker save of {tag} on {source.node.host.name} produced no file")
+                raise _copy_failed(f"docker save of {tag}", {source_name: "it produced no file"})
 
-            def load(target: DockerNode) -> None:
+            def load(target: DockerNode) -> str | None:
+                """None when loaded, else why not."""
                 transport = transport_for(target)
                 try:
                     transport.put_tree(Path(tmp), target.image.image_folder)
                     transport.run(target.image.load, timeout=TRANSFER_S).check()
+                    return None
+                except HostUnreachable:
+                    raise
+                except RemoteCommandError as exc:
+                    return exc.output or str(exc)
+                except (HarnessError, OSError) as exc:
+                    return str(exc)
                 finally:
                     transport.run(["rm", "-rf", "--", target.image.image_folder], timeout=QUICK_S)
 
-            run_all(load, targets)
+            failed = {t.node.host.name: why for t, why in zip(targets, run_all(load, targets)) if why is not None}
+            if failed:
+                raise _copy_failed(f"copying {tag} (docker load)", failed)
     finally:
         src.run(["rm", "-rf", "--", source.image.image_folder], timeout=QUICK_S)
 
@@ -88,6 +109,6 @@ def prepare_image(transport_for: TransportFor, entries: list[DockerNode], image:
         copied = run_all(lambda entry: image_id(transport_for(entry), entry), lacking)
         differing = [e.node.host.name for e, i in zip(lacking, copied) if i != reference]
         if differing:
-            raise RunFailed(f"image {tag} has a different id on {', '.join(differing)} than on "
-                            f"{first.node.host.name} ({reference})")
+            raise HostFault(f"image {tag} has a different id on {', '.join(differing)} than on "
+                            f"{first.node.host.name} ({reference}) after the copy", differing, "BENCH-I01")
     return reference

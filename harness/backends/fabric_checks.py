@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from harness.backends.transport import CommandResult, Transport
 from harness.core.inventory import Inventory
-from harness.errors import UserError
+from harness.errors import HostsNotReady, UserError
 from harness.fabric.model import RDMA_DEVICE_DIR, Fabric
 from harness.fabric.preflight import ib_problems
 from harness.parallel import run_all
@@ -103,8 +103,13 @@ def check_fabric(fabric: Fabric, hosts: Sequence[tuple[str, Transport]], source:
                        if done["memlock"].ok and done["memlock"].output.strip() else "unknown"}
     problems += ib_problems(fabric, ibstat_by_host)
     if problems:
-        raise UserError("fabric preflight (type ib, HCAs " + ", ".join(fabric.hcas) + ") failed: "
-                        + "; ".join(problems), file=source, field="cluster.fabric")
+        message = "fabric preflight (type ib, HCAs " + ", ".join(fabric.hcas) + ") failed: " + "; ".join(problems)
+        # An HCA missing or a port down is that host's fault (BENCH-F04); a limit or a tool is the site's setup.
+        unready = {host: found[0] for host, text in ibstat_by_host.items()
+                   if (found := ib_problems(fabric, {host: text}))}
+        if unready:
+            raise HostsNotReady(message, hosts=unready, code="BENCH-F04", file=source, field="cluster.fabric")
+        raise UserError(message, file=source, field="cluster.fabric")
     return facts
 
 

@@ -56,7 +56,8 @@ def check_node(transport: Transport, plan: RunPlan, node: NodePlan,
         try:
             return run_marked(transport, argv, timeout=QUICK_S)
         except UnmarkedAnswer as exc:
-            raise HostUnreachable(f"cannot run commands on {host.name}: {exc}", file=source, field=field) from exc
+            raise HostUnreachable(f"cannot run commands on {host.name}: {exc}", file=source, field=field,
+                                  host=host.name) from exc
 
     before = time.time()
     answers = run_marked_batch(transport, list(checks.values()), timeout=QUICK_S)
@@ -68,7 +69,7 @@ def check_node(transport: Transport, plan: RunPlan, node: NodePlan,
     clock = done["date"]
     if not clock.ok:
         raise HostUnreachable(f"cannot run commands on {host.name}: {clock.output.strip()}",
-                              file=source, field=field)
+                              file=source, field=field, host=host.name)
 
     facts: dict[str, str] = {}
     warnings: list[str] = []
@@ -82,7 +83,7 @@ def check_node(transport: Transport, plan: RunPlan, node: NodePlan,
         facts["clock_skew_s"] = "unknown"
     if not done["mkdir"].ok:
         raise HostUnreachable(f"cannot create {node.host_run_dir} on {host.name}: {done['mkdir'].output.strip()}",
-                              file=source, field=f"{field}.work_dir")
+                              file=source, field=f"{field}.work_dir", host=host.name, code="BENCH-H03")
     disk = done["df"]
     if disk.ok and len(disk.output.splitlines()) >= 2:
         free_gib = int(disk.output.splitlines()[-1].split()[3]) / 2**20
@@ -92,7 +93,8 @@ def check_node(transport: Transport, plan: RunPlan, node: NodePlan,
     if "devices" in done and not done["devices"].ok:
         missing = [d for d in devices if d not in done["devices"].output.split()]
         raise HostUnreachable(f"device(s) {', '.join(missing)} (vendor {plan.vendor.name}) missing on "
-                              f"{host.name}", file=source, field=f"{field}.devices")
+                              f"{host.name}", file=source, field=f"{field}.devices", host=host.name,
+                              code="BENCH-G01")
     if "data" in done and not done["data"].ok:
         raise UserError(f"data directory {host.data_dir} does not exist on {host.name}",
                         file=source, field=f"{field}.data_dir")

@@ -120,11 +120,12 @@ class SshTransport(Transport):
         self._active()
 
     def _unreachable(self, failure: Refused) -> HostUnreachable:
-        return HostUnreachable(str(failure), file=failure.file, field=self._field)
+        return HostUnreachable(str(failure), file=failure.file, field=self._field,
+                               host=self.host if failure.silent else None)
 
     def _lost(self, what: str, why: object) -> ConnectionLost:
         return ConnectionLost(f"ssh connection to {self._where} lost during {what}: {why} "
-                              "(what it did on the host is unknown)", field=self._field)
+                              "(what it did on the host is unknown)", field=self._field, host=self.host)
 
     def _active(self) -> paramiko.Transport:
         """The live connection, opened (with retries) when there is none."""
@@ -184,7 +185,7 @@ class SshTransport(Transport):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Refused(f"{last} (gave up after {attempts} attempt(s) in "
-                               f"{time.monotonic() - started:.0f} s)")
+                               f"{time.monotonic() - started:.0f} s)", silent=True)
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, BACKOFF_MAX_S)
 
@@ -195,7 +196,8 @@ class SshTransport(Transport):
             try:
                 return transport.open_session(timeout=self.response_timeout_s), transport
             except paramiko.ChannelException as exc:
-                raise HostUnreachable(f"{self._where} refused a new session: {exc}", field=self._field) from exc
+                raise HostUnreachable(f"{self._where} refused a new session: {exc}", field=self._field,
+                                      host=self.host) from exc
             except TRANSPORT_ERRORS as exc:
                 dead = not transport.is_active()
                 self._forget(transport)

@@ -26,9 +26,10 @@ class Transient(Exception):
 class Refused(Exception):
     """A connection attempt failed in a way retrying will not fix."""
 
-    def __init__(self, message: str, file: str | None = None) -> None:
+    def __init__(self, message: str, file: str | None = None, silent: bool = False) -> None:
         super().__init__(message)
         self.file = file
+        self.silent = silent  # the host never answered (not a key or a login it refused): its fault
 
 
 def tune_socket(sock: socket.socket, keepalive_s: float) -> None:

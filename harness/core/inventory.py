@@ -22,6 +22,7 @@ from harness.core.vendor import Mount, template_value_problem
 from harness.errors import UserError
 from harness.expect.reference import PeakKey
 from harness.fabric.model import Fabric
+from harness.faults.settings import QuarantineSettings
 from harness.secrets import ENV_KEY_RE
 from harness.yamlfile import load_model
 
@@ -148,6 +149,8 @@ class Cluster(BaseModel):
     # Dense peak TFLOPS per device of the site's own accelerator ({fp32: 1.5, bf16: 3.0}):
     # MFU divides by these before any reference/<accelerator>.yaml figure (harness/expect/).
     peak_tflops: dict[PeakKey, PositiveFloat] = Field(default_factory=dict)
+    # A host's faults: the window of the "twice" rule and how long a quarantine lasts (harness/faults/).
+    quarantine: QuarantineSettings = Field(default_factory=QuarantineSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -46,6 +46,8 @@ from harness.devices.sampler import peak_memory
 from harness.errors import HarnessError, HostUnreachable, RunFailed, UserError
 from harness.expect.efficiency import with_efficiency
 from harness.fabric.record import bandwidth_result, fabric_verdict, with_transports
+from harness.faults.attribute import faults_from_stage, run_faults
+from harness.faults.codes import Fault
 from harness.hostinfo.compare import differences
 from harness.hostinfo.model import EnvironmentInfo, FrameworkVersions
 
@@ -146,6 +148,7 @@ class _Run:
     environments: dict[str, EnvironmentInfo] = field(default_factory=dict)
     nodes: list[NodeOutcome] = field(default_factory=list)
     left_on_hosts: list[str] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)  # what the error that ended a stage blames on a host
 
 
 def _prepare(plan: RunPlan, backend: ClusterBackend, clock: PhaseClock, console: Console,
@@ -279,10 +282,12 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
                                       + ("while training" if run.launched else "before training started")).decided_now()
         except HostUnreachable as exc:  # a host lost while building or starting: not bad input
             run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}").decided_now()
+            run.faults = faults_from_stage(exc, job.run_id)
         except UserError:
             raise  # the REPRO gate: nothing was started
         except HarnessError as exc:
             run.outcome = WaitOutcome(False, "infra", f"{run.stage} failed: {exc}").decided_now()
+            run.faults = faults_from_stage(exc, job.run_id)  # an image copy that failed on a host
         if not run.outcome.ok:
             console.print(Text.assemble(("failed: ", "red"), f"{run.outcome.failure}; stopping the other nodes"),
                           soft_wrap=True)
@@ -364,6 +369,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     result = with_efficiency(result, by_rank, inventory)  # MFU and % of expected (harness/expect/)
+    result.faults = run_faults(result, inventory.cluster.fabric, run.faults)  # fault codes per host (harness/faults/)
     if annotate is not None:
         result = annotate(result, out_dir)
     record_run(result, plan.render(), out_dir, results_root)

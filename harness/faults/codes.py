@@ -29,6 +29,7 @@ _TABLE: tuple[FaultCode, ...] = (
     FaultCode("BENCH-H02", "lost mid-run (silent past the lost-host limit)"),
     FaultCode("BENCH-H03", "work directory unusable (cannot be created or written, disk full)"),
     FaultCode("BENCH-H04", "leftover benchmark container before the job"),
+    FaultCode("BENCH-H05", "container engine not usable (docker did not answer at preflight)"),
     FaultCode("BENCH-G01", "device missing (the smi tool sees fewer devices than the inventory)", severe=True),
     FaultCode("BENCH-G02", "foreign process on the devices"),
     FaultCode("BENCH-G03", "uncorrected ECC rise", severe=True),
@@ -39,6 +40,7 @@ _TABLE: tuple[FaultCode, ...] = (
     FaultCode("BENCH-F01", "fabric fallback (the collective library did not use the fabric asked for)"),
     FaultCode("BENCH-F02", "slow in every pair (pairwise all-reduce)"),
     FaultCode("BENCH-F03", "failed in every pair (pairwise all-reduce)"),
+    FaultCode("BENCH-F04", "fabric not ready at preflight (an HCA missing or its port not Active)"),
     FaultCode("BENCH-S01", "straggler (slowest rank by per-rank compute time)"),
 )
 CODES: dict[str, FaultCode] = {entry.code: entry for entry in _TABLE}

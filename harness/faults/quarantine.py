@@ -3,7 +3,8 @@
 a campaign may both update it).
 
 A host is quarantined when a severe code occurs once, or any code occurs a
-second time within the window (the occurrences of the window are kept in the
+second time within the window (a straggler only where the policy counts it:
+settings.py; the occurrences of the window are kept in the
 file, so bench runs and campaigns count together). An entry expires (24 h by
 default); an expired entry is ignored, shown as expired, and replaced by the
 next quarantine of its host. `release` removes the entry and forgets the
@@ -16,7 +17,6 @@ import datetime as dt
 import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -25,10 +25,11 @@ from pydantic import BaseModel, Field, ValidationError
 from harness.core.record import write_atomic
 from harness.errors import UserError
 from harness.faults.codes import Fault, code_line, now_iso
+from harness.faults.settings import DEFAULT_EXPIRY_S as DEFAULT_EXPIRY_S
+from harness.faults.settings import DEFAULT_WINDOW_S as DEFAULT_WINDOW_S
+from harness.faults.settings import QuarantinePolicy as QuarantinePolicy
 
 QUARANTINE_FILE = "quarantine.json"
-DEFAULT_WINDOW_S = 12 * 3600.0
-DEFAULT_EXPIRY_S = 24 * 3600.0
 
 
 def _parse(stamp: str) -> dt.datetime:
@@ -37,12 +38,6 @@ def _parse(stamp: str) -> dt.datetime:
 
 def _stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class QuarantinePolicy:
-    window_s: float = DEFAULT_WINDOW_S  # two occurrences of any code within this quarantine
-    expiry_s: float = DEFAULT_EXPIRY_S  # how long an automatic entry lasts
 
 
 class QuarantineEntry(BaseModel):
@@ -120,7 +115,9 @@ class QuarantineStore:
     def record(self, faults: list[Fault], policy: QuarantinePolicy = QuarantinePolicy(),
                now: dt.datetime | None = None) -> list[QuarantineEntry]:
         """Count these occurrences and quarantine what they decide; the entries
-        this call created (hosts already quarantined are not created again)."""
+        this call created (hosts already quarantined are not created again).
+        Codes the policy leaves uncounted (a straggler, by default) are skipped."""
+        faults = [fault for fault in faults if fault.code not in policy.uncounted]
         if not faults:
             return []
         moment = now or dt.datetime.now(dt.timezone.utc)
@@ -142,7 +139,8 @@ class QuarantineStore:
                 entry = QuarantineEntry(
                     host=host, codes=list(dict.fromkeys(f.code for f in deciding)),
                     evidence=[f.evidence for f in deciding][-5:], since=_stamp(moment),
-                    until=_stamp(moment + dt.timedelta(seconds=policy.expiry_s)), by="auto", reason=why,
+                    until=_stamp(moment + dt.timedelta(seconds=policy.expiry_s)) if policy.expiry_s else None,
+                    by="auto", reason=why,
                     run_ids=list(dict.fromkeys(f.run_id for f in deciding if f.run_id)))
                 listed.entries[host] = entry
                 created.append(entry)

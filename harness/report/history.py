@@ -5,11 +5,13 @@ case, vendor, accelerator, config, precision and fix_hp (harness/report/noise.py
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.results import RunResult, RunStatus
+from harness.faults.codes import Fault
 from harness.report.noise import NoiseRule, RunCheck, check_run
 
 HISTORY_FILE = "history.sqlite"
@@ -33,8 +35,9 @@ CREATE TABLE IF NOT EXISTS runs (
     failure_kind TEXT
 )
 """
-# Columns added after the first release, for databases made before them.
-_ADDED_COLUMNS = {"failure_kind": "TEXT"}
+# Columns added after the first release, for databases made before them. `faults`:
+# the run's fault codes per host as a JSON list of Fault (NULL in rows made before it).
+_ADDED_COLUMNS = {"failure_kind": "TEXT", "faults": "TEXT"}
 BUSY_TIMEOUT_S = 30.0
 
 
@@ -79,6 +82,7 @@ def record(path: Path, result: RunResult, results_json: Path) -> None:
         "acc": metrics.acc if metrics else None, "mem_used_gib": metrics.mem_used_gib if metrics else None,
         "mem_total_gib": metrics.mem_total_gib if metrics else None, "image": result.image,
         "results_json": str(results_json), "failure_kind": result.failure_kind,
+        "faults": json.dumps([fault.model_dump() for fault in result.faults]),
     }
     columns = ", ".join(values)
     marks = ", ".join(f":{name}" for name in values)
@@ -101,6 +105,20 @@ def runs(path: Path, case: str | None = None, vendor: str | None = None, limit: 
                                           "limit": limit}).fetchall()
     connection.close()
     return [HistoryRow(*row) for row in rows]
+
+
+def faults(path: Path, host: str | None = None, since: str | None = None) -> list[Fault]:
+    """The fault codes recorded with runs (of one host; in runs finished at or after
+    the ISO time `since`), oldest run first; rows made before the column have none."""
+    if not path.is_file():
+        return []
+    query = ("SELECT faults FROM runs WHERE faults IS NOT NULL AND (:since IS NULL OR finished_at >= :since) "
+             "ORDER BY finished_at, run_id")
+    with _connect(path) as connection:
+        rows = connection.execute(query, {"since": since}).fetchall()
+    connection.close()
+    found = [Fault.model_validate(entry) for (text,) in rows for entry in json.loads(text)]
+    return [fault for fault in found if host is None or fault.host == host]
 
 
 def _job_key(case: str, vendor: str, accelerator: str, config: str, precision: str, fix_hp: str) -> dict[str, str]:
