@@ -326,6 +326,7 @@ def test_sigterm_stops_records_and_resume_continues(make_hosts_yaml: Callable[..
     assert "--resume" in stderr and "Traceback" not in stderr
     state = state_of(results, campaign_name)
     assert state["status"] == "interrupted" and state["exit_status"] == 130
+    assert state["units"][0]["status"] == "interrupted"  # not `running` under a controller that is gone
     attempt = state["units"][0]["attempts"][0]
     assert attempt["status"] == "interrupted" and attempt["failure_kind"] == "interrupted"
     assert Path(attempt["results_json"]).is_file()  # stopped, collected and recorded

@@ -296,3 +296,12 @@ def test_pair_runs_refused_by_the_preflight_are_failed_pairs(tmp_path: Path) -> 
     assert all(p.verdict == "failed" and p.run_id.startswith("n-j1-a1-pair") for p in found.pairs)
     assert found.pairs[0].detail == "could not start: node3: connection refused"
     assert found.named == "node3" and found.code == "BENCH-F03"
+
+
+def test_an_unreadable_quarantine_list_keeps_no_host_out_and_says_so(tmp_path: Path) -> None:
+    healer, planned, _, events = healer_for(tmp_path, ["node3"], Locks())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "quarantine.json").write_text("{not json")
+    attempt = Attempt(number=1, run_id="n-j1-a1")
+    assert names(healer.place(planned, attempt).planned.hosts) == ["node1", "node2"]
+    assert any("not a quarantine list written by this harness" in e and "no host is kept out" in e for e in events)

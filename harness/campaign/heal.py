@@ -27,7 +27,7 @@ from harness.core.inventory import Host
 from harness.core.results import RunResult
 from harness.errors import HarnessError, HostUnreachable
 from harness.faults.codes import Fault
-from harness.faults.quarantine import QuarantineEntry, QuarantineStore
+from harness.faults.quarantine import QuarantineEntry, QuarantineList, QuarantineStore
 from harness.hostlock import HostLocked
 
 
@@ -57,9 +57,21 @@ class Healer:
         self.event = event
 
     # -- before an attempt ----------------------------------------------------------
+    def _listed(self) -> QuarantineList:
+        """The quarantine list; an empty one when it cannot be read (said), so the night goes on."""
+        try:
+            return self.store.load()
+        except HarnessError as exc:
+            self.event(f"warning: {_first_line(str(exc))}; no host is kept out for it")
+            return QuarantineList()
+
+    def quarantined_now(self) -> set[str]:
+        """The hosts the quarantine list keeps out now."""
+        return set(self._listed().active_hosts())
+
     def place(self, planned: PlannedEntry, attempt: Attempt) -> Placement:
         """The job's hosts with every unusable one replaced by a spare where one is left."""
-        listed = self.store.load()
+        listed = self._listed()
         quarantined: dict[str, QuarantineEntry] = {}
         for host in [*planned.hosts, *self.spares]:
             entry = listed.active(host.name)
@@ -149,7 +161,7 @@ class Healer:
 
     def _spare_for(self, hosts: list[Host], attempt: Attempt) -> Host | None:
         """A usable spare with the hosts' device count, locked, for a pair."""
-        listed = self.store.load()
+        listed = self._listed()
         names = {host.name for host in hosts}
         for spare in self.spares:
             if spare.name in names or listed.active(spare.name) is not None:

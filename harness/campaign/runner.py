@@ -82,13 +82,15 @@ class Campaign:
 
     # -- locks ------------------------------------------------------------------------
     def lock_hosts(self) -> None:
-        """Every host of the suite, before anything runs. A live holder stops the
+        """Every host of the suite but the quarantined, before anything runs. A live holder stops the
         campaign (HostLocked, exit 2); a host that does not answer now is locked
         before its first job instead (its gate fails there while it is away)."""
         hosts: dict[str, Host] = {}
+        quarantined = self.healer.quarantined_now()
         for planned in self.planned:
             for host in planned.hosts:
-                hosts.setdefault(host.name, host)
+                if host.name not in quarantined:  # a spare takes its place: never locked
+                    hosts.setdefault(host.name, host)
         for host in hosts.values():
             try:
                 self.locks.acquire(host)
