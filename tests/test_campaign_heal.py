@@ -23,7 +23,7 @@ from harness.campaign.spares import check_spares, on_hosts, substitute
 from harness.campaign.state import Attempt, Bisection, CampaignState, PairRun, PairVerdict
 from harness.campaign.suite import SuiteError, load_suite
 from harness.core.inventory import Host, load_inventory
-from harness.core.results import RunResult
+from harness.core.results import NodeOutcome, RunResult
 from harness.errors import HarnessError, HostUnreachable
 from harness.faults.codes import Fault
 from harness.faults.quarantine import QuarantineStore
@@ -265,8 +265,13 @@ def test_the_runs_own_faults_count_and_a_severe_one_quarantines_at_once(tmp_path
 def test_a_job_is_searched_once_per_set_of_hosts_and_only_for_an_infra_failure_naming_no_host(tmp_path: Path) -> None:
     healer, planned, state, _ = healer_for(tmp_path, [], Locks())
     assert healer.wants_bisect(planned, None)
-    assert healer.wants_bisect(planned, failed_run())
-    assert not healer.wants_bisect(planned, failed_run(Fault(host="node1", code="BENCH-H02", evidence="lost")))
+    ran = failed_run()
+    assert not healer.wants_bisect(planned, ran)  # refused before anything started: nothing measured
+    ran.nodes = [NodeOutcome(host=h, node_rank=i, container="c", exit_code=None, log_dir="l")
+                 for i, h in enumerate(("node1", "node2"))]
+    assert healer.wants_bisect(planned, ran)
+    ran.faults = [Fault(host="node1", code="BENCH-H02", evidence="lost")]
+    assert not healer.wants_bisect(planned, ran)
     state.bisections.append(Bisection(job=0, run_id="r", trigger="t", hosts=["node2", "node1"]))
     assert not healer.wants_bisect(planned, None)
     (tmp_path / "one").mkdir()
@@ -305,3 +310,15 @@ def test_an_unreadable_quarantine_list_keeps_no_host_out_and_says_so(tmp_path: P
     attempt = Attempt(number=1, run_id="n-j1-a1")
     assert names(healer.place(planned, attempt).planned.hosts) == ["node1", "node2"]
     assert any("not a quarantine list written by this harness" in e and "no host is kept out" in e for e in events)
+
+
+def test_a_preflight_refusal_naming_a_host_is_its_fault() -> None:
+    from harness.campaign.heal import preflight_faults
+
+    hosts = [host("n1"), host("n2")]
+    (away,) = preflight_faults(HostUnreachable("ssh to n2 failed: refused", field="hosts.n2"), hosts, "r-a1")
+    assert (away.host, away.code, away.run_id) == ("n2", "BENCH-H01", "r-a1") and "refused" in away.evidence
+    (full,) = preflight_faults(HostUnreachable("cannot create /w/r on n1: No space left", field="hosts.n1"), hosts, "r")
+    assert full.code == "BENCH-H03"
+    assert preflight_faults(HostUnreachable("no host", field="cluster.fabric"), hosts, "r") == []
+    assert preflight_faults(HostUnreachable("other", field="hosts.n9"), hosts, "r") == []

@@ -35,6 +35,19 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+def preflight_faults(exc: HarnessError, hosts: list[Host], run_id: str) -> list[Fault]:
+    """The fault of the host a preflight refusal names (its field `hosts.<name>`):
+    BENCH-H03 when its work dir cannot be created, else BENCH-H01; none when it names no host."""
+    if not isinstance(exc, HostUnreachable) or not (exc.field or "").startswith("hosts."):
+        return []
+    name = (exc.field or "").removeprefix("hosts.")
+    if name not in {host.name for host in hosts}:
+        return []
+    text = _first_line(str(exc))
+    code = "BENCH-H03" if "cannot create" in text else "BENCH-H01"
+    return [Fault(host=name, code=code, evidence=f"preflight: {text}"[:300], run_id=run_id)]
+
+
 @dataclass
 class Placement:
     """Where an attempt runs."""
@@ -142,7 +155,8 @@ class Healer:
             return False
         if result is None:  # the bandwidth gate failed
             return True
-        return result.failure_kind == "infra" and not result.faults and not result.lost_hosts
+        started = bool(result.nodes)  # a preflight refusal measured nothing about the fabric
+        return started and result.failure_kind == "infra" and not result.faults and not result.lost_hosts
 
     def bisect(self, planned: PlannedEntry, attempt: Attempt, trigger: str, backend: ClusterBackend,
                console: Console) -> Bisection:

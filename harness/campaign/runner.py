@@ -30,7 +30,7 @@ from harness.campaign.backend import CachingBackend, campaign_backend
 from harness.campaign.busbw_gate import busbw_problem
 from harness.campaign.check import PlannedEntry, check_suite
 from harness.campaign.gates import GateMemory, check_gates
-from harness.campaign.heal import Healer
+from harness.campaign.heal import Healer, preflight_faults
 from harness.campaign.notify import Notifier
 from harness.campaign.recover import record_unstarted, recover_attempt
 from harness.campaign.spares import by_names, check_spares, on_hosts
@@ -261,14 +261,14 @@ class Campaign:
                 self.healer.bisect(planned, attempt, problem, self.backend, self.console)
         if problems:
             return record_unstarted(job, planned, self.backend, self.results, "infra",
-                                    "health gate failed: " + "; ".join(problems), self.warn)
-        result = self._run(job, planned)
+                                    "health gate failed: " + "; ".join(problems), self.warn, list(attempt.faults))
+        result = self._run(job, planned, attempt.run_id)
         if result.status != "success" and self.healer.wants_bisect(planned, result):
             self.healer.bisect(planned, attempt, f"infra with no host named: {_first_line(result.failure)}",
                                self.backend, self.console)
         return result
 
-    def _run(self, job: Job, planned: PlannedEntry) -> RunResult:
+    def _run(self, job: Job, planned: PlannedEntry, run_id: str) -> RunResult:
         entry = planned.entry
         limits = WatchLimits.for_cluster(self.inventory.cluster, entry.timeout_s, entry.stall_timeout_s)
         try:
@@ -279,7 +279,7 @@ class Campaign:
         except UserError as exc:  # the preflight refused: nothing was started
             retry = isinstance(exc, (HostUnreachable, OrphansFound, HostLocked, MasterPortBusy))
             return record_unstarted(job, planned, self.backend, self.results, "infra" if retry else "bad_input",
-                                    f"preflight: {exc}", self.warn)
+                                    f"preflight: {exc}", self.warn, preflight_faults(exc, planned.hosts, run_id))
         except HarnessError as exc:  # the record could not be written (disk full), or the backend itself
             return record_unstarted(job, planned, self.backend, self.results, "infra", str(exc), self.warn)
 
