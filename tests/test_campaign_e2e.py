@@ -197,7 +197,8 @@ def test_three_jobs_failing_rank_host_back_webhook_and_summary(
     events = [message["event"] for message in received]
     assert events == ["job_failed", "campaign_finished"], received
     assert received[0]["job"]["job"] == 2 and received[0]["job"]["failure_kind"] == "job"
-    assert received[1]["counts"] == {"success": 2, "failed": 1, "running": 0, "waiting": 0}
+    assert received[1]["counts"] == {"success": 2, "failed": 1, "running": 0, "interrupted": 0, "waiting": 0}
+    assert received[1]["quarantined"] == []  # the spare was away once: counted, not quarantined
     assert received[1]["exit_status"] == 1 and received[1]["summary"].endswith("summary.md")
 
     folder = Path(received[1]["folder"])

@@ -322,3 +322,13 @@ def test_a_preflight_refusal_naming_a_host_is_its_fault() -> None:
     assert full.code == "BENCH-H03"
     assert preflight_faults(HostUnreachable("no host", field="cluster.fabric"), hosts, "r") == []
     assert preflight_faults(HostUnreachable("other", field="hosts.n9"), hosts, "r") == []
+
+
+def test_faults_of_one_check_count_once_and_the_next_attempt_quarantines(tmp_path: Path) -> None:
+    healer, _, _, _ = healer_for(tmp_path, [], Locks())
+    three = [Fault(host="node1", code="BENCH-G02", evidence=f"pid {pid}", run_id="n-j1-a1") for pid in (1, 2, 3)]
+    first = Attempt(number=1, run_id="n-j1-a1", faults=three)
+    assert healer.record(first, failed_run()) == [] and len(first.faults) == 3  # all kept in the state
+    again = [Fault(host="node1", code="BENCH-G02", evidence="pid 1", run_id="n-j1-a2")]
+    (entry,) = healer.record(Attempt(number=2, run_id="n-j1-a2", faults=again), failed_run())
+    assert entry.host == "node1" and entry.run_ids == ["n-j1-a1", "n-j1-a2"]

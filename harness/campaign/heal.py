@@ -140,7 +140,10 @@ class Healer:
         """The attempt's faults (its own and the run's) counted; the entries newly made."""
         seen = {(f.host, f.code, f.evidence) for f in attempt.faults}
         attempt.faults += [f for f in result.faults if (f.host, f.code, f.evidence) not in seen]
-        created = self.store.record(attempt.faults, self.policy)
+        # One occurrence per host, code and run: three foreign processes seen by one
+        # gate check are one fault, not three (each pairwise run is a run of its own).
+        once = list({(f.host, f.code, f.run_id): f for f in attempt.faults}.values())
+        created = self.store.record(once, self.policy)
         self.state.quarantined += created
         for entry in created:
             self.event(f"quarantined {entry.describe()}")
