@@ -206,6 +206,8 @@ def test_a_quarantined_host_runs_on_the_spare_and_the_attempt_says_which_replace
     assert attempt.hosts == ["node1", "node3"] and attempt.replaced == {"node2": "node3"}
     assert locks.taken == ["node1", "node3"]  # the quarantined host is not even locked
     assert any("node2 is quarantined since" in e and "spare node3 takes its place (node 1)" in e for e in events)
+    (said,) = placement.replacements
+    assert said.startswith("spare node3 in place of node2: node2 is quarantined since ")
 
 
 def test_an_unreachable_host_is_replaced_and_its_fault_recorded(tmp_path: Path) -> None:

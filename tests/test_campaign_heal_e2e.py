@@ -67,6 +67,11 @@ def quarantine_of(results: Path) -> dict[str, Any]:
     return found
 
 
+def host_faults(attempt: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attempt's faults but straggler flags (a tiny run on a busy machine may have one)."""
+    return [f for f in attempt["faults"] if f["code"] != "BENCH-S01"]
+
+
 def run_json(results: Path, run_id: str, case: str, config: str) -> Any:
     return json.loads((results / run_id / case / config / "results.json").read_text())
 
@@ -108,15 +113,16 @@ def test_an_unreachable_host_runs_on_the_spare_is_quarantined_and_the_resume_kee
         (attempt,) = done["attempts"]
         assert done["status"] == "success" and attempt["hosts"] == ["node2", "spare"]  # node order kept
         assert attempt["replaced"] == {"ghost": "spare"}
-        assert [(f["host"], f["code"]) for f in attempt["faults"]] == [("ghost", "BENCH-H01")]
+        assert [(f["host"], f["code"]) for f in host_faults(attempt)] == [("ghost", "BENCH-H01")]
         recorded = json.loads(Path(attempt["results_json"]).read_text())
         assert [n["host"] for n in recorded["nodes"]] == ["node2", "spare"]
+        assert any(w.startswith("spare spare in place of ghost: ghost is unreachable (lock not taken:") for w in recorded["warnings"])
     # The second time within the window quarantined it, with its code.
     (entry,) = state["quarantined"]
     assert entry["host"] == "ghost" and entry["codes"] == ["BENCH-H01"] and entry["until"]
     assert set(quarantine_of(results)["entries"]) == {"ghost"}
     assert third["status"] == "interrupted" and third["attempts"][0]["status"] == "interrupted"
-    assert third["attempts"][0]["faults"] == []  # quarantined: not even tried
+    assert host_faults(third["attempts"][0]) == []  # quarantined: not even tried
     status = subprocess.run(campaign_argv(suite, results)[:3] + ["campaign", "status", "--results", str(results)],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
     shown = " ".join(status.stdout.split())
@@ -129,7 +135,7 @@ def test_an_unreachable_host_runs_on_the_spare_is_quarantined_and_the_resume_kee
     state = state_of(results, campaign_name)
     assert [e["host"] for e in state["quarantined"]] == ["ghost"]  # kept, not made again
     last = state["units"][2]["attempts"][-1]
-    assert last["status"] == "success" and last["replaced"] == {"ghost": "spare"} and last["faults"] == []
+    assert last["status"] == "success" and last["replaced"] == {"ghost": "spare"} and host_faults(last) == []
     summary = next((results / "campaigns" / campaign_name).glob("*/summary.md")).read_text()
     ghost_row = next(line for line in summary.splitlines() if line.startswith("| ghost |"))
     assert "BENCH-H01 ×2" in ghost_row and "until" in ghost_row and "spare (" in ghost_row

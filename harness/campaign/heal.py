@@ -55,6 +55,7 @@ class Placement:
     planned: PlannedEntry  # the job on its hosts, spares in place
     problems: list[str] = field(default_factory=list)  # lock lines of hosts no spare replaced (infra, retried)
     skipped: str | None = None  # quarantined hosts no spare was left for: the attempt is skipped (infra)
+    replacements: list[str] = field(default_factory=list)  # "spare s in place of h: h is quarantined since ..."
 
 
 class Healer:
@@ -91,6 +92,7 @@ class Healer:
             if entry is not None:
                 quarantined[host.name] = entry
         away: dict[str, str] = {name: f"quarantined since {entry.since}" for name, entry in quarantined.items()}
+        lock_failures: dict[str, str] = {}
         locked: set[str] = set()
         while True:
             placed = substitute(planned.hosts, self.spares, away)
@@ -98,19 +100,21 @@ class Healer:
             for host in placed.hosts:
                 if host.name in away or host.name in locked:
                     continue
-                problem = self._take(host, attempt)
-                if problem is None:
+                refused = self._take(host, attempt)
+                if refused is None:
                     locked.add(host.name)
                 else:
-                    away[host.name] = problem
+                    away[host.name] = f"{refused[0]} (lock not taken: {refused[1]})"
+                    lock_failures[host.name] = refused[1]
                     changed = True
             if not changed:
                 break
         attempt.hosts = [host.name for host in placed.hosts]
         attempt.replaced = dict(placed.replaced)
+        placement = Placement(planned=on_hosts(planned, placed.hosts))
         for gone, spare in placed.replaced.items():
             self.event(f"{gone} is {away[gone]}: spare {spare} takes its place (node {attempt.hosts.index(spare)})")
-        placement = Placement(planned=on_hosts(planned, placed.hosts))
+            placement.replacements.append(f"spare {spare} in place of {gone}: {gone} is {away[gone]}")
         no_spare = [name for name in placed.missing if name in quarantined]
         if no_spare:
             attempt.no_spare = no_spare
@@ -118,21 +122,22 @@ class Healer:
             placement.skipped = (f"skipped: no spare left for quarantined host(s) {', '.join(no_spare)} "
                                  f"({described})")
         else:
-            placement.problems = [f"{name}: {away[name]}" for name in placed.missing]
+            placement.problems = [f"{name}: lock not taken: {lock_failures[name]}" for name in placed.missing]
         return placement
 
-    def _take(self, host: Host, attempt: Attempt) -> str | None:
-        """None when the lock is taken; otherwise why the host cannot be used now (its fault recorded)."""
+    def _take(self, host: Host, attempt: Attempt) -> tuple[str, str] | None:
+        """None when the lock is taken; otherwise (what the host is, why the lock
+        was not taken), its fault recorded when the host is to blame."""
         try:
             self.lock(host)
         except HostLocked as exc:
-            return f"lock not taken: {_first_line(str(exc))}"
+            return "held by another controller", _first_line(str(exc))
         except HarnessError as exc:
-            code = "BENCH-H01" if isinstance(exc, HostUnreachable) else "BENCH-H03"
+            unreachable = isinstance(exc, HostUnreachable)
             why = _first_line(str(exc))
-            attempt.faults.append(Fault(host=host.name, code=code, evidence=f"lock not taken: {why}",
-                                        run_id=attempt.run_id))
-            return f"lock not taken: {why}"
+            attempt.faults.append(Fault(host=host.name, code="BENCH-H01" if unreachable else "BENCH-H03",
+                                        evidence=f"lock not taken: {why}", run_id=attempt.run_id))
+            return "unreachable" if unreachable else "unusable (its work dir)", why
         return None
 
     # -- after an attempt -----------------------------------------------------------

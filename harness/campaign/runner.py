@@ -262,18 +262,22 @@ class Campaign:
         if problems:
             return record_unstarted(job, planned, self.backend, self.results, "infra",
                                     "health gate failed: " + "; ".join(problems), self.warn, list(attempt.faults))
-        result = self._run(job, planned, attempt.run_id)
+        result = self._run(job, planned, attempt.run_id, placement.replacements)
         if result.status != "success" and self.healer.wants_bisect(planned, result):
             self.healer.bisect(planned, attempt, f"infra with no host named: {_first_line(result.failure)}",
                                self.backend, self.console)
         return result
 
-    def _run(self, job: Job, planned: PlannedEntry, run_id: str) -> RunResult:
+    def _run(self, job: Job, planned: PlannedEntry, run_id: str, replacements: list[str]) -> RunResult:
         entry = planned.entry
         limits = WatchLimits.for_cluster(self.inventory.cluster, entry.timeout_s, entry.stall_timeout_s)
+
+        def say_replaced(result: RunResult, out_dir: Path) -> RunResult:  # the run's own record says it too
+            return result.model_copy(update={"warnings": [*result.warnings, *replacements]})
+
         try:
             return run_job(job, planned.inventory, self.backend, self.results, self.console, limits=limits,
-                           on_progress=self.view.progress)
+                           annotate=say_replaced if replacements else None, on_progress=self.view.progress)
         except RunInterrupted:
             raise
         except UserError as exc:  # the preflight refused: nothing was started
