@@ -320,8 +320,13 @@ def test_a_preflight_refusal_naming_a_host_is_its_fault() -> None:
     hosts = [host("n1"), host("n2")]
     (away,) = preflight_faults(HostUnreachable("ssh to n2 failed: refused", field="hosts.n2"), hosts, "r-a1")
     assert (away.host, away.code, away.run_id) == ("n2", "BENCH-H01", "r-a1") and "refused" in away.evidence
-    (full,) = preflight_faults(HostUnreachable("cannot create /w/r on n1: No space left", field="hosts.n1"), hosts, "r")
-    assert full.code == "BENCH-H03"
+    (full,) = preflight_faults(HostUnreachable("cannot create /w/r on n1: No space left", field="hosts.n1.work_dir"),
+                               hosts, "r")
+    assert (full.host, full.code) == ("n1", "BENCH-H03")
+    (gone,) = preflight_faults(HostUnreachable("device(s) /dev/nvidia3 (vendor nvidia) missing on n2",
+                                               field="hosts.n2.devices"), hosts, "r")
+    assert (gone.host, gone.code, gone.severe) == ("n2", "BENCH-G01", True)
+    assert preflight_faults(HostUnreachable("no data", field="hosts.n2.data_dir"), hosts, "r") == []
     assert preflight_faults(HostUnreachable("no host", field="cluster.fabric"), hosts, "r") == []
     assert preflight_faults(HostUnreachable("other", field="hosts.n9"), hosts, "r") == []
 

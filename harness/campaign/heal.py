@@ -35,17 +35,23 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+# What a preflight refusal's field (`hosts.<name>[.<part>]`) says about the host.
+_PREFLIGHT_CODES = {"": "BENCH-H01", ".work_dir": "BENCH-H03", ".devices": "BENCH-G01"}
+
+
 def preflight_faults(exc: HarnessError, hosts: list[Host], run_id: str) -> list[Fault]:
-    """The fault of the host a preflight refusal names (its field `hosts.<name>`):
-    BENCH-H03 when its work dir cannot be created, else BENCH-H01; none when it names no host."""
+    """The fault of the host a preflight refusal names in its field: `hosts.<name>`
+    unreachable (BENCH-H01), `.work_dir` cannot be created (H03), `.devices`
+    missing (G01); none when it names no host of the job."""
     if not isinstance(exc, HostUnreachable) or not (exc.field or "").startswith("hosts."):
         return []
-    name = (exc.field or "").removeprefix("hosts.")
-    if name not in {host.name for host in hosts}:
-        return []
-    text = _first_line(str(exc))
-    code = "BENCH-H03" if "cannot create" in text else "BENCH-H01"
-    return [Fault(host=name, code=code, evidence=f"preflight: {text}"[:300], run_id=run_id)]
+    named = (exc.field or "").removeprefix("hosts.")
+    for host in hosts:
+        part = named.removeprefix(host.name) if named.startswith(host.name) else None
+        if part is not None and part in _PREFLIGHT_CODES:
+            return [Fault(host=host.name, code=_PREFLIGHT_CODES[part], run_id=run_id,
+                          evidence=f"preflight: {_first_line(str(exc))}"[:300])]
+    return []
 
 
 @dataclass
