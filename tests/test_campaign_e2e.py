@@ -197,7 +197,8 @@ def test_three_jobs_failing_rank_host_back_webhook_and_summary(
     events = [message["event"] for message in received]
     assert events == ["job_failed", "campaign_finished"], received
     assert received[0]["job"]["job"] == 2 and received[0]["job"]["failure_kind"] == "job"
-    assert received[1]["counts"] == {"success": 2, "failed": 1, "running": 0, "waiting": 0}
+    assert received[1]["counts"] == {"success": 2, "failed": 1, "running": 0, "interrupted": 0, "waiting": 0}
+    assert received[1]["quarantined"] == []  # the spare was away once: counted, not quarantined
     assert received[1]["exit_status"] == 1 and received[1]["summary"].endswith("summary.md")
 
     folder = Path(received[1]["folder"])
@@ -326,6 +327,7 @@ def test_sigterm_stops_records_and_resume_continues(make_hosts_yaml: Callable[..
     assert "--resume" in stderr and "Traceback" not in stderr
     state = state_of(results, campaign_name)
     assert state["status"] == "interrupted" and state["exit_status"] == 130
+    assert state["units"][0]["status"] == "interrupted"  # not `running` under a controller that is gone
     attempt = state["units"][0]["attempts"][0]
     assert attempt["status"] == "interrupted" and attempt["failure_kind"] == "interrupted"
     assert Path(attempt["results_json"]).is_file()  # stopped, collected and recorded

@@ -65,7 +65,8 @@ def nvidia_host(processes: str = "", ecc: str | None = None, dmesg: str | tuple[
 
 
 def gate(transport: Transport, memory: GateMemory, smi: str = "nvidia-smi") -> list[str]:
-    return check_gates(None, lambda host: transport, [HOST], smi, NO_LEFTOVER_CHECK, memory)  # type: ignore[arg-type]
+    found = check_gates(None, lambda host: transport, [HOST], smi, NO_LEFTOVER_CHECK, memory)  # type: ignore[arg-type]
+    return [problem.text for problem in found]
 
 
 def test_a_foreign_process_fails_the_gate_naming_host_pid_name_and_memory() -> None:
@@ -171,3 +172,43 @@ def test_the_readings_live_in_the_campaign_state(tmp_path: Path) -> None:
     # a state written before the gates remembered anything still loads
     (folder / "state.json").write_text(loaded.model_dump_json(exclude={"health"}))
     assert StateStore(folder).load().health == {}
+
+
+def codes(transport: Transport, memory: GateMemory, run_id: str = "n-a1") -> list[tuple[str, str, str]]:
+    found = check_gates(None, lambda host: transport, [HOST], "nvidia-smi", NO_LEFTOVER_CHECK, memory,  # type: ignore[arg-type]
+                        run_id=run_id)
+    return [(p.fault.host, p.fault.code, p.fault.run_id) if p.fault else ("", "", "") for p in found]
+
+
+def test_each_failing_gate_gives_the_hosts_fault_code_and_the_line_keeps_its_text() -> None:
+    processes = fixture("nvidia-smi_compute_apps_header_units_l40s.txt")
+    assert codes(nvidia_host(processes=processes), GateMemory()) == [("node1", "BENCH-G02", "n-a1")] * 3
+    (problem,) = check_gates(None, lambda host: nvidia_host(ecc=ecc_lines({5: 1})), [HOST], "nvidia-smi",  # type: ignore[arg-type]
+                             NO_LEFTOVER_CHECK, GateMemory())
+    assert problem.fault is not None and problem.fault.code == "BENCH-G03" and problem.fault.severe
+    assert problem.text == f"node1: {problem.fault.evidence}"
+    seven = nvidia_host()
+    seven.answers[NVIDIA_SMI_INVENTORY_ARGV] = "NVIDIA A100-SXM4-40GB, 40960 MiB, 470.57.02\n" * 7
+    assert codes(seven, GateMemory()) == [("node1", "BENCH-G01", "n-a1")]
+    broken = ToolTransport({NVIDIA_SMI_INVENTORY_ARGV: (9, "NVIDIA-SMI has failed")})
+    assert codes(broken, GateMemory()) == [("node1", "BENCH-G06", "n-a1")]
+
+
+def test_a_new_xid_that_needs_a_reset_is_g04_and_any_other_g05() -> None:
+    three = fixture("dmesg_nvrm_xid_3lines.txt")
+    for xid, code in ((79, "BENCH-G04"), (13, "BENCH-G05")):
+        memory = GateMemory()
+        assert codes(nvidia_host(dmesg=three), memory) == []
+        later = three + f"[24990.100000] NVRM: Xid (PCI:0000:01:00): {xid}, pid=1234, name=python3, text.\n"
+        assert codes(nvidia_host(dmesg=later), memory) == [("node1", code, "n-a1")]
+
+
+def test_a_host_whose_transport_cannot_be_had_is_h01() -> None:
+    from harness.errors import HostUnreachable
+
+    def away(host: Host) -> Transport:
+        raise HostUnreachable("node1: connection refused")
+
+    (problem,) = check_gates(None, away, [HOST], "nvidia-smi", NO_LEFTOVER_CHECK, GateMemory())  # type: ignore[arg-type]
+    assert problem.text == "node1: unreachable: node1: connection refused"
+    assert problem.fault is not None and problem.fault.code == "BENCH-H01"

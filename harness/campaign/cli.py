@@ -39,10 +39,12 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from collections import Counter
+
     from rich.console import Console
 
     from harness.campaign.state import STATE_FILE, StateStore, all_folders
-    from harness.campaign.view import state_table
+    from harness.campaign.view import controller_alive, controller_line, state_table, unit_status
 
     folder = args.folder
     if folder is None:
@@ -56,11 +58,20 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
                         file=str(folder))
     state = StateStore(folder).load()
     out = Console(width=max(Console().width, 140))
-    out.print(state_table(state, f"campaign {state.name} {state.stamp} ({folder}): {state.status}"))
-    done = state.count("success") + state.count("failed")
-    out.print(f"{done} of {len(state.units)} run(s) done: {state.count('success')} ok, {state.count('failed')} failed, "
-              f"{state.count('running')} running, {state.count('waiting')} waiting; controller "
-              f"{state.controller.host} pid {state.controller.pid}; updated {state.updated_at}", highlight=False)
+    alive = controller_alive(state) if state.status == "running" else None
+    shown = "interrupted" if state.status == "running" and alive is False else state.status
+    out.print(state_table(state, f"campaign {state.name} {state.stamp} ({folder}): {shown}", alive))
+    counts = Counter(unit_status(state, unit, alive) for unit in state.units)
+    done = counts["success"] + counts["failed"]
+    out.print(f"{done} of {len(state.units)} run(s) done: {counts['success']} ok, {counts['failed']} failed, "
+              f"{counts['running']} running, "
+              + (f"{counts['interrupted']} interrupted, " if counts["interrupted"] else "")
+              + f"{counts['waiting']} waiting; "
+              f"{controller_line(state, alive)}; updated {state.updated_at}", highlight=False)
+    for entry in state.quarantined:
+        out.print(f"quarantined: {entry.describe()}", highlight=False)
+    for bisection in state.bisections:
+        out.print(f"pairwise runs after {bisection.run_id}: {bisection.note}", highlight=False)
     if (folder / "summary.md").is_file():
         out.print(f"summary: {folder / 'summary.md'}, {folder / 'summary.html'}", highlight=False)
     return 0

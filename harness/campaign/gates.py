@@ -1,6 +1,8 @@
 """Health gates before each job of a campaign. A failing gate names the host and
-the fact; the campaign records the attempt as `infra` and moves on (retried
-like any infra failure).
+the fact, with the host's fault code (harness/faults/codes.py: leftover container
+H04, device count G01, foreign process G02, ECC G03, XID G04/G05, the smi tool
+failed G06, unreachable H01); the campaign records the attempt as `infra`, counts
+the faults towards quarantine and moves on (retried like any infra failure).
 
 - no leftover `bench.*` container on the job's hosts (backend.leftovers);
 - the device count the vendor's smi tool (harness/devices/registry.py) reports
@@ -58,6 +60,7 @@ from harness.devices.kernel_log import BOOT_ID_ARGV, DMESG_ARGV, newer_than, par
 from harness.devices.readings import UNCORRECTED_AGGREGATE, UNCORRECTED_VOLATILE
 from harness.devices.registry import ErrorQuery, HealthQueries, ProcessQuery, health_queries, inventory_commands
 from harness.errors import HarnessError
+from harness.faults.codes import Fault, xid_code
 from harness.parallel import run_all
 
 SMI_TIMEOUT_S = 60.0
@@ -83,61 +86,81 @@ class GateMemory:
             self.warn(message)
 
 
+@dataclass(frozen=True)
+class GateProblem:
+    """One failing gate: its line for the attempt's failure message, and the
+    host's fault (None where no one host is to blame)."""
+
+    text: str
+    fault: Fault | None = None
+
+
+def _problem(host: Host, code: str, evidence: str, run_id: str) -> GateProblem:
+    """The line `host: evidence`, and the host's fault with that evidence."""
+    return GateProblem(f"{host.name}: {evidence}", Fault(host=host.name, code=code, evidence=evidence, run_id=run_id))
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def _ask(transport: Transport, host: Host, argv: tuple[str, ...], what: str) -> tuple[str | None, str | None]:
+def _ask(transport: Transport, host: Host, argv: tuple[str, ...], what: str,
+         run_id: str = "") -> tuple[str | None, GateProblem | None]:
     """(the output, None), or (None, the problem) when the command could not answer."""
     try:
         result = transport.run(list(argv), timeout=SMI_TIMEOUT_S)
     except HarnessError as exc:
-        return None, f"{host.name}: unreachable while {what} ({argv[0]}): {_first_line(str(exc))}"
+        return None, _problem(host, "BENCH-H01", f"unreachable while {what} ({argv[0]}): {_first_line(str(exc))}",
+                              run_id)
     if not result.ok:
         how = "timed out" if result.exit_code is None else f"exited {result.exit_code}"
-        return None, f"{host.name}: `{argv[0]}` {how} while {what}: {result.output.strip()[-200:]}"
+        return None, _problem(host, "BENCH-G06", f"`{argv[0]}` {how} while {what}: {result.output.strip()[-200:]}",
+                              run_id)
     return result.output, None
 
 
-def _device_count(transport: Transport, host: Host, smi: str) -> tuple[str | None, bool]:
+def _device_count(transport: Transport, host: Host, smi: str, run_id: str = "") -> tuple[GateProblem | None, bool]:
     """(the problem or None, whether the tool answered)."""
     argv, parse = inventory_commands(smi)[0]
-    output, problem = _ask(transport, host, argv, "counting the devices")
+    output, problem = _ask(transport, host, argv, "counting the devices", run_id)
     if output is None:
         return problem, False
     count = len(parse(output).models)
     if count != host.devices:
-        return f"{host.name}: {argv[0]} sees {count} device(s), the inventory says devices: {host.devices}", True
+        return _problem(host, "BENCH-G01", f"{argv[0]} sees {count} device(s), the inventory says devices: "
+                                           f"{host.devices}", run_id), True
     return None, True
 
 
 def device_problem(transport: Transport, host: Host, smi: str) -> str | None:
     """What is wrong with the host's devices as the smi tool sees them, or None."""
-    return _device_count(transport, host, smi)[0]
+    problem = _device_count(transport, host, smi)[0]
+    return problem.text if problem else None
 
 
-def process_problems(transport: Transport, host: Host, query: ProcessQuery) -> list[str]:
-    """Every process on the host's devices, one line each (empty: none)."""
+def process_problems(transport: Transport, host: Host, query: ProcessQuery, run_id: str = "") -> list[GateProblem]:
+    """Every process on the host's devices, one each (empty: none)."""
     argv, parse = query
-    output, problem = _ask(transport, host, argv, "listing the processes on the devices")
+    output, problem = _ask(transport, host, argv, "listing the processes on the devices", run_id)
     if output is None:
-        return [problem or f"{host.name}: no process list"]
-    return [f"{host.name}: foreign process on the devices: {process.describe()}" for process in parse(output)]
+        return [problem or GateProblem(f"{host.name}: no process list")]
+    return [_problem(host, "BENCH-G02", f"foreign process on the devices: {process.describe()}", run_id)
+            for process in parse(output)]
 
 
 def _ecc_problems(transport: Transport, host: Host, query: ErrorQuery, previous: HostHealth | None,
-                  now: HostHealth, memory: GateMemory) -> list[str]:
+                  now: HostHealth, memory: GateMemory, run_id: str) -> list[GateProblem]:
     argv, parse = query
     output, problem = _ask(transport, host, argv, "reading the ECC counters")
     if output is None:
-        memory.once(f"{problem}; the ECC check is skipped there")
+        memory.once(f"{problem.text if problem else host.name}; the ECC check is skipped there")
         now.errors = dict(previous.errors) if previous else {}
         return []
     devices = parse(output)
     if devices and not any(device.counts for device in devices):
         memory.once(f"{host.name}: {argv[0]} reports no ECC counters (ECC off or not supported); "
                     "the ECC check has nothing to compare there")
-    problems: list[str] = []
+    problems: list[GateProblem] = []
     since = f" since the last check ({previous.checked_at})" if previous else ""
     for device in devices:
         key = str(device.index)
@@ -152,17 +175,17 @@ def _ecc_problems(transport: Transport, host: Host, query: ErrorQuery, previous:
             elif old is not None and value > old:
                 found.append(f"uncorrected ECC errors ({words}) {old} -> {value}{since}")
         if found:
-            problems.append(f"{host.name}: device {key}: " + "; ".join(found))
+            problems.append(_problem(host, "BENCH-G03", f"device {key}: " + "; ".join(found), run_id))
         now.errors[key] = dict(device.counts)
     return problems
 
 
 def _kernel_log_problems(transport: Transport, host: Host, marker: re.Pattern[str], previous: HostHealth | None,
-                         now: HostHealth, memory: GateMemory) -> list[str]:
+                         now: HostHealth, memory: GateMemory, run_id: str) -> list[GateProblem]:
     boot, problem = _ask(transport, host, BOOT_ID_ARGV, "reading the boot id")
     log, problem = (None, problem) if boot is None else _ask(transport, host, DMESG_ARGV, "reading the kernel log")
     if boot is None or log is None:
-        memory.once(f"{problem}; the XID check is skipped there")
+        memory.once(f"{problem.text if problem else host.name}; the XID check is skipped there")
         if previous is not None:
             now.boot_id, now.kernel_events, now.last_event_s = (previous.boot_id, previous.kernel_events,
                                                                 previous.last_event_s)
@@ -180,21 +203,24 @@ def _kernel_log_problems(transport: Transport, host: Host, marker: re.Pattern[st
     if not new:
         return []
     when = "since the host rebooted" if rebooted else f"since the last check ({previous.checked_at})"
-    return [f"{host.name}: {len(new)} new driver error line(s) (XID) in the kernel log {when}, "
-            f"the last: {new[-1].text[:200]}"]
+    # One fault for the lines: G04 when any of them needs a reset, else G05.
+    code = "BENCH-G04" if any(xid_code(event.text) == "BENCH-G04" for event in new) else "BENCH-G05"
+    return [_problem(host, code, f"{len(new)} new driver error line(s) (XID) in the kernel log {when}, "
+                                 f"the last: {new[-1].text[:200]}", run_id)]
 
 
-def error_problems(transport: Transport, host: Host, queries: HealthQueries, memory: GateMemory) -> list[str]:
+def error_problems(transport: Transport, host: Host, queries: HealthQueries, memory: GateMemory,
+                   run_id: str = "") -> list[GateProblem]:
     """New ECC and XID errors on the host since its last check; its reading replaces the remembered one."""
     if queries.errors is None and queries.kernel_marker is None:
         return []
     previous = memory.health.get(host.name)
     now = HostHealth()
-    problems: list[str] = []
+    problems: list[GateProblem] = []
     if queries.errors is not None:
-        problems += _ecc_problems(transport, host, queries.errors, previous, now, memory)
+        problems += _ecc_problems(transport, host, queries.errors, previous, now, memory, run_id)
     if queries.kernel_marker is not None:
-        problems += _kernel_log_problems(transport, host, queries.kernel_marker, previous, now, memory)
+        problems += _kernel_log_problems(transport, host, queries.kernel_marker, previous, now, memory, run_id)
     memory.health[host.name] = now
     return problems
 
@@ -208,35 +234,39 @@ def _say_what_is_skipped(smi: str, queries: HealthQueries, memory: GateMemory) -
 
 
 def check_gates(backend: ClusterBackend, transport_for: Callable[[Host], Transport], hosts: list[Host],
-                smi: str | None, gates: Gates, memory: GateMemory | None = None) -> list[str]:
-    """Every failing gate of these hosts, one line each (empty: all pass).
+                smi: str | None, gates: Gates, memory: GateMemory | None = None,
+                run_id: str = "") -> list[GateProblem]:
+    """Every failing gate of these hosts, one each (empty: all pass), with the
+    host's fault code (run_id: the attempt they were seen before).
     ``memory`` carries the hosts' last readings from check to check (a fresh
     one: every check is a first check)."""
     memory = memory if memory is not None else GateMemory()
-    problems: list[str] = []
+    problems: list[GateProblem] = []
     if gates.leftovers:
         try:
             leftovers = backend.leftovers(hosts)
         except HarnessError as exc:
-            problems.append(f"cannot list the containers on {', '.join(h.name for h in hosts)}: {exc}")
+            problems.append(GateProblem(f"cannot list the containers on {', '.join(h.name for h in hosts)}: {exc}"))
         else:
-            problems += [f"{c.host}: leftover container {c.describe()}" for c in leftovers]
+            problems += [GateProblem(f"{c.host}: leftover container {c.describe()}",
+                                     Fault(host=c.host, code="BENCH-H04", evidence=f"leftover container {c.describe()}",
+                                           run_id=run_id)) for c in leftovers]
     if gates.devices and smi:
         queries = health_queries(smi)
         _say_what_is_skipped(smi, queries, memory)
 
-        def one(host: Host) -> list[str]:
+        def one(host: Host) -> list[GateProblem]:
             try:
                 transport = transport_for(host)
             except HarnessError as exc:
-                return [f"{host.name}: unreachable: {_first_line(str(exc))}"]
-            problem, answered = _device_count(transport, host, smi)
+                return [_problem(host, "BENCH-H01", f"unreachable: {_first_line(str(exc))}", run_id)]
+            problem, answered = _device_count(transport, host, smi, run_id)
             found = [problem] if problem else []
             if not answered:  # the tool itself failed: asking it more says nothing new
                 return found
             if queries.processes is not None:
-                found += process_problems(transport, host, queries.processes)
-            return found + error_problems(transport, host, queries, memory)
+                found += process_problems(transport, host, queries.processes, run_id)
+            return found + error_problems(transport, host, queries, memory, run_id)
 
         for found in run_all(one, hosts):
             problems += found

@@ -17,6 +17,7 @@ from harness.core.record import RecordError, record_run
 from harness.core.results import FailureKind, NodeOutcome, RunResult
 from harness.core.runner import build_plan
 from harness.errors import HarnessError
+from harness.faults.codes import Fault
 
 
 def _out_dir(results: Path, job: Job) -> Path:
@@ -39,17 +40,18 @@ def _record(result: RunResult, job: Job, planned: PlannedEntry, backend: Cluster
 
 
 def _failed_result(job: Job, kind: FailureKind, failure: str, started_at: str,
-                   nodes: list[NodeOutcome] | None = None) -> RunResult:
+                   nodes: list[NodeOutcome] | None = None, faults: list[Fault] | None = None) -> RunResult:
     return RunResult(run_id=job.run_id, case=job.case, vendor=job.vendor, accelerator=job.accelerator,
                      nnodes=job.nnodes, nproc_per_node=job.nproc_per_node, precision="unknown",
                      fix_hp=job.fix_hp or "/", status="failed", failure=failure, failure_kind=kind,
-                     nodes=nodes or [], started_at=started_at, finished_at=now_iso())
+                     nodes=nodes or [], faults=faults or [], started_at=started_at, finished_at=now_iso())
 
 
 def record_unstarted(job: Job, planned: PlannedEntry, backend: ClusterBackend, results: Path, kind: FailureKind,
-                     failure: str, warn: Callable[[str], None]) -> RunResult:
-    """The record of an attempt that started nothing (a gate, the preflight)."""
-    result = _failed_result(job, kind, failure, now_iso())
+                     failure: str, warn: Callable[[str], None], faults: list[Fault] | None = None) -> RunResult:
+    """The record of an attempt that started nothing (a gate, the preflight), with
+    the faults it found on the hosts."""
+    result = _failed_result(job, kind, failure, now_iso(), faults=faults)
     _record(result, job, planned, backend, results, warn)
     return result
 

@@ -30,13 +30,15 @@ from harness.campaign.backend import CachingBackend, campaign_backend
 from harness.campaign.busbw_gate import busbw_problem
 from harness.campaign.check import PlannedEntry, check_suite
 from harness.campaign.gates import GateMemory, check_gates
+from harness.campaign.heal import Healer, preflight_faults
 from harness.campaign.notify import Notifier
 from harness.campaign.recover import record_unstarted, recover_attempt
+from harness.campaign.spares import by_names, check_spares, on_hosts
 from harness.campaign.state import Attempt, AttemptStatus, CampaignState, Controller, StateStore, Unit, folders, new_folder, now_iso
 from harness.campaign.suite import LoadedSuite, SuiteError, load_suite
 from harness.campaign.view import CampaignView
 from harness.core.inventory import Host, Inventory, load_inventory
-from harness.core.job import ensure_new_run_id
+from harness.core.job import Job, ensure_new_run_id
 from harness.core.results import RunResult
 from harness.core.runner import RunInterrupted, run_job
 from harness.core.vendor import load_vendor
@@ -54,7 +56,7 @@ def _first_line(text: str | None) -> str:
 class Campaign:
     def __init__(self, loaded: LoadedSuite, planned: list[PlannedEntry], inventory: Inventory,
                  backend: CachingBackend, store: StateStore, state: CampaignState, results: Path,
-                 console: Console, sleep: Callable[[float], None] = time.sleep) -> None:
+                 console: Console, sleep: Callable[[float], None] = time.sleep, spares: list[Host] | None = None) -> None:
         self.loaded = loaded
         self.suite = loaded.suite
         self.planned = planned
@@ -70,6 +72,7 @@ class Campaign:
         self.sleep = sleep
         self.locks = HostLocks(backend.transport, this_controller(f"{state.name} {store.folder}"),
                                self.suite.lock_stale_after, self.warn)
+        self.healer = Healer(state, self.suite, spares or [], results, self.locks.acquire, self.view.event)
 
     def warn(self, message: str) -> None:
         self.view.event(f"warning: {message}", "yellow")
@@ -79,13 +82,15 @@ class Campaign:
 
     # -- locks ------------------------------------------------------------------------
     def lock_hosts(self) -> None:
-        """Every host of the suite, before anything runs. A live holder stops the
+        """Every host of the suite but the quarantined, before anything runs. A live holder stops the
         campaign (HostLocked, exit 2); a host that does not answer now is locked
         before its first job instead (its gate fails there while it is away)."""
         hosts: dict[str, Host] = {}
+        quarantined = self.healer.quarantined_now()
         for planned in self.planned:
             for host in planned.hosts:
-                hosts.setdefault(host.name, host)
+                if host.name not in quarantined:  # a spare takes its place: never locked
+                    hosts.setdefault(host.name, host)
         for host in hosts.values():
             try:
                 self.locks.acquire(host)
@@ -105,6 +110,9 @@ class Campaign:
                     continue
                 self._run_unit(unit)
         except KeyboardInterrupt:  # RunInterrupted included: the run itself was recorded
+            for unit in self.state.units:
+                if unit.status == "running":
+                    unit.status = "interrupted"
             self.state.status = "interrupted"
             self.state.exit_status = INTERRUPTED
             self.save()
@@ -137,12 +145,14 @@ class Campaign:
         payload: dict[str, Any] = {
             "event": event, "campaign": self.state.name, "stamp": self.state.stamp, "folder": str(self.store.folder),
             "status": self.state.status, "exit_status": self.state.exit_status,
-            "counts": {s: self.state.count(s) for s in ("success", "failed", "running", "waiting")},
+            "counts": {s: self.state.count(s) for s in ("success", "failed", "running", "interrupted", "waiting")},
             "jobs": [{"job": u.job + 1, "repeat": u.repeat, "label": u.label, "status": u.status,
                       "attempts": len(u.attempts), "run_ids": [a.run_id for a in u.attempts],
                       "failure_kind": u.last.failure_kind if u.last else None,
                       "failure": _first_line(u.last.failure) if u.last else None} for u in self.state.units],
         }
+        # The hosts this campaign quarantined, newest last (since, until, codes, why).
+        payload["quarantined"] = [entry.model_dump() for entry in self.state.quarantined]
         if summary is not None:
             payload["summary"] = str(summary)
         if unit is not None:
@@ -156,7 +166,8 @@ class Campaign:
         if last is not None and last.status == "running":
             self.view.event(f"{unit.label}: run {last.run_id} was running when the controller stopped; "
                             "collecting what it left")
-            recover_attempt(last, planned, self.backend, self.results, self.warn)
+            recover_attempt(last, on_hosts(planned, by_names(self.inventory, last.hosts)) if last.hosts else planned,
+                            self.backend, self.results, self.warn)
             self.save()
         unit.status = "running"
         while True:
@@ -182,10 +193,12 @@ class Campaign:
                 self.view.transition(self.state, f"{unit.label}: success ({attempt.run_id})", "green")
                 return
             retry = result.failure_kind == "infra" or (result.failure_kind == "stalled" and entry.retry_stalled)
+            retry = retry and not attempt.no_spare  # a quarantine outlasts any backoff
             if not retry or unit.tries > entry.retries:
                 unit.status = "failed"
                 self.save()
-                why = "not retried" if not retry else f"{entry.retries} retr{'y' if entry.retries == 1 else 'ies'} used"
+                why = ("not retried" if not retry else f"{entry.retries} retr{'y' if entry.retries == 1 else 'ies'} "
+                       "used")
                 self.view.transition(self.state, f"{unit.label}: failed ({result.failure_kind}, {why}): "
                                                  f"{_first_line(result.failure)}", "red")
                 self.notifier.send(self._payload("job_failed", unit=unit))
@@ -204,7 +217,15 @@ class Campaign:
         attempt.finished_at = now_iso()
         folder = self.results / result.run_id / result.case / result.config_name / "results.json"
         attempt.results_json = str(folder) if folder.is_file() else None
+        try:
+            created = self.healer.record(attempt, result)
+        except HarnessError as exc:  # the quarantine list cannot be read or written: the night goes on
+            self.warn(f"the faults of {attempt.run_id} were not counted: {_first_line(str(exc))}")
+            created = []
         self.save()
+        if created:
+            self.notifier.send({**self._payload("hosts_quarantined"),
+                                "newly_quarantined": [entry.model_dump() for entry in created]})
 
     def _run_id(self, unit: Unit) -> str:
         repeat = f"r{unit.repeat}" if unit.repeats > 1 else ""
@@ -215,38 +236,54 @@ class Campaign:
             run_id = f"{run_id}-{secrets.token_hex(2)}"
         return run_id
 
-    def _attempt(self, planned: PlannedEntry, attempt: Attempt, seed: int | None) -> RunResult:
+    def _attempt(self, checked: PlannedEntry, attempt: Attempt, seed: int | None) -> RunResult:
         """One attempt to its recorded result (RunInterrupted when stopped)."""
-        job = planned.make_job(attempt.run_id, seed)
+        job = checked.make_job(attempt.run_id, seed)
+        placement = self.healer.place(checked, attempt)
+        planned = placement.planned
         hosts = planned.hosts
-        problems: list[str] = []
-        for host in hosts:
-            try:
-                self.locks.acquire(host)
-            except HarnessError as exc:  # HostLocked (another controller got it meanwhile) or unreachable
-                problems.append(f"{host.name}: lock not taken: {_first_line(str(exc))}")
+        self.save()
+        if placement.skipped:
+            return record_unstarted(job, planned, self.backend, self.results, "infra", placement.skipped, self.warn)
+        problems = list(placement.problems)
         if not problems and hosts:  # a scheduler's nodes are known only once allocated: no gates before
             smi = load_vendor(job.vendor).smi
-            problems = check_gates(self.backend, self.backend.transport, hosts, smi, self.suite.gates, self.gate_memory)
+            found = check_gates(self.backend, self.backend.transport, hosts, smi, self.suite.gates, self.gate_memory,
+                                attempt.run_id)
+            problems = [problem.text for problem in found]
+            attempt.faults += [problem.fault for problem in found if problem.fault is not None]
         gates = self.suite.gates
         if not problems and gates.min_busbw_gbps is not None:
             problem = busbw_problem(planned, attempt.run_id, gates.min_busbw_gbps, gates.busbw_fix_hp, self.backend,
                                     self.results, self.console)
             problems = [problem] if problem else []
+            if problem and self.healer.wants_bisect(planned, None):
+                self.healer.bisect(planned, attempt, problem, self.backend, self.console)
         if problems:
             return record_unstarted(job, planned, self.backend, self.results, "infra",
-                                    "health gate failed: " + "; ".join(problems), self.warn)
+                                    "health gate failed: " + "; ".join(problems), self.warn, list(attempt.faults))
+        result = self._run(job, planned, attempt.run_id, placement.replacements)
+        if result.status != "success" and self.healer.wants_bisect(planned, result):
+            self.healer.bisect(planned, attempt, f"infra with no host named: {_first_line(result.failure)}",
+                               self.backend, self.console)
+        return result
+
+    def _run(self, job: Job, planned: PlannedEntry, run_id: str, replacements: list[str]) -> RunResult:
         entry = planned.entry
         limits = WatchLimits.for_cluster(self.inventory.cluster, entry.timeout_s, entry.stall_timeout_s)
+
+        def say_replaced(result: RunResult, out_dir: Path) -> RunResult:  # the run's own record says it too
+            return result.model_copy(update={"warnings": [*result.warnings, *replacements]})
+
         try:
             return run_job(job, planned.inventory, self.backend, self.results, self.console, limits=limits,
-                           on_progress=self.view.progress)
+                           annotate=say_replaced if replacements else None, on_progress=self.view.progress)
         except RunInterrupted:
             raise
         except UserError as exc:  # the preflight refused: nothing was started
             retry = isinstance(exc, (HostUnreachable, OrphansFound, HostLocked, MasterPortBusy))
             return record_unstarted(job, planned, self.backend, self.results, "infra" if retry else "bad_input",
-                                    f"preflight: {exc}", self.warn)
+                                    f"preflight: {exc}", self.warn, preflight_faults(exc, planned.hosts, run_id))
         except HarnessError as exc:  # the record could not be written (disk full), or the backend itself
             return record_unstarted(job, planned, self.backend, self.results, "infra", str(exc), self.warn)
 
@@ -289,6 +326,7 @@ def run_campaign(suite_path: Path, results: Path, resume: bool, console: Console
     backend = campaign_backend(inventory)
     try:
         planned = check_suite(loaded, inventory, backend)
+        spares = check_spares(loaded, inventory, planned)
         units = _units(planned)
         resumed = _resume_state(loaded, units, results) if resume else None
         if resume and resumed is None:
@@ -308,7 +346,7 @@ def run_campaign(suite_path: Path, results: Path, resume: bool, console: Console
             store = StateStore(folder)
             state = CampaignState(name=loaded.name, stamp=folder.name, suite=str(suite_path),
                                   inventory=str(loaded.inventory), units=units)
-        campaign = Campaign(loaded, planned, inventory, backend, store, state, results, console, sleep)
+        campaign = Campaign(loaded, planned, inventory, backend, store, state, results, console, sleep, spares)
         try:
             try:
                 campaign.lock_hosts()

@@ -19,11 +19,14 @@ from pydantic import BaseModel, Field, ValidationError
 from harness.core.record import write_atomic
 from harness.core.results import FailureKind
 from harness.errors import UserError
+from harness.faults.codes import Fault
+from harness.faults.quarantine import QuarantineEntry
 
 STATE_FILE = "state.json"
 CAMPAIGNS_DIR = "campaigns"
 
-UnitStatus = Literal["waiting", "running", "success", "failed"]
+# interrupted: its controller was stopped while it ran (--resume runs it again).
+UnitStatus = Literal["waiting", "running", "success", "failed", "interrupted"]
 # abandoned: its controller died while it ran (found again on --resume);
 # interrupted: the controller was stopped (Ctrl-C, SIGTERM, SIGHUP). Neither counts as a retry.
 AttemptStatus = Literal["running", "success", "failed", "abandoned", "interrupted"]
@@ -43,6 +46,11 @@ class Attempt(BaseModel):
     results_json: str | None = None  # where its record is
     started_at: str = Field(default_factory=now_iso)
     finished_at: str | None = None
+    hosts: list[str] = Field(default_factory=list)  # the hosts it ran on, node 0 first (spares in place)
+    replaced: dict[str, str] = Field(default_factory=dict)  # host -> the spare that took its place
+    # Quarantined hosts no spare could replace: the attempt was skipped (infra, not retried).
+    no_spare: list[str] = Field(default_factory=list)
+    faults: list[Fault] = Field(default_factory=list)  # attributed to a host: gates, lock, the run, pairwise runs
 
     @property
     def counts_as_try(self) -> bool:
@@ -97,6 +105,34 @@ class HostHealth(BaseModel):
     last_event_s: float | None = None  # the newest one's stamp, seconds since boot
 
 
+PairVerdict = Literal["ok", "slow", "failed"]
+
+
+class PairRun(BaseModel):
+    """One pairwise all-reduce run of a bisection (its own run, results.json)."""
+
+    hosts: list[str]
+    run_id: str
+    verdict: PairVerdict
+    peak_busbw_gbps: float | None = None
+    detail: str = ""  # the failure's first line, or how far below the bar
+
+
+class Bisection(BaseModel):
+    """Finding the bad node of a multi-node job (harness/campaign/bisect.py)."""
+
+    job: int  # the suite job's 0-based index
+    run_id: str  # the attempt that triggered it
+    trigger: str  # what failed: the bandwidth gate, or infra with no host named
+    hosts: list[str]
+    min_busbw_gbps: float | None = None  # what "slow" meant
+    pairs: list[PairRun] = Field(default_factory=list)
+    named: str | None = None  # the host common to every slow or failed pair
+    code: str | None = None  # BENCH-F02 slow in every pair, BENCH-F03 failed in every pair
+    suspects: list[str] = Field(default_factory=list)  # when no single host could be named
+    note: str = ""  # the decision in one line
+
+
 class Controller(BaseModel):
     host: str = Field(default_factory=socket.gethostname)
     pid: int = Field(default_factory=os.getpid)
@@ -116,6 +152,9 @@ class CampaignState(BaseModel):
     resumed: list[str] = Field(default_factory=list)  # when --resume continued it
     units: list[Unit]
     health: dict[str, HostHealth] = Field(default_factory=dict)  # host name -> its last gate reading
+    # The quarantine entries this campaign made (results/quarantine.json holds them for every run).
+    quarantined: list[QuarantineEntry] = Field(default_factory=list)
+    bisections: list[Bisection] = Field(default_factory=list)
 
     def count(self, status: UnitStatus) -> int:
         return sum(1 for unit in self.units if unit.status == status)

@@ -7,6 +7,8 @@ over the suite's `defaults`.
     defaults: {vendor: nvidia, repeats: 1, retries: 2, timeout: 3h, stall_timeout: 15m}
     notify: {webhook: "http://ops.example/hook", command: ["/usr/local/bin/page-oncall"]}
     noise: {runs: 10, k: 3}               # regressions: beyond k x 1.4826 x MAD of the last runs
+    spares: [node9]                       # inventory hosts that take a quarantined or unreachable host's place
+    quarantine: {window: 12h, expiry: 24h}
     jobs:
       - {case: resnet50, config: 2x8, reference: ../pages/nvidia-resnet50.md}
       - {case: vit, config: 2x8, fix_hp: "bs=32", repeats: 5}
@@ -22,6 +24,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import UserError
+from harness.faults.quarantine import DEFAULT_EXPIRY_S, DEFAULT_WINDOW_S, QuarantinePolicy
 from harness.hostlock import DEFAULT_STALE_AFTER_S
 from harness.report.noise import DEFAULT_K, DEFAULT_RUNS, NoiseRule
 from harness.yamlfile import describe_validation_error, read_mapping
@@ -113,6 +116,19 @@ class Noise(BaseModel):
         return NoiseRule(runs=self.runs, k=self.k)
 
 
+class Quarantine(BaseModel):
+    """When a host's faults keep it out (harness/faults/quarantine.py): a severe
+    code once, or any code twice within `window`; the entry lasts `expiry`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: Duration = DEFAULT_WINDOW_S
+    expiry: Duration = DEFAULT_EXPIRY_S
+
+    def policy(self) -> QuarantinePolicy:
+        return QuarantinePolicy(window_s=self.window, expiry_s=self.expiry)
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -126,7 +142,19 @@ class Suite(BaseModel):
     backoff_max: Delay = 900.0
     # A lock whose holder gave no sign of life for this long is stale (taken over).
     lock_stale_after: Duration = DEFAULT_STALE_AFTER_S
+    # Inventory hosts kept aside: one takes the place of a job's host that is
+    # quarantined or unreachable (same device count; harness/campaign/spares.py).
+    spares: list[str] = Field(default_factory=list)
+    quarantine: Quarantine = Field(default_factory=Quarantine)
     jobs: list[SuiteJob] = Field(min_length=1)
+
+    @field_validator("spares")
+    @classmethod
+    def _spares_once(cls, value: list[str]) -> list[str]:
+        twice = [name for name in dict.fromkeys(value) if value.count(name) > 1]
+        if twice:
+            raise ValueError(f"{twice[0]!r} is listed twice")
+        return value
 
 
 @dataclass(frozen=True)

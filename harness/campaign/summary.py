@@ -1,9 +1,11 @@
 """The morning report of a campaign: summary.md and summary.html in its folder.
 
-One row per suite job: status, attempts, failure kind and cause, the metrics
-with their spread over repeats (harness/campaign/stats.py), the ratio against
-the previous campaign of the same name and against the job's `reference` page
-row, and regressions flagged against the history. Plots (plots.py) are embedded
+One row per suite job: status, attempts (per repeat), failure kind and cause,
+the metrics with their spread over repeats (harness/campaign/stats.py), the
+ratio against the previous campaign of the same name and against the job's
+`reference` page row, and regressions flagged against the history; the
+all-reduce table (peak bus bandwidth, % of expected) for bandwidth jobs; the
+node table and the pairwise searches for the bad node (nodetable.py). Plots (plots.py) are embedded
 in the HTML as data URIs and written to plots/ beside the markdown.
 """
 
@@ -16,6 +18,8 @@ import jinja2
 from pydantic import ValidationError
 
 from harness.campaign.check import PlannedEntry
+from harness.campaign.nodetable import COLUMNS as NODE_COLUMNS
+from harness.campaign.nodetable import NodeRow, bisection_markdown, node_rows, node_table_markdown
 from harness.campaign.plots import Plot, monitor_plot, nights_plot, repeats_plot, step_time_plot
 from harness.campaign.state import CampaignState, StateStore, Unit, UnitStatus, folders
 from harness.campaign.stats import Spread, spread
@@ -23,6 +27,7 @@ from harness.core.record import write_atomic
 from harness.core.results import RunResult
 from harness.errors import HarnessError
 from harness.expect import text as efficiency_text
+from harness.faults.quarantine import QuarantineStore
 from harness.pages.compare import compare
 from harness.report import history
 from harness.report.noise import NoiseRule
@@ -35,12 +40,54 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__
                                 lstrip_blocks=True)
 
 
+@dataclass(frozen=True)
+class BusbwRow:
+    """One successful run of a bandwidth case (cases/allreduce)."""
+
+    run_id: str
+    ranks: int
+    peak_gbps: float | None
+    avg_gbps: float | None
+    of_expected: float | None
+    expected_note: str  # what it was compared with, or why it was not
+
+    def cells(self) -> list[str]:
+        def gbps(value: float | None) -> str:
+            return "/" if value is None else f"{value:.3g}"
+
+        share = "/" if self.of_expected is None else f"{self.of_expected:.0%}"
+        return [self.run_id, str(self.ranks), gbps(self.peak_gbps), gbps(self.avg_gbps), share, self.expected_note]
+
+
+BUSBW_COLUMNS = ("run", "ranks", "peak busbw GB/s", "avg busbw GB/s", "% of expected", "expected")
+
+
+def busbw_row(result: RunResult) -> BusbwRow | None:
+    if result.bandwidth is None:
+        return None
+    found = result.efficiency
+    note = ""
+    if found is not None:
+        note = (f"{found.expected:.3g} GB/s ({found.expected_source})" if found.expected is not None
+                else found.expected_missing)
+    return BusbwRow(run_id=result.run_id, ranks=result.bandwidth.world_size,
+                    peak_gbps=result.bandwidth.peak_busbw_gbps, avg_gbps=result.bandwidth.avg_busbw_gbps,
+                    of_expected=found.of_expected if found is not None else None, expected_note=note or "/")
+
+
+def attempts_text(units: list[Unit]) -> str:
+    """The attempts of a job: the count, or one count per repeat."""
+    if len(units) == 1:
+        return str(len(units[0].attempts))
+    return ", ".join(str(len(unit.attempts)) for unit in units) + " (per repeat)"
+
+
 @dataclass
 class JobSummary:
     number: int
     label: str
     status: UnitStatus
-    attempts: int
+    attempts: str  # "2", or "1, 1 (per repeat)"
     runs: list[str]
     failures: list[str] = field(default_factory=list)  # "kind: cause" of each failed repeat
     spreads: dict[str, Spread | None] = field(default_factory=dict)
@@ -57,6 +104,7 @@ class JobSummary:
     # MFU, % of expected and J/1k of the representative run, with the lines that say what they divided by.
     efficiency: list[str] = field(default_factory=lambda: [efficiency_text.EMPTY] * len(efficiency_text.COLUMNS))
     efficiency_notes: list[str] = field(default_factory=list)
+    busbw: list[BusbwRow] = field(default_factory=list)  # bandwidth cases: each successful run
 
     def cell(self, column: str) -> str:
         found = self.spreads.get(column)
@@ -104,7 +152,7 @@ def _node_lines(units: list[Unit]) -> list[str]:
 
 def _status(units: list[Unit]) -> UnitStatus:
     states = {unit.status for unit in units}
-    order: tuple[UnitStatus, ...] = ("failed", "running", "waiting")
+    order: tuple[UnitStatus, ...] = ("failed", "running", "interrupted", "waiting")
     for status in order:
         if status in states:
             return status
@@ -154,7 +202,7 @@ def summarise_job(number: int, units: list[Unit], planned: PlannedEntry | None, 
                   rule: NoiseRule | None = None) -> JobSummary:
     successes = _successes(units)
     summary = JobSummary(number=number, label=units[0].label.split(": ", 1)[1], status=_status(units),
-                         attempts=sum(len(u.attempts) for u in units),
+                         attempts=attempts_text(units),
                          runs=[a.run_id for u in units for a in u.attempts])
     for unit in units:
         last = unit.last
@@ -162,6 +210,7 @@ def summarise_job(number: int, units: list[Unit], planned: PlannedEntry | None, 
             cause = (last.failure or "").strip().splitlines()
             summary.failures.append(f"{last.failure_kind or 'failed'}: {cause[0] if cause else 'unknown'}")
     summary.nodes = _node_lines(units)
+    summary.busbw = [row for row in (busbw_row(r) for r in successes) if row is not None]
     summary.spreads = {c: spread([getattr(r.metrics, c) if r.metrics else None for r in successes]) for c in COLUMNS}
     best = _representative(successes)
     if best is not None and best.metrics is not None:
@@ -202,7 +251,7 @@ def _ratio(value: float | None) -> str:
     return "/" if value is None else f"{value:.2f}"
 
 
-def summary_markdown(state: CampaignState, jobs: list[JobSummary]) -> str:
+def summary_markdown(state: CampaignState, jobs: list[JobSummary], nodes: list[NodeRow] | None = None) -> str:
     ok = sum(1 for j in jobs if j.status == "success")
     lines = [f"# Campaign {state.name} {state.stamp}", "",
              f"{state.status}: {ok} of {len(jobs)} job(s) succeeded · started {state.started_at}"
@@ -211,9 +260,20 @@ def summary_markdown(state: CampaignState, jobs: list[JobSummary]) -> str:
              + " | ".join(efficiency_text.COLUMNS) + " | vs previous | vs page p_core | failure |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for job in jobs:
-        cells = [f"{job.number}: {job.label}", job.status, str(job.attempts), *(job.cell(c) for c in COLUMNS),
+        cells = [f"{job.number}: {job.label}", job.status, job.attempts, *(job.cell(c) for c in COLUMNS),
                  *job.efficiency, _ratio(job.vs_previous), _ratio(job.vs_page.get("p_core")), job.failure_text or ""]
         lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
+    if any(job.busbw for job in jobs):
+        lines += ["", "## All-reduce", "", "| job | " + " | ".join(BUSBW_COLUMNS) + " |",
+                  "| --- |" + " --- |" * len(BUSBW_COLUMNS)]
+        lines += ["| " + " | ".join([f"{job.number}: {job.label}", *row.cells()]).replace("\n", " ") + " |"
+                  for job in jobs for row in job.busbw]
+    if nodes:
+        lines += ["", "## Nodes", "", *node_table_markdown(nodes)]
+    if state.bisections:
+        lines += ["", "## Finding the bad node (pairwise all-reduce)", ""]
+        for bisection in state.bisections:
+            lines += bisection_markdown(bisection)
     for job in jobs:
         lines += ["", f"## Job {job.number}: {job.label}", "", f"- status: {job.status}, attempts: {job.attempts}",
                   f"- runs: {', '.join(job.runs) or 'none'}"]
@@ -245,8 +305,15 @@ def write_summary(state: CampaignState, folder: Path, planned: list[PlannedEntry
         for plot in job.plots:
             (folder / "plots").mkdir(parents=True, exist_ok=True)
             (folder / "plots" / plot.file_name).write_bytes(plot.png)
-    write_atomic(folder / "summary.md", summary_markdown(state, jobs))
-    html = _TEMPLATES.get_template("summary.html.j2").render(state=state, jobs=jobs, columns=COLUMNS, ratio=_ratio,
-                                                             efficiency_columns=efficiency_text.COLUMNS)
+    try:
+        listed = QuarantineStore(results_root).load().active_hosts()
+    except HarnessError:  # an unreadable list: the table shows this campaign's own entries
+        listed = {}
+    nodes = node_rows(state, _load, listed)
+    write_atomic(folder / "summary.md", summary_markdown(state, jobs, nodes))
+    html = _TEMPLATES.get_template("summary.html.j2").render(
+        state=state, jobs=jobs, columns=COLUMNS, ratio=_ratio, efficiency_columns=efficiency_text.COLUMNS,
+        busbw_columns=BUSBW_COLUMNS, nodes=nodes, node_columns=NODE_COLUMNS,
+        bisections=[bisection_markdown(b) for b in state.bisections])
     write_atomic(folder / "summary.html", html)
     return folder / "summary.md"

@@ -11,7 +11,10 @@ plain timestamped lines, one per event, nothing redrawn.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import time
+from collections import Counter
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -21,7 +24,7 @@ from rich.text import Text
 from harness.campaign.state import Attempt, CampaignState, Unit
 from harness.core.watch import StepProgress
 
-_STYLES = {"success": "green", "failed": "red", "running": "yellow", "waiting": "dim"}
+_STYLES = {"success": "green", "failed": "red", "running": "yellow", "waiting": "dim", "interrupted": "magenta"}
 REFRESH_PER_S = 1.0  # the elapsed times tick once a second
 
 RunProgress = tuple[str, StepProgress]  # (the run id it belongs to, its latest step)
@@ -35,21 +38,61 @@ def _cause(last: Attempt | None) -> str:
 
 
 def _attempts(unit: Unit) -> str:
-    return f"{len(unit.attempts)}" + (f" ({unit.tries} counted)" if unit.tries != len(unit.attempts) else "")
+    """How many attempts, and which of them do not use up a retry (and why)."""
+    uncounted = Counter(a.status for a in unit.attempts if a.status in ("interrupted", "abandoned"))
+    if not uncounted:
+        return f"{len(unit.attempts)}"
+    parts = ", ".join(f"{count} {status}" for status, count in uncounted.items())
+    total = sum(uncounted.values())
+    return f"{len(unit.attempts)} ({parts}: not counted as {'a retry' if total == 1 else 'retries'})"
 
 
-def unit_row(unit: Unit) -> list[str]:
+def controller_alive(state: CampaignState) -> bool | None:
+    """Whether the state's controller process still runs; None when it ran on another machine."""
+    if state.controller.host != socket.gethostname():
+        return None
+    try:
+        os.kill(state.controller.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def unit_status(state: CampaignState, unit: Unit, alive: bool | None = True) -> str:
+    """A unit's last state as the reader should see it: a unit still `running` in
+    a campaign whose controller stopped (or is gone) was interrupted there."""
+    if unit.status == "running" and (state.status != "running" or alive is False):
+        return "interrupted"
+    return unit.status
+
+
+def unit_row(unit: Unit, status: str | None = None) -> list[str]:
     last = unit.last
-    return [unit.label, unit.status, _attempts(unit), last.run_id if last else "", _cause(last)]
+    return [unit.label, status or unit.status, _attempts(unit), last.run_id if last else "", _cause(last)]
 
 
-def state_table(state: CampaignState, title: str | None = None) -> Table:
+def state_table(state: CampaignState, title: str | None = None, alive: bool | None = True) -> Table:
     table = Table(title=title or f"campaign {state.name} {state.stamp}: {state.status}")
     for column in ("job", "status", "attempts", "run", "last failure"):
         table.add_column(column, overflow="fold")
     for unit in state.units:
-        table.add_row(*unit_row(unit), style=_STYLES.get(unit.status))
+        status = unit_status(state, unit, alive)
+        table.add_row(*unit_row(unit, status), style=_STYLES.get(status))
     return table
+
+
+def controller_line(state: CampaignState, alive: bool | None) -> str:
+    """Who runs the campaign, or that nobody does any more."""
+    who = f"controller {state.controller.host} pid {state.controller.pid}"
+    if state.status == "finished":
+        return f"{who} (finished)"
+    if state.status == "interrupted":
+        return f"{who} (stopped); `campaign run SUITE --resume` continues"
+    if alive is False:
+        return f"{who} is gone (killed or rebooted); `campaign run SUITE --resume` continues"
+    return who + (" (running)" if alive else " (on another machine)")
 
 
 def duration(seconds: float) -> str:
@@ -60,8 +103,10 @@ def duration(seconds: float) -> str:
 
 
 def counts_line(state: CampaignState, elapsed_s: float) -> str:
+    interrupted = state.count("interrupted")
     return (f"{state.count('success')} ok, {state.count('failed')} failed, {state.count('running')} running, "
-            f"{state.count('waiting')} waiting; {duration(elapsed_s)} elapsed")
+            + (f"{interrupted} interrupted, " if interrupted else "")
+            + f"{state.count('waiting')} waiting; {duration(elapsed_s)} elapsed")
 
 
 def running_line(attempt: Attempt, progress: RunProgress | None, now: dt.datetime) -> str:
