@@ -26,7 +26,7 @@ from harness.core.inventory import Host, load_inventory
 from harness.core.results import NodeOutcome, RunResult
 from harness.errors import HarnessError, HostUnreachable
 from harness.faults.codes import Fault
-from harness.faults.quarantine import QuarantineStore
+from harness.faults.quarantine import QuarantinePolicy, QuarantineStore
 from harness.hostlock import HostLocked
 
 
@@ -100,12 +100,17 @@ def test_the_suite_names_its_spares_from_the_inventory_and_a_job_may_not_run_on_
     assert twice.value.field == "spares" and "'node3' is listed twice" in str(twice.value)
 
 
-def test_the_suites_quarantine_policy(tmp_path: Path) -> None:
+def test_the_suites_quarantine_policy_wins_over_the_inventorys(tmp_path: Path) -> None:
     job = {"case": "resnet50", "config": "1x1", "fix_hp": TINY}
-    policy = load_suite(write_suite(tmp_path, [job], quarantine={"window": "30m", "expiry": "2h"})).suite.quarantine
-    assert (policy.policy().window_s, policy.policy().expiry_s) == (1800.0, 7200.0)
-    default = load_suite(write_suite(tmp_path, [job])).suite.quarantine.policy()
-    assert (default.window_s, default.expiry_s) == (12 * 3600.0, 24 * 3600.0)
+    settings = load_suite(write_suite(tmp_path, [job], quarantine={"window": "30m", "expiry": "2h"})).suite.quarantine
+    assert settings is not None and (settings.policy().window_s, settings.policy().expiry_s) == (1800.0, 7200.0)
+    assert load_suite(write_suite(tmp_path, [job])).suite.quarantine is None  # the inventory's cluster.quarantine
+    site = QuarantinePolicy(window_s=60.0, expiry_s=None)
+    state = CampaignState(name="n", stamp="s", suite="x", inventory="h", units=[])
+    unset = load_suite(write_suite(tmp_path, [job])).suite
+    assert Healer(state, unset, [], tmp_path, lambda host: None, print, site).policy == site
+    never = load_suite(write_suite(tmp_path, [job], quarantine={"expiry": "never"})).suite
+    assert Healer(state, never, [], tmp_path, lambda host: None, print, site).policy.expiry_s is None
     with pytest.raises(SuiteError) as bad:
         load_suite(write_suite(tmp_path, [job], quarantine={"window": "soon"}))
     assert bad.value.exit_code == 2 and bad.value.field == "quarantine.window"
@@ -312,23 +317,6 @@ def test_an_unreadable_quarantine_list_keeps_no_host_out_and_says_so(tmp_path: P
     attempt = Attempt(number=1, run_id="n-j1-a1")
     assert names(healer.place(planned, attempt).planned.hosts) == ["node1", "node2"]
     assert any("not a quarantine list written by this harness" in e and "no host is kept out" in e for e in events)
-
-
-def test_a_preflight_refusal_naming_a_host_is_its_fault() -> None:
-    from harness.campaign.heal import preflight_faults
-
-    hosts = [host("n1"), host("n2")]
-    (away,) = preflight_faults(HostUnreachable("ssh to n2 failed: refused", field="hosts.n2"), hosts, "r-a1")
-    assert (away.host, away.code, away.run_id) == ("n2", "BENCH-H01", "r-a1") and "refused" in away.evidence
-    (full,) = preflight_faults(HostUnreachable("cannot create /w/r on n1: No space left", field="hosts.n1.work_dir"),
-                               hosts, "r")
-    assert (full.host, full.code) == ("n1", "BENCH-H03")
-    (gone,) = preflight_faults(HostUnreachable("device(s) /dev/nvidia3 (vendor nvidia) missing on n2",
-                                               field="hosts.n2.devices"), hosts, "r")
-    assert (gone.host, gone.code, gone.severe) == ("n2", "BENCH-G01", True)
-    assert preflight_faults(HostUnreachable("no data", field="hosts.n2.data_dir"), hosts, "r") == []
-    assert preflight_faults(HostUnreachable("no host", field="cluster.fabric"), hosts, "r") == []
-    assert preflight_faults(HostUnreachable("other", field="hosts.n9"), hosts, "r") == []
 
 
 def test_faults_of_one_check_count_once_and_the_next_attempt_quarantines(tmp_path: Path) -> None:

@@ -27,31 +27,12 @@ from harness.core.inventory import Host
 from harness.core.results import RunResult
 from harness.errors import HarnessError, HostUnreachable
 from harness.faults.codes import Fault
-from harness.faults.quarantine import QuarantineEntry, QuarantineList, QuarantineStore
+from harness.faults.quarantine import QuarantineEntry, QuarantineList, QuarantinePolicy, QuarantineStore
 from harness.hostlock import HostLocked
 
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
-
-
-# What a preflight refusal's field (`hosts.<name>[.<part>]`) says about the host.
-_PREFLIGHT_CODES = {"": "BENCH-H01", ".work_dir": "BENCH-H03", ".devices": "BENCH-G01"}
-
-
-def preflight_faults(exc: HarnessError, hosts: list[Host], run_id: str) -> list[Fault]:
-    """The fault of the host a preflight refusal names in its field: `hosts.<name>`
-    unreachable (BENCH-H01), `.work_dir` cannot be created (H03), `.devices`
-    missing (G01); none when it names no host of the job."""
-    if not isinstance(exc, HostUnreachable) or not (exc.field or "").startswith("hosts."):
-        return []
-    named = (exc.field or "").removeprefix("hosts.")
-    for host in hosts:
-        part = named.removeprefix(host.name) if named.startswith(host.name) else None
-        if part is not None and part in _PREFLIGHT_CODES:
-            return [Fault(host=host.name, code=_PREFLIGHT_CODES[part], run_id=run_id,
-                          evidence=f"preflight: {_first_line(str(exc))}"[:300])]
-    return []
 
 
 @dataclass
@@ -66,13 +47,14 @@ class Placement:
 
 class Healer:
     def __init__(self, state: CampaignState, suite: Suite, spares: list[Host], results: Path,
-                 lock: Callable[[Host], None], event: Callable[[str], None]) -> None:
+                 lock: Callable[[Host], None], event: Callable[[str], None],
+                 site_policy: QuarantinePolicy = QuarantinePolicy()) -> None:
         self.state = state
         self.suite = suite
         self.spares = spares
         self.results = results
         self.store = QuarantineStore(results)
-        self.policy = suite.quarantine.policy()
+        self.policy = suite.quarantine.policy() if suite.quarantine is not None else site_policy
         self.lock = lock
         self.event = event
 

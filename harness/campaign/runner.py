@@ -30,7 +30,7 @@ from harness.campaign.backend import CachingBackend, campaign_backend
 from harness.campaign.busbw_gate import busbw_problem
 from harness.campaign.check import PlannedEntry, check_suite
 from harness.campaign.gates import GateMemory, check_gates
-from harness.campaign.heal import Healer, preflight_faults
+from harness.campaign.heal import Healer
 from harness.campaign.notify import Notifier
 from harness.campaign.recover import record_unstarted, recover_attempt
 from harness.campaign.spares import by_names, check_spares, on_hosts
@@ -44,6 +44,7 @@ from harness.core.runner import RunInterrupted, run_job
 from harness.core.vendor import load_vendor
 from harness.core.watch import WatchLimits
 from harness.errors import HarnessError, HostUnreachable, UserError
+from harness.faults.attribute import faults_from_preflight
 from harness.hostlock import HostLocked, HostLocks, this_controller
 
 INTERRUPTED = 130
@@ -72,7 +73,8 @@ class Campaign:
         self.sleep = sleep
         self.locks = HostLocks(backend.transport, this_controller(f"{state.name} {store.folder}"),
                                self.suite.lock_stale_after, self.warn)
-        self.healer = Healer(state, self.suite, spares or [], results, self.locks.acquire, self.view.event)
+        self.healer = Healer(state, self.suite, spares or [], results, self.locks.acquire, self.view.event,
+                             inventory.cluster.quarantine.policy())
 
     def warn(self, message: str) -> None:
         self.view.event(f"warning: {message}", "yellow")
@@ -283,7 +285,7 @@ class Campaign:
         except UserError as exc:  # the preflight refused: nothing was started
             retry = isinstance(exc, (HostUnreachable, OrphansFound, HostLocked, MasterPortBusy))
             return record_unstarted(job, planned, self.backend, self.results, "infra" if retry else "bad_input",
-                                    f"preflight: {exc}", self.warn, preflight_faults(exc, planned.hosts, run_id))
+                                    f"preflight: {exc}", self.warn, faults_from_preflight(exc, run_id))
         except HarnessError as exc:  # the record could not be written (disk full), or the backend itself
             return record_unstarted(job, planned, self.backend, self.results, "infra", str(exc), self.warn)
 

@@ -23,14 +23,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from harness.durations import parse_duration as parse_duration
 from harness.errors import UserError
-from harness.faults.quarantine import DEFAULT_EXPIRY_S, DEFAULT_WINDOW_S, QuarantinePolicy
+from harness.faults.settings import QuarantineSettings
 from harness.hostlock import DEFAULT_STALE_AFTER_S
 from harness.report.noise import DEFAULT_K, DEFAULT_RUNS, NoiseRule
 from harness.yamlfile import describe_validation_error, read_mapping
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 DEFAULT_RETRIES = 2
@@ -38,19 +37,6 @@ DEFAULT_RETRIES = 2
 
 class SuiteError(UserError):
     """A suite file that cannot be run as written (exit 2, nothing started)."""
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number of seconds or a text like 90s, 15m, 3h, 1.5d."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 90s, 15m or 3h")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_S[match.group(2)]
-    raise ValueError(f"expected a duration such as 90s, 15m or 3h, got {value!r}")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
@@ -116,19 +102,6 @@ class Noise(BaseModel):
         return NoiseRule(runs=self.runs, k=self.k)
 
 
-class Quarantine(BaseModel):
-    """When a host's faults keep it out (harness/faults/quarantine.py): a severe
-    code once, or any code twice within `window`; the entry lasts `expiry`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    window: Duration = DEFAULT_WINDOW_S
-    expiry: Duration = DEFAULT_EXPIRY_S
-
-    def policy(self) -> QuarantinePolicy:
-        return QuarantinePolicy(window_s=self.window, expiry_s=self.expiry)
-
-
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -145,7 +118,8 @@ class Suite(BaseModel):
     # Inventory hosts kept aside: one takes the place of a job's host that is
     # quarantined or unreachable (same device count; harness/campaign/spares.py).
     spares: list[str] = Field(default_factory=list)
-    quarantine: Quarantine = Field(default_factory=Quarantine)
+    # The inventory's cluster.quarantine unless the suite sets its own (harness/faults/settings.py).
+    quarantine: QuarantineSettings | None = None
     jobs: list[SuiteJob] = Field(min_length=1)
 
     @field_validator("spares")
