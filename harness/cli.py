@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_noise_arguments(bench)
 
     clean = sub.add_parser("clean", help="remove containers the harness left on the inventory's hosts")
-    clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS)
+    clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS, help="inventory file (default hosts.yaml)")
     clean.add_argument("--run-id", help="only this run's containers (default: every run's stopped ones)")
     clean.add_argument("--all", action="store_true",
                        help="without --run-id: running containers too (another controller's live run!)")

@@ -82,18 +82,26 @@ def fit_widths(minimums: list[int], maximums: list[int], available: int) -> list
     return widths
 
 
+def _column_ranges(console: Console, table: Table) -> tuple[list[int], list[int]]:
+    """Each column's (narrowest whole-token, widest) width, padding included."""
+    wide = console.options.update_width(10_000)
+    ranges = [table._measure_column(console, wide, column) for column in table.columns]
+    return [r.minimum for r in ranges], [r.maximum for r in ranges]
+
+
+def narrowest(console: Console, table: Table) -> int:
+    """The table's width with every column at its longest token (borders included)."""
+    return sum(_column_ranges(console, table)[0]) + table._extra_width
+
+
 def print_fitting(console: Console, table: Table) -> None:
     """The table at the console's width, its columns never narrower than their
     longest token; when even that is wider than the console, at that width (the
     lines then run past the terminal's edge; no cell is cut)."""
-    wide = console.options.update_width(10_000)
-    # rich's measure of a column includes its padding; the table adds its borders (_extra_width).
-    ranges = [table._measure_column(console, wide, column) for column in table.columns]
-    paddings = [table._get_padding_width(column._index) for column in table.columns]
-    available = console.width - table._extra_width
-    widths = fit_widths([r.minimum for r in ranges], [r.maximum for r in ranges], available)
-    for column, width, padding in zip(table.columns, widths, paddings):
-        column.width = max(1, width - padding)
+    minimums, maximums = _column_ranges(console, table)
+    widths = fit_widths(minimums, maximums, console.width - table._extra_width)
+    for column, width in zip(table.columns, widths):
+        column.width = max(1, width - table._get_padding_width(column._index))
     needed = sum(widths) + table._extra_width
     if needed <= console.width:
         console.print(table)

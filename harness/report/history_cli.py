@@ -70,31 +70,67 @@ def _finished(stamp: str) -> str:
     return stamp.replace("T", " ").removesuffix("+00:00")
 
 
-def history_table(rows: list[HistoryRow], database: Path, rule: NoiseRule, title: str) -> Table:
-    from rich.table import Table
-
+def _values(row: HistoryRow, database: Path, rule: NoiseRule) -> list[str]:
+    """One run's cells, in COLUMNS order."""
     from harness.pages.cells import format_acc, format_throughput
     from harness.report import history
-    from harness.report.fit import cells
     from harness.report.noise_view import cell
 
-    table = Table(title=title)
+    numbers = [format_throughput(value) for value in (row.p_core, row.p_train, row.p_whole)]
+    return [row.run_id, _finished(row.finished_at), row.case, row.vendor, f"{row.accelerator} {row.config}",
+            row.precision, row.fix_hp, row.status, row.failure_kind or "/", *numbers, format_acc(row.acc),
+            cell(history.check_row(database, row, rule))]
+
+
+def history_table(rows: list[HistoryRow], database: Path, rule: NoiseRule, title: str) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    from harness.report.fit import cells
+
+    # No vertical rules: the 14 columns keep their width for the cells.
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True,
+                  pad_edge=False)
     for column in COLUMNS:
         table.add_column(column, justify="right" if column.startswith("p_") or column == "acc" else "left")
     for row in rows:
-        numbers = [format_throughput(value) for value in (row.p_core, row.p_train, row.p_whole)]
-        values = [row.run_id, _finished(row.finished_at), row.case, row.vendor, f"{row.accelerator} {row.config}",
-                  row.precision, row.fix_hp, row.status, row.failure_kind or "/", *numbers, format_acc(row.acc),
-                  cell(history.check_row(database, row, rule))]
-        table.add_row(*cells(values), style=None if row.status == "success" else "red")
+        table.add_row(*cells(_values(row, database, rule)), style=None if row.status == "success" else "red")
     return table
 
 
-def print_history(console: Console, results: Path, rows: list[HistoryRow], rule: NoiseRule) -> None:
-    from harness.report import history
-    from harness.report.fit import print_fitting
+def _card(values: list[str], width: int) -> list[str]:
+    """One run in a few lines (`name value` pairs, folded between tokens): the
+    layout for a terminal narrower than the table's narrowest whole-token width."""
+    from harness.report.fit import fold
 
-    print_fitting(console, history_table(rows, results / history.HISTORY_FILE, rule, f"runs in {results}"))
+    named = dict(zip(COLUMNS, values))
+    head = f"{named['run']}  {named['finished (UTC)']}  {named['status']}"
+    if named["kind"] != "/":
+        head += f" ({named['kind']})"
+    rest = [" · ".join(f"{name} {named[name]}" for name in group) for group in (
+        ("case", "vendor", "config", "precision"), ("fix_hp",), ("p_core", "p_train", "p_whole", "acc"),
+        ("vs history",))]
+    return fold(head, width) + [f"  {line}" for text in rest for line in fold(text, width - 2)]
+
+
+def print_history(console: Console, results: Path, rows: list[HistoryRow], rule: NoiseRule) -> None:
+    """The table when its whole tokens fit the console, else one card per run."""
+    from rich.text import Text
+
+    from harness.report import history
+    from harness.report.fit import narrowest, print_fitting
+
+    database = results / history.HISTORY_FILE
+    title = f"runs in {results}"
+    table = history_table(rows, database, rule, title)
+    if narrowest(console, table) <= console.width:
+        print_fitting(console, table)
+        return
+    console.print(Text(title, style="bold"))
+    for row in rows:
+        style = "" if row.status == "success" else "red"
+        for line in _card(_values(row, database, rule), console.width):
+            console.print(Text(line, style=style), soft_wrap=True)
 
 
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
