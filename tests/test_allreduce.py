@@ -157,7 +157,9 @@ def test_allreduce_2x2_through_the_harness_on_the_two_test_hosts(make_hosts_yaml
         ("node1", "gloo", None), ("node2", "gloo", None)]
 
     out = proc.stdout
-    assert out.index("e2e-allreduce-2x2 bandwidth:") > out.index("e2e_time")  # after the metric table
+    # as nccl-tests prints it: what ran, then the sweep; no training line, no metric table of p_* columns
+    assert "e2e-allreduce-2x2: allreduce · cpu · cpu 2x2 · fp32 · fix_hp " in out
+    assert "e2e_time" not in out and "p_core" not in out and "samples in" not in out
     table = out[out.index("# all_reduce, 4 ranks, busbw = algbw x 2(n-1)/n"):].splitlines()
     assert table[1].split() == ["size(B)", "count", "type", "time_us", "algbw(GB/s)", "busbw(GB/s)"]
     assert [line.split()[0] for line in table[2:8]] == ["8", "32", "128", "512", "2048", "4096"]

@@ -49,7 +49,7 @@ def _print_sweep(result: RunResult, console: Console) -> None:
     """A bandwidth case as nccl-tests prints it: what ran, then one line per message
     size; no training line and no p_* columns (it trains nothing)."""
     style = "bold" if result.status == "success" else "bold red"
-    console.print(Text(f"{result.run_id}: {result.case} · {result.vendor} {result.accelerator} {result.config_name} · "
+    console.print(Text(f"{result.run_id}: {result.case} · {result.vendor} · {result.accelerator} {result.config_name} · "
                        f"{result.precision} · fix_hp {result.fix_hp} · {result.status}", style=style), soft_wrap=True)
     for line in (efficiency_text.expected_line(result), efficiency_text.energy_line(result)):
         if line:
