@@ -164,3 +164,15 @@ def test_an_unknown_inventory_field_names_the_closest_field(tmp_path: Path) -> N
     hosts.write_text("hosts:\n  - {name: a, address: 127.0.0.1, transport: local, qqqqqq: 1}\n")
     with pytest.raises(UserError, match=r"hosts\.a\.qqqqqq: unknown field; expected one of: name, address, "):
         load_inventory(hosts)
+
+
+def test_make_bench_echoes_the_command_on_one_clean_line(tmp_path: Path) -> None:
+    proc = subprocess.run(["make", "--no-print-directory", "-o", "setup", "bench", "DRY_RUN=1", "CONFIG=2x2",
+                           f"HOSTS={GOLDEN / 'hosts_2x2.yaml'}", "RUN_ID=make-echo-1", "FIX_HP=bs=4,lr=0.1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first, second = proc.stdout.splitlines()[:2]
+    assert first == (f".venv/bin/python -m harness bench --case 'resnet50' --vendor 'cpu' --config '2x2' --hosts "
+                     f"'{GOLDEN / 'hosts_2x2.yaml'}' --fix-hp 'bs=4,lr=0.1' --run-id 'make-echo-1' --dry-run")
+    assert second.startswith("run make-echo-1: case=resnet50")  # the dry run itself follows at once
+    assert "\\" not in proc.stdout.split("\n", 1)[0] and first.strip() == first
