@@ -176,3 +176,16 @@ def test_make_bench_echoes_the_command_on_one_clean_line(tmp_path: Path) -> None
                      f"'{GOLDEN / 'hosts_2x2.yaml'}' --fix-hp 'bs=4,lr=0.1' --run-id 'make-echo-1' --dry-run")
     assert second.startswith("run make-echo-1: case=resnet50")  # the dry run itself follows at once
     assert "\\" not in proc.stdout.split("\n", 1)[0] and first.strip() == first
+
+
+def test_the_phase_timings_line_up_whatever_the_phase() -> None:
+    from harness.core.runner import PHASES, PhaseClock
+
+    out = io.StringIO()
+    clock = PhaseClock(Console(file=out, width=80, color_system=None))
+    for name in PHASES:
+        with clock.phase(name):
+            pass
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == list(PHASES)
+    assert len({len(line) for line in lines}) == 1 and len({line.index(".") for line in lines}) == 1
