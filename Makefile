@@ -27,16 +27,21 @@ help:
 setup:
 	@bash scripts/setup.sh
 
+# The command on one line: make's own echo would show the recipe's `\` and the empty $(if)s.
+BENCH_CMD = $(strip $(PY) -m harness bench --case '$(CASE)' --vendor '$(VENDOR)' --config '$(CONFIG)' \
+  --hosts '$(HOSTS)' $(if $(FIX_HP),--fix-hp '$(FIX_HP)') $(if $(ACCEL),--accelerator '$(ACCEL)') \
+  $(if $(REAL_DATA),--real-data) $(if $(RUN_ID),--run-id '$(RUN_ID)') $(if $(DRY_RUN),--dry-run) \
+  $(if $(REPRO),--repro '$(REPRO)') $(if $(ALLOW_DRIFT),--allow-drift) $(if $(IGNORE_QUARANTINE),--ignore-quarantine))
+CAMPAIGN_CMD = $(strip $(PY) -m harness campaign run '$(SUITE)' $(if $(RESUME),--resume))
+
 bench: setup
-	$(PY) -m harness bench --case '$(CASE)' --vendor '$(VENDOR)' --config '$(CONFIG)' --hosts '$(HOSTS)' \
-	  $(if $(FIX_HP),--fix-hp '$(FIX_HP)') $(if $(ACCEL),--accelerator '$(ACCEL)') \
-	  $(if $(REAL_DATA),--real-data) $(if $(RUN_ID),--run-id '$(RUN_ID)') $(if $(DRY_RUN),--dry-run) \
-	  $(if $(REPRO),--repro '$(REPRO)') $(if $(ALLOW_DRIFT),--allow-drift) \
-	  $(if $(IGNORE_QUARANTINE),--ignore-quarantine)
+	$(info $(BENCH_CMD))
+	@$(BENCH_CMD)
 
 # A suite of jobs, unattended: validated first, locked hosts, retries, state for RESUME=1, summary.
 campaign: setup
-	$(PY) -m harness campaign run '$(SUITE)' $(if $(RESUME),--resume)
+	$(info $(CAMPAIGN_CMD))
+	@$(CAMPAIGN_CMD)
 
 # Everything the tests need (setup + two SSH test hosts), then the whole suite on two
 # pytest-xdist workers: every test of the test hosts on one of them, in order (they share

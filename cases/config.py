@@ -24,6 +24,7 @@ from typing import Any, Dict, Generic, List, Literal, Optional, Tuple, Type, Typ
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cases import closest
 from cases.errors import ConfigError
 from cases.protocol import GrammarError, HardwareConfig, parse_hardware_config, split_fix_hp
 
@@ -186,21 +187,19 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
-def _known_keys(model: Type[BaseModel], source: str) -> str:
+def _known_keys(model: Type[BaseModel], source: str) -> List[str]:
+    """The keys a layer may set; for --fix-hp its aliases first (`bs` for batch_size)."""
     keys = list(model.model_fields)
-    if source == FIX_HP_SOURCE:
-        keys = [f"{alias} ({key})" if alias != key else key for alias, key in ALIASES.items() if key in keys] + [
-            k for k in keys if k not in ALIASES.values()
-        ]
-    return ", ".join(keys)
+    if source != FIX_HP_SOURCE:
+        return keys
+    aliases = [alias for alias, key in ALIASES.items() if key in keys]
+    return aliases + [k for k in keys if k not in aliases]
 
 
 def _validate(model: Type[ModelT], data: Dict[str, Any], source: str) -> ModelT:
     unknown = [k for k in data if k not in model.model_fields]
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key {unknown[0]!r}; known keys: {_known_keys(model, source)}"
-        )
+        raise ConfigError(f"{source}: {closest.unknown_key(unknown[0], _known_keys(model, source))}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -6,15 +6,14 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 from harness import REPO_ROOT
 from harness.campaign import cli as campaign_cli
-from harness.core.kinds import RunStatus
 from harness.errors import HarnessError, HostsNotReady, HostUnreachable, UserError
 from harness.faults import cli as quarantine_cli
 from harness.pages import env_cli
-from harness.report import compare_cli
+from harness.report import compare_cli, history_cli
 from harness.report.noise_view import add_noise_arguments, rule_of
 
 # A command imports what it uses when it runs: `--help` (and a mistyped argument)
@@ -93,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine_cli.add_bench_arguments(bench)
 
     clean = sub.add_parser("clean", help="remove containers the harness left on the inventory's hosts")
-    clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS)
+    clean.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS, help="inventory file (default hosts.yaml)")
     clean.add_argument("--run-id", help="only this run's containers (default: every run's stopped ones)")
     clean.add_argument("--all", action="store_true",
                        help="without --run-id: running containers too (another controller's live run!)")
@@ -106,13 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--hosts", type=Path, default=DEFAULT_HOSTS, help="inventory file (default hosts.yaml)")
     collect.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
 
-    past = sub.add_parser("history", help="list past runs from the results database, newest first")
-    past.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default results/)")
-    past.add_argument("--case", help="only this case")
-    past.add_argument("--vendor", help="only this vendor")
-    past.add_argument("--status", choices=get_args(RunStatus), help="only runs with this status")
-    past.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
-    add_noise_arguments(past)
+    history_cli.add_parser(sub, DEFAULT_RESULTS)
 
     report = sub.add_parser("report", help="print the metric table of finished runs")
     report.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding them")
@@ -234,6 +227,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         return result
 
     limits = WatchLimits.for_cluster(inventory.cluster, args.timeout, args.stall_timeout)
+    ensure_new_run_id(args.results, job.run_id)  # a dry run refuses a taken id as the run would
     quarantine = BenchQuarantine(args.results, [host.name for host in inventory.hosts[:job.nnodes]],
                                  inventory.cluster.quarantine.policy(), console, args.ignore_quarantine)
     backend = make_backend(inventory)
@@ -242,7 +236,6 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         if args.dry_run:
             sys.stdout.write(build_plan(job, inventory, backend).render())
             return 0
-        ensure_new_run_id(args.results, job.run_id)
         # A campaign holds these hosts: refuse, naming it (a dead one's lock is ignored with a warning).
         backend.refuse_if_held(job, lambda message: _warn(console, message))
         result = run_job(job, inventory, backend, args.results, console, check_environment=gate,
@@ -268,33 +261,6 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             out.print(Text(f"note: {note}", style="dim"))
         out.print(Text(f"written to {out_dir / 'reference.md'}", style="dim"))
     return 0 if result.status == "success" else 1
-
-
-def _cmd_history(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
-    from harness.pages.cells import format_acc, format_throughput
-    from harness.report import history
-    from harness.report.noise_view import cell
-
-    database = args.results / history.HISTORY_FILE
-    rows = history.runs(database, args.case, args.vendor, args.limit, args.status)
-    if not rows:
-        console.print(f"no runs recorded in {args.results / history.HISTORY_FILE}")
-        return 0
-    table = Table(title=f"runs in {args.results}")
-    for column in ("run", "finished", "case", "vendor", "config", "precision", "fix_hp", "status",
-                   "p_core", "p_train", "p_whole", "acc", "vs history"):
-        table.add_column(column, justify="right" if column.startswith("p_") or column == "acc" else "left",
-                         no_wrap=column == "run")  # the full id: `readme` and `collect` take it
-    for row in rows:
-        numbers = [format_throughput(value) for value in (row.p_core, row.p_train, row.p_whole)]
-        table.add_row(row.run_id, row.finished_at, row.case, row.vendor, f"{row.accelerator} {row.config}",
-                      row.precision, row.fix_hp, row.status, *numbers, format_acc(row.acc),
-                      cell(history.check_row(database, row, rule_of(args))),
-                      style=None if row.status == "success" else "red")
-    _wide_console().print(table)
-    return 0
 
 
 def _cmd_clean(args: argparse.Namespace, console: Console) -> int:
@@ -387,7 +353,7 @@ def _cmd_readme(args: argparse.Namespace, console: Console) -> int:
 
 COMMANDS = {
     "bench": _cmd_bench,
-    "history": _cmd_history,
+    "history": history_cli.cmd_history,
     "clean": _cmd_clean,
     "collect": _cmd_collect,
     "report": _cmd_report,

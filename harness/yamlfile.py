@@ -4,11 +4,12 @@ that names the file and the field."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from cases import closest
 from harness.errors import UserError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -30,9 +31,45 @@ def read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def describe_validation_error(exc: ValidationError, data: Any) -> tuple[str, str]:
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds: itself, or the first inside list[...], dict[..., ...], X | None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def known_fields(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names (aliases where set) allowed where `loc` points, following
+    the model's fields down the path (list indices and mapping keys are passed over)."""
+    current = model
+    for part in loc[:-1]:
+        by_name = {field.alias or name: name for name, field in current.model_fields.items()}
+        if isinstance(part, str) and part in by_name:
+            inner = _model_in(current.model_fields[by_name[part]].annotation)
+            if inner is None:
+                return []
+            current = inner
+    return [field.alias or name for name, field in current.model_fields.items()]
+
+
+def _unknown_field(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """`unknown field; did you mean 'port'?`, else the fields allowed there."""
+    known = known_fields(model, loc) if model is not None and loc else []
+    match = closest.closest(str(loc[-1]), known) if known else None
+    if match is not None:
+        return f"unknown field; did you mean {match!r}?"
+    return f"unknown field; expected one of: {', '.join(known)}" if known else "unknown field"
+
+
+def describe_validation_error(exc: ValidationError, data: Any,
+                               model: type[BaseModel] | None = None) -> tuple[str, str]:
     """(field path, message) of the first error, with names instead of list indices
-    where the list items have a ``name`` (``hosts.node2.port``)."""
+    where the list items have a ``name`` (``hosts.node2.port``); with the model, an
+    unknown field gets the closest allowed name."""
     first = exc.errors()[0]
     parts: list[str] = []
     node = data
@@ -47,7 +84,7 @@ def describe_validation_error(exc: ValidationError, data: Any) -> tuple[str, str
         node = node.get(loc) if isinstance(node, dict) else None
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        message = "unknown field"
+        message = _unknown_field(model, tuple(first["loc"]))
     elif first["type"] == "missing":
         message = "required field is missing"
     elif "input" in first and first["type"] not in ("missing",):
@@ -60,5 +97,5 @@ def load_model(path: Path, model: type[ModelT], defaults: dict[str, Any] | None 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        field, message = describe_validation_error(exc, data)
+        field, message = describe_validation_error(exc, data, model)
         raise UserError(message, file=str(path), field=field) from exc

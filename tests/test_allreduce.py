@@ -47,7 +47,7 @@ def test_a_gloo_sweep_reports_every_size_with_bus_bandwidth(nproc: int, tmp_path
     by_rank = read_event_files(tmp_path / "logs")
     assert sorted(by_rank) == list(range(nproc))
 
-    sizes = [8, 32, 128, 512, 2048]  # 8 B to 4 KiB, x4
+    sizes = [8, 32, 128, 512, 2048, 4096]  # 8 B to 4 KiB, x4, ending at max_bytes as nccl-tests does
     for rank, events in by_rank.items():
         bandwidth = [e.value for e in events if e.key == "bandwidth"]
         assert [b["size_bytes"] for b in bandwidth] == sizes, rank
@@ -71,7 +71,7 @@ def test_a_gloo_sweep_reports_every_size_with_bus_bandwidth(nproc: int, tmp_path
     text = render_table(table)
     lines = text.splitlines()
     assert lines[1].split() == ["size(B)", "count", "type", "time_us", "algbw(GB/s)", "busbw(GB/s)"]
-    assert [line.split()[0] for line in lines[2:7]] == [str(s) for s in sizes]
+    assert [line.split()[0] for line in lines[2:8]] == [str(s) for s in sizes]
     assert lines[-1].startswith("# avg busbw ")
 
     # the harness's own metrics accept the run: it completed, and has no sample throughput
@@ -121,6 +121,14 @@ def test_the_sweep_is_configurable_and_checked() -> None:
     assert isinstance(values, AllreduceConfig)
 
 
+def test_the_sweep_always_ends_at_max_bytes() -> None:
+    spec = load_case("allreduce")
+    by_four = load_config("allreduce", spec.config, "cpu", "cpux1x2", "max_bytes=65536,step_factor=4").values
+    assert message_sizes(by_four) == [8, 32, 128, 512, 2048, 8192, 32768, 65536]
+    one = load_config("allreduce", spec.config, "cpu", "cpux1x2", "min_bytes=64,max_bytes=64").values
+    assert message_sizes(one) == [64]
+
+
 def test_allreduce_2x2_through_the_harness_on_the_two_test_hosts(make_hosts_yaml: Callable[..., Path],
                                                                  tmp_path: Path) -> None:
     """`bench --case allreduce --vendor cpu --config 2x2`: gloo over the two sshd
@@ -140,7 +148,7 @@ def test_allreduce_2x2_through_the_harness_on_the_two_test_hosts(make_hosts_yaml
     bandwidth = result["bandwidth"]
     assert (bandwidth["op"], bandwidth["world_size"]) == ("all_reduce", 4)
     rows = bandwidth["rows"]
-    assert [row["size_bytes"] for row in rows] == [8, 32, 128, 512, 2048]
+    assert [row["size_bytes"] for row in rows] == [8, 32, 128, 512, 2048, 4096]
     for row in rows:
         assert row["busbw_gbps"] > 0 and row["time_us"] > 0 and row["check"] == "ok"
         assert row["busbw_gbps"] == pytest.approx(row["algbw_gbps"] * 2 * (4 - 1) / 4)
@@ -149,9 +157,11 @@ def test_allreduce_2x2_through_the_harness_on_the_two_test_hosts(make_hosts_yaml
         ("node1", "gloo", None), ("node2", "gloo", None)]
 
     out = proc.stdout
-    assert out.index("e2e-allreduce-2x2 bandwidth:") > out.index("e2e_time")  # after the metric table
+    # as nccl-tests prints it: what ran, then the sweep; no training line, no metric table of p_* columns
+    assert "e2e-allreduce-2x2: allreduce · cpu · cpu 2x2 · fp32 · fix_hp " in out
+    assert "e2e_time" not in out and "p_core" not in out and "samples in" not in out
     table = out[out.index("# all_reduce, 4 ranks, busbw = algbw x 2(n-1)/n"):].splitlines()
     assert table[1].split() == ["size(B)", "count", "type", "time_us", "algbw(GB/s)", "busbw(GB/s)"]
-    assert [line.split()[0] for line in table[2:7]] == ["8", "32", "128", "512", "2048"]
+    assert [line.split()[0] for line in table[2:8]] == ["8", "32", "128", "512", "2048", "4096"]
     assert "node 0 (node1) transport: unknown (the harness does not read gloo's log)" in out
     assert "busbw (GB/s)" in (tmp_path / run_id / "allreduce" / "2x2" / "report.html").read_text()

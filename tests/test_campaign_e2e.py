@@ -301,7 +301,7 @@ def test_a_bad_job_3_is_refused_before_job_1_starts(make_hosts_yaml: Callable[..
     proc = run_campaign(suite, tmp_path / "results")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"{suite}: jobs[2] job 3 (resnet50 cpu 2x1 bz=256,image_size=32).fix_hp: unknown key 'bz'" in proc.stderr
-    assert "known keys: bs (batch_size)" in proc.stderr and "Traceback" not in proc.stderr
+    assert "did you mean 'bs'?" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists() and containers(campaign_name) == []
     assert not any((d / LOCK_DIR_NAME).exists() for d in work_dirs(hosts))
 

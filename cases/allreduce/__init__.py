@@ -43,12 +43,14 @@ class AllreduceConfig(BaseModel):
 
 
 def message_sizes(cfg: AllreduceConfig) -> List[int]:
-    """min_bytes, min_bytes x step_factor, ... up to max_bytes (inclusive)."""
+    """min_bytes, min_bytes x step_factor, ... and always max_bytes last (as
+    nccl-tests ends at -e): 8 B to 64 KiB by 4 is 8, 32, ..., 32768, 65536."""
     sizes: List[int] = []
     size = cfg.min_bytes
-    while size <= cfg.max_bytes:
+    while size < cfg.max_bytes:
         sizes.append(size)
         size *= cfg.step_factor
+    sizes.append(cfg.max_bytes)
     return sizes
 
 

@@ -62,6 +62,11 @@ class RunInterrupted(KeyboardInterrupt):
         self.result = result
 
 
+# Every phase the runner times, for one column of names whatever the phase.
+PHASES = ("preflight", "allocate", "environment", "image", "launch", "wait", "collect", "parse")
+PHASE_WIDTH = max(len(name) for name in PHASES)
+
+
 class PhaseClock:
     def __init__(self, console: Console) -> None:
         self.seconds: dict[str, float] = {}
@@ -75,7 +80,7 @@ class PhaseClock:
         finally:
             elapsed = time.monotonic() - start
             self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
-            self._console.print(f"[dim]{name:<9} {elapsed:7.2f} s[/dim]")
+            self._console.print(f"[dim]{name:<{PHASE_WIDTH}} {elapsed:7.2f} s[/dim]")
 
 
 def build_plan(job: Job, inventory: Inventory, backend: ClusterBackend) -> RunPlan:
@@ -254,10 +259,12 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     started = dt.datetime.now(dt.timezone.utc)
     plan = build_plan(job, inventory, backend)
     out_dir = results_root / job.run_id / job.case / job.config_name
-    console.print(f"[bold]run {job.run_id}[/bold]: {job.case} on {job.vendor} {job.config_name} -> {out_dir}")
+    console.print(f"[bold]run {job.run_id}[/bold]: {job.case} on {job.vendor} {job.config_name}")
 
     with clock.phase("preflight"):  # bad input and unusable hosts end here, with nothing started
         report = backend.preflight(plan, clean_orphans=clean_orphans)
+    # From here on the run always ends recorded in out_dir: only now is it worth naming.
+    console.print(f"run {job.run_id}: results -> {out_dir}", highlight=False)
     for warning in report.warnings:
         _warn(console, warning)
 

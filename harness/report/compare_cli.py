@@ -40,6 +40,8 @@ def _number(metric: str, value: float | None) -> str:
 def comparison_table(found: Comparison) -> Table:
     from rich.table import Table
 
+    from harness.report.fit import cells
+
     table = Table(title=f"A: {found.a.label} ({len(found.a.runs)} run(s))  vs  B: {found.b.label} "
                         f"({len(found.b.runs)} run(s))")
     for column in ("job", "metric", "A", "B", "B/A", "noise band", "verdict"):
@@ -47,8 +49,9 @@ def comparison_table(found: Comparison) -> Table:
     for row in found.rows:
         noise = f"±{row.band:.1%} {row.band_source}" if row.band is not None else (row.band_source or "/")
         style = "yellow" if row.verdict.startswith("beyond") else ("dim" if row.verdict == "within noise" else None)
-        table.add_row(row.job, row.metric, _number(row.metric, row.a), _number(row.metric, row.b),
-                      f"{row.ratio:.3f}" if row.ratio is not None else "/", noise, row.verdict, style=style)
+        values = [row.job, row.metric, _number(row.metric, row.a), _number(row.metric, row.b),
+                  f"{row.ratio:.3f}" if row.ratio is not None else "/", noise, row.verdict]
+        table.add_row(*cells(values), style=style)
     return table
 
 
@@ -57,10 +60,11 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from rich.text import Text
 
     from harness.report.compare_runs import compare, load_side
+    from harness.report.fit import print_fitting
 
     rule = rule_of(args)
     found = compare(load_side(args.a), load_side(args.b), rule)
     out = Console(width=max(Console().width, 160))
-    out.print(comparison_table(found))
+    print_fitting(out, comparison_table(found))
     out.print(Text(f"noise: {rule.describe()}; medians where a side has several runs", style="dim"))
     return 0

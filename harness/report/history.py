@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.core.results import RunResult, RunStatus
+from harness.core.results import FailureKind, RunResult, RunStatus
 from harness.faults.codes import Fault
 from harness.report.noise import NoiseRule, RunCheck, check_run
 
@@ -56,6 +56,11 @@ class HistoryRow:
     p_train: float | None
     p_whole: float | None
     acc: float | None
+    failure_kind: FailureKind | None = None
+
+
+_ROW_COLUMNS = ("run_id, finished_at, case_name, vendor, accelerator, config, precision, fix_hp, status, "
+                "p_core, p_train, p_whole, acc, failure_kind")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -92,17 +97,19 @@ def record(path: Path, result: RunResult, results_json: Path) -> None:
 
 
 def runs(path: Path, case: str | None = None, vendor: str | None = None, limit: int = 50,
-         status: RunStatus | None = None) -> list[HistoryRow]:
-    """The newest runs first, optionally of one case, vendor and/or status."""
+         status: RunStatus | None = None, kind: FailureKind | None = None,
+         since: str | None = None) -> list[HistoryRow]:
+    """The newest runs first, optionally of one case, vendor, status and/or failure
+    kind, finished at or after `since` (an ISO timestamp in UTC, as finished_at is)."""
     if not path.is_file():
         return []
-    query = ("SELECT run_id, finished_at, case_name, vendor, accelerator, config, precision, fix_hp, status, "
-             "p_core, p_train, p_whole, acc FROM runs WHERE (:case IS NULL OR case_name = :case) "
+    query = (f"SELECT {_ROW_COLUMNS} FROM runs WHERE (:case IS NULL OR case_name = :case) "
              "AND (:vendor IS NULL OR vendor = :vendor) AND (:status IS NULL OR status = :status) "
+             "AND (:kind IS NULL OR failure_kind = :kind) AND (:since IS NULL OR finished_at >= :since) "
              "ORDER BY finished_at DESC, run_id DESC LIMIT :limit")
     with _connect(path) as connection:
-        rows = connection.execute(query, {"case": case, "vendor": vendor, "status": status,
-                                          "limit": limit}).fetchall()
+        rows = connection.execute(query, {"case": case, "vendor": vendor, "status": status, "kind": kind,
+                                          "since": since, "limit": limit}).fetchall()
     connection.close()
     return [HistoryRow(*row) for row in rows]
 
@@ -132,8 +139,7 @@ def baseline(path: Path, key: dict[str, str], run_id: str, finished_at: str, win
     config, precision, fix_hp) that finished by `finished_at`, `run_id` excluded, newest first."""
     if not path.is_file():
         return []
-    query = ("SELECT run_id, finished_at, case_name, vendor, accelerator, config, precision, fix_hp, status, "
-             "p_core, p_train, p_whole, acc FROM runs WHERE status = 'success' AND run_id != :run_id "
+    query = (f"SELECT {_ROW_COLUMNS} FROM runs WHERE status = 'success' AND run_id != :run_id "
              "AND case_name = :case AND vendor = :vendor AND accelerator = :accelerator AND config = :config "
              "AND precision = :precision AND fix_hp = :fix_hp AND finished_at <= :finished_at "
              "ORDER BY finished_at DESC, run_id DESC LIMIT :window")

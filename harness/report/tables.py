@@ -17,6 +17,7 @@ from harness.fabric.record import bandwidth_table_of
 from harness.hostinfo.model import EnvironmentInfo
 from harness.pages.render import metric_header, render_metric_table
 from harness.pages.rows import row_from_result
+from harness.report import fit
 
 LEFT_ALIGNED = {"precision", "fix_hp"}
 
@@ -26,38 +27,58 @@ def metric_table_markdown(results: list[RunResult]) -> str:
     return render_metric_table([row_from_result(r) for r in results])
 
 
-def print_results(results: list[RunResult], console: Console, verbose: bool = True,
-                  regressions: dict[str, list[str]] | None = None) -> None:
-    """One table of every run (failed ones included, their cells `/` where
-    nothing was measured; each row names its case, vendor and config), then
-    what each run adds: regressions, step times, where mem came from, the
-    failure (its first line unless verbose: the whole report, the failing
-    rank's last lines), where the logs are (verbose)."""
+def _metric_table(results: list[RunResult]) -> Table:
+    """The vendor columns plus MFU, % exp and J/1k, one row per training run; every
+    cell breaks between tokens only (fix_hp after a comma, 配置 kept whole)."""
     title = " / ".join(sorted({f"{r.case} · {r.vendor}" for r in results}))
     table = Table(title=title, show_lines=False)
-    table.add_column("run", justify="left", style="dim", no_wrap=True)
-    table.add_column("case", justify="left", no_wrap=True)
+    table.add_column("run", justify="left", style="dim")
+    table.add_column("case", justify="left")
     for index, column in enumerate(metric_header()):
-        table.add_column(column, justify="left" if index == 0 or column in LEFT_ALIGNED else "right", overflow="fold")
+        table.add_column(column, justify="left" if index == 0 or column in LEFT_ALIGNED else "right")
     for column in efficiency_text.COLUMNS:  # the harness's own columns, never on a vendor page
-        table.add_column(column, justify="right", no_wrap=True)
+        table.add_column(column, justify="right")
     for result in results:
-        cells = row_from_result(result).cells()
-        table.add_row(result.run_id, f"{result.case} · {result.vendor}", *cells, *efficiency_text.cells(result),
-                      style=None if result.status == "success" else "red")
-    console.print(table)
-    for result in results:
+        values = [result.run_id, f"{result.case} · {result.vendor}", *row_from_result(result).cells(),
+                  *efficiency_text.cells(result)]
+        table.add_row(*fit.cells(values), style=None if result.status == "success" else "red")
+    return table
+
+
+def _print_sweep(result: RunResult, console: Console) -> None:
+    """A bandwidth case as nccl-tests prints it: what ran, then one line per message
+    size; no training line and no p_* columns (it trains nothing)."""
+    style = "bold" if result.status == "success" else "bold red"
+    console.print(Text(f"{result.run_id}: {result.case} · {result.vendor} · {result.accelerator} {result.config_name} · "
+                       f"{result.precision} · fix_hp {result.fix_hp} · {result.status}", style=style), soft_wrap=True)
+    for line in (efficiency_text.expected_line(result), efficiency_text.energy_line(result)):
+        if line:
+            console.print(Text(f"{result.run_id}: {line}", style="dim"), soft_wrap=True)
+    if result.bandwidth is not None and result.bandwidth.rows:
+        console.print(Text(render_table(bandwidth_table_of(result.bandwidth)).rstrip("\n")), soft_wrap=True)
+
+
+def print_results(results: list[RunResult], console: Console, verbose: bool = True,
+                  regressions: dict[str, list[str]] | None = None) -> None:
+    """One table of every training run (failed ones included, their cells `/`
+    where nothing was measured; each row names its case, vendor and config), each
+    bandwidth run as its sweep table, then what each run adds: regressions, step
+    times, where mem came from, the failure (its first line unless verbose: the
+    whole report, the failing rank's last lines), where the logs are (verbose)."""
+    training = [result for result in results if result.bandwidth is None]
+    if training:
+        fit.print_fitting(console, _metric_table(training))
+    for result in training:
         for line in efficiency_text.notes(result):
             console.print(Text(f"{result.run_id}: {line}", style="dim"), soft_wrap=True)
     for result in results:
-        if result.bandwidth is not None and result.bandwidth.rows:
-            console.print(Text(f"{result.run_id} bandwidth:", style="bold"))
-            console.print(Text(render_table(bandwidth_table_of(result.bandwidth)).rstrip("\n")), soft_wrap=True)
+        if result.bandwidth is not None:
+            _print_sweep(result, console)
     for result in results:
         for regression in (regressions or {}).get(result.run_id, []):
             console.print(Text.assemble((f"{result.run_id} regression: ", "bold yellow"), regression))
         metrics = result.metrics
-        if metrics is not None and verbose:
+        if metrics is not None and verbose and result.bandwidth is None:
             console.print(Text(
                 f"{result.run_id}: world size {metrics.world_size} · {metrics.samples} samples in {metrics.steps} steps"
                 f" · step time p50/p90/max {metrics.step_s_p50 or 0:.3f}/{metrics.step_s_p90 or 0:.3f}/"

@@ -93,14 +93,19 @@ def test_unknown_key_in_a_hardware_file_names_key_file_and_known_keys(case_dir: 
         load(case_dir)
     message = str(caught.value)
     assert "'batch_szie'" in message and str(case_dir / "configs/acme/X1x1x8.yaml") in message
-    assert "known keys: batch_size, lr, base_lr" in message
+    assert "did you mean 'batch_size'?" in message and "known keys" not in message
+    (case_dir / "configs/acme/X1x1x8.yaml").write_text("qqqq: 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'qqqq'; known keys: batch_size, lr, base_lr"):
+        load(case_dir)
 
 
 def test_unknown_key_in_fix_hp_names_key_source_and_aliases(case_dir: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(case_dir, fix_hp="bz=8")
     message = str(caught.value)
-    assert message.startswith("--fix-hp: unknown key 'bz'") and "bs (batch_size)" in message
+    assert message == "--fix-hp: unknown key 'bz'; did you mean 'bs'?"
+    with pytest.raises(ConfigError, match=r"^--fix-hp: unknown key 'qqqq'; known keys: bs, lr, .*batch_size"):
+        load(case_dir, fix_hp="qqqq=8")
 
 
 def test_wrong_types_name_the_key_and_the_source(case_dir: Path) -> None:
