@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from harness.core.events import Event
 
+# What a rank does once its training is over: no time left to estimate.
+DONE = frozenset({"training done", "finishing", "finished", "failed"})
 # What a heartbeat's phase means to a person (cases/heartbeat.py writes the phases).
 WAITING = {"first_batch": "waiting for the first batch", "eval": "evaluating"}
 
@@ -195,7 +197,7 @@ class ProgressBoard:
                             step=slowest.step, steps_total=slowest.steps_total,
                             samples_per_s=sum(rates) if rates else None, ranks=len(steps),
                             slowest=min(steps, key=lambda s: s.samples_per_s or 0.0) if len(steps) > 1 else None,
-                            left_s=eta_s(slowest.step, slowest.steps_total, per_step))
+                            left_s=None if doing in DONE else eta_s(slowest.step, slowest.steps_total, per_step))
 
     def lines(self, now: float) -> list[str]:
         return [progress_line(self.node(node_rank, now)) for node_rank in sorted(self.hosts)]
