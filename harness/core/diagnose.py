@@ -9,7 +9,10 @@ interrupt), it stops the ranks that still run: their `Terminated` errors, and
 whatever a rank reports after the moment the harness decided to stop, are the
 harness's doing and never the first failure. The report then leads with the
 harness's reason (for a stall, where the ranks hung: harness/core/hang.py) and
-lists those ranks afterwards as stopped by the harness.
+lists those ranks afterwards as stopped by the harness. An interrupt of the
+controller leads its report too: the signal may have reached the ranks as well,
+so what they raised from CLOCK_SLACK_MS before it on is the interrupt's doing,
+and a "job" verdict whose ranks were all ended by a signal is an interrupt.
 """
 
 from __future__ import annotations
