@@ -70,6 +70,11 @@ def test_the_last_traceback_keeps_the_innermost_frames_and_the_message_without_t
 def test_a_failed_node_shows_its_failing_ranks_own_exception_from_its_stderr(tmp_path: Path) -> None:
     folder = node_folder(tmp_path)
     assert node_error_lines(folder, 0, 2, own=[1, 0], stopped=[]) == RANK1_ERROR
+    # the root cause on another node: this node's rank is its collateral
+    collateral = node_error_lines(folder, 0, 2, own=[5, 0], stopped=[])
+    assert collateral is not None and collateral[0] == (
+        "rank 0's error, collateral of rank 5 (container/torchrun/none_hi2e93nd/attempt_0/0/stderr.log):")
+    assert collateral[-1].startswith("RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/")
     # ranks the harness stopped: the message only, labelled
     stopped = node_error_lines(folder, 0, 2, own=[], stopped=[0])
     assert stopped is not None and len(stopped) == 1

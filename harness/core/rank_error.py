@@ -113,7 +113,7 @@ def _read(path: Path) -> str:
 def node_error_lines(folder: Path, node_rank: int, nproc_per_node: int, own: list[int],
                      stopped: list[int]) -> list[str] | None:
     """The lines shown for a failed node: the first of its ranks in `own` (the ranks that failed by
-    themselves, root cause first) with a traceback, in full; else the first of `stopped` (ranks the
+    themselves, root cause first: the others are its collateral) with a traceback, in full; else the first of `stopped` (ranks the
     harness stopped), its message only; else any rank's traceback. None: no rank left one."""
     outputs = rank_outputs(folder, node_rank, nproc_per_node)
     tracebacks = {rank: (source, found) for rank, (source, text) in sorted(outputs.items())
@@ -121,7 +121,8 @@ def node_error_lines(folder: Path, node_rank: int, nproc_per_node: int, own: lis
     for rank in own:
         if rank in tracebacks:
             source, found = tracebacks[rank]
-            return [f"rank {rank}'s own error ({source}):", *found.lines()]
+            whose = "own error" if rank == own[0] else f"error, collateral of rank {own[0]}"
+            return [f"rank {rank}'s {whose} ({source}):", *found.lines()]
     for rank in stopped:
         if rank in tracebacks:
             return [f"rank {rank} was stopped by the harness: {' '.join(tracebacks[rank][1].message)}"]
