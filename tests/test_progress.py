@@ -16,7 +16,7 @@ from harness.core import watch
 from harness.core.events import Event
 from harness.core.inventory import load_inventory
 from harness.core.job import make_job
-from harness.core.progress import NodeProgress, ProgressBoard, RankStep, activity, duration_text, eta_s, progress_line
+from harness.core.progress import NodeProgress, ProgressBoard, RankStep, activity, duration_text, eta_s, event_text, progress_line
 from harness.core.progress_view import ProgressShown
 from harness.core.runner import run_job
 from harness.core.watch import WatchLimits
@@ -53,6 +53,13 @@ def test_a_heartbeat_is_worded_for_a_person_never_a_dict() -> None:
     for key in ("heartbeat", "process_start", "world", "train_start", "epoch_start", "train_stop", "run_stop"):
         text = activity(Event(0, key, 0, {"phase": "first_batch", "epoch": 1, "status": "success"}))
         assert text is not None and "{" not in text and "'" not in text
+
+
+def test_a_stalled_ranks_last_event_is_worded_too() -> None:
+    assert event_text(step(0, 7, 0.1)) == "epoch 1 step 7"
+    assert event_text(heartbeat(0, "first_batch", 30)) == "waiting for the first batch (30s)"
+    assert event_text(Event(0, "config", 0, {"batch_size": 2})) == "starting"
+    assert event_text(Event(0, "something_new", 0, {"x": 1})) == "something_new"
 
 
 def test_the_progress_line_of_a_node() -> None:

@@ -69,6 +69,14 @@ def activity(event: Event) -> str | None:
     return texts.get(key)
 
 
+def event_text(event: Event) -> str:
+    """Any event in words (a stalled rank's last event): `epoch 1 step 7`, `waiting for the first batch`."""
+    value = event.value
+    if event.key == "step":
+        return (f"epoch {value['epoch']} " if "epoch" in value else "") + f"step {value.get('step')}"
+    return activity(event) or event.key
+
+
 @dataclass(frozen=True)
 class RankStep:
     """One rank's latest step as its step event says."""

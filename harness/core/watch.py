@@ -20,7 +20,7 @@ from harness.core.backend import ClusterBackend, NodeState, NodeWatch
 from harness.core.events import Event
 from harness.core.inventory import Cluster
 from harness.core.plan import RunPlan
-from harness.core.progress import ProgressBoard
+from harness.core.progress import ProgressBoard, event_text
 from harness.core.progress_view import ProgressShown
 from harness.core.results import FailureKind
 
@@ -92,14 +92,9 @@ class StallWatch:
         parts = []
         for rank in ranks:
             event = self._last.get(rank)
-            what = "no event at all" if event is None else f"last event {event.key} {_short(event.value)}"
+            what = "no event at all" if event is None else f"last event: {event_text(event)}"
             parts.append(f"rank {rank} ({what}, {now - self._changed_at[rank]:.0f} s ago)")
         return "; ".join(parts)
-
-
-def _short(value: dict[str, object]) -> str:
-    keep = {k: value[k] for k in ("epoch", "step", "phase") if k in value}
-    return str(keep) if keep else ""
 
 
 def _host(plan: RunPlan, node_rank: int) -> str:
