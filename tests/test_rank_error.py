@@ -4,7 +4,8 @@ interrupted run says so first (harness/core/diagnose.py).
 The fixtures are real output: tests/fixtures/rank_failure/fail.py run with
 `torchrun --nproc-per-node 2 --log-dir ... --redirects 3 --tee 3` and gloo (rank 1 raises, rank 0
 dies in the barrier after it; node_noderank0/container.log is torchrun's whole output, laid out as a
-node's collected folder), and a node of a SIGHUP'd 2x1 run of the test hosts (sighup_noderank0)."""
+node's collected folder, torchrun's per-rank folders under container/torchrun/), and a node of a
+SIGHUP'd 2x1 run of the test hosts (sighup_noderank0)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ DECIDED_MS = 1_700_000_000_000
 TERMINATED = "Terminated: terminated by signal 15"
 RANK1_ERROR = [
     "rank 1's own error (container/torchrun/none_hi2e93nd/attempt_0/1/stderr.log):",
-    '  File "/tmp/i20a/fail.py", line 22, in <module>',
+    '  File "/tmp/i20a/fail.py", line 23, in <module>',
     "    train()",
-    '  File "/tmp/i20a/fail.py", line 15, in train',
+    '  File "/tmp/i20a/fail.py", line 16, in train',
     "    total = 1 + load_batch(rank)",
-    '  File "/tmp/i20a/fail.py", line 10, in load_batch',
+    '  File "/tmp/i20a/fail.py", line 11, in load_batch',
     '    raise ValueError(f"bad batch shape on rank {rank}: expected [4, 3, 32, 32]") from None',
     "ValueError: bad batch shape on rank 1: expected [4, 3, 32, 32]",
 ]
