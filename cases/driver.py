@@ -178,6 +178,16 @@ def _limit_reached(cfg: CaseConfig, result: Result) -> str:
     return ""
 
 
+def step_budget(cfg: CaseConfig, steps_per_epoch: int, global_batch: int) -> int:
+    """The steps the run will take at most: its epochs, max_steps and max_samples (target_acc may end it sooner)."""
+    budget = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        budget = min(budget, cfg.max_steps)
+    if cfg.max_samples is not None:
+        budget = min(budget, -(-cfg.max_samples // global_batch))
+    return budget
+
+
 def train(t: Trainer) -> Result:
     cfg, world, events = t.cfg, t.world, t.events
     module = getattr(t.model, "module", t.model)  # unwrapped, for evaluation
@@ -186,6 +196,7 @@ def train(t: Trainer) -> Result:
                                 weight_decay=cfg.weight_decay)
     global_batch = cfg.batch_size * world.world_size
     schedule = LrSchedule.from_config(cfg, t.lr, t.data.steps_per_epoch, global_batch)
+    steps_total = step_budget(cfg, t.data.steps_per_epoch, global_batch)  # for the controller's time left
     step_fn = make_step(t.model, criterion, optimizer, t.spec, t.plan, after_backward=t.clock.backward_done)
     timer = CoreTimer(t.spec, t.device, world)
     heartbeat = t.heartbeat or Heartbeat(events)
@@ -225,7 +236,7 @@ def train(t: Trainer) -> Result:
             # Every rank logs its steps (the stall watchdog watches each rank, and a
             # hung rank's last step shows where it stopped); only rank 0 echoes them.
             events.step(result.steps, {
-                "epoch": epoch, "step": result.steps, "samples": global_batch,
+                "epoch": epoch, "step": result.steps, "steps_total": steps_total, "samples": global_batch,
                 "step_s": stop - mark, "core_s": stop - start, "lr": lr, "loss": loss_value,
                 **split_step(stop - mark, loaded - mark, t.clock.seconds()),
             })

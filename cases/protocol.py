@@ -36,7 +36,8 @@ EVENT_KEYS: Dict[str, str] = {
     "heartbeat": "{phase: first_batch|eval, waited_s}; while a rank waits for an epoch's first batch "
                  "or evaluates (one when the wait begins, then every HEARTBEAT_S), never in a collective",
     "epoch_start": "{epoch}",
-    "step": "{epoch, step, samples (global, this step), step_s, core_s}",
+    "step": "{epoch, step, steps_total (the step budget: epochs, max_steps, max_samples), samples (global, "
+            "this step), step_s, core_s}",
     "eval_start": "{epoch}",
     "eval_stop": "{epoch, acc (percent, all-reduced), samples}",
     "epoch_stop": "{epoch}",

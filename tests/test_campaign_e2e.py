@@ -325,6 +325,11 @@ def test_sigterm_stops_records_and_resume_continues(make_hosts_yaml: Callable[..
             proc.communicate(timeout=30)
     assert proc.returncode == 130, stdout + stderr
     assert "--resume" in stderr and "Traceback" not in stderr
+    # a log: every line is timestamped, the run's own output (phases, progress, failure) included
+    unstamped = [line for line in stderr.splitlines() if line.strip()
+                 and not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line)]
+    assert unstamped == [], stderr
+    assert re.search(r"\d\d:\d\d:\d\d preflight ", stderr) and re.search(r"\d\d:\d\d:\d\d campaign: ", stderr)
     state = state_of(results, campaign_name)
     assert state["status"] == "interrupted" and state["exit_status"] == 130
     assert state["units"][0]["status"] == "interrupted"  # not `running` under a controller that is gone

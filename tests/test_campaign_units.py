@@ -332,3 +332,29 @@ def test_campaign_status_shows_the_latest_campaign(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "harness", "campaign", "status", str(tmp_path)], cwd=REPO_ROOT,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "not a campaign folder" in missing.stderr
+
+
+def test_a_campaign_log_stamps_every_line_once_the_runs_progress_included() -> None:
+    from harness.campaign.view import stamped
+    from harness.core.events import Event
+    from harness.core.progress import ProgressBoard
+    from harness.core.progress_view import ProgressShown
+
+    log = io.StringIO()
+    console = stamped(stamped(Console(file=log, width=200, soft_wrap=True)))  # twice: still one stamp a line
+    console.print("[dim]preflight    1.20 s[/dim]\nwarning: two lines")
+    console.print("a line in ", end="")
+    console.print("two prints")
+    board = ProgressBoard({0: "alpha"}, nproc_per_node=1, world_size=1, started=0.0)
+    board.update({0: Event(0, "heartbeat", 0, {"phase": "first_batch", "waited_s": 0})}, now=1.0)
+    with ProgressShown(console, board) as shown:
+        shown.show(1.0)
+    CampaignView(console).event("job 1: attempt 1")
+    lines = log.getvalue().splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+    assert [re.sub(stamp, "", line, count=1) for line in lines] == [
+        "preflight    1.20 s", "warning: two lines", "a line in two prints",
+        "training: node 0 (alpha): waiting for the first batch · 1s elapsed", "campaign: job 1: attempt 1"]
+    assert all(re.match(stamp, line) and not re.match(stamp + stamp, line) for line in lines)
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    assert stamped(terminal).file is terminal.file  # a terminal is left as it is

@@ -122,6 +122,11 @@ def test_crash_on_one_node_stops_the_other_and_keeps_the_logs(make_hosts_yaml: C
     assert result["status"] == "failed"
     assert "node 1 (node2) exited" in result["failure"]
     assert "injected failure at step 2 on rank 3" in result["failure"]
+    # node 1's lines are rank 3's own exception from its stderr, not torchrun's summary
+    report = result["failure"].splitlines()
+    node1 = report.index(next(line for line in report if line.startswith("--- node 1 (node2")))
+    assert report[node1 + 1].startswith("rank 3's own error (container/torchrun/"), result["failure"]
+    assert not any(line.strip().startswith("^") or "ChildFailedError" in line for line in report)
     assert "injected failure" in proc.stdout + proc.stderr
     nodes = {n["node_rank"]: n for n in result["nodes"]}
     assert nodes[1]["exit_code"] not in (0, None)
@@ -157,6 +162,8 @@ def test_interrupt_during_training_cleans_up_and_records(make_hosts_yaml: Callab
     out = tmp_path / run_id / "resnet50" / "2x1"
     result = json.loads((out / "results.json").read_text())
     assert result["status"] == "failed" and "interrupted" in result["failure"]
+    report = result["failure"].splitlines()
+    assert report[0].startswith("interrupted") and not any(line.startswith("first failure") for line in report)
     assert (out / "node1_noderank0" / "container.log").is_file()
     assert (out / "node2_noderank1" / "container.log").is_file()
     assert containers_of(run_id) == []

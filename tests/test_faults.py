@@ -250,7 +250,7 @@ def test_sighup_stops_collects_and_records(make_hosts_yaml: Callable[..., Path],
     with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG)) as proc:
         wait_running(run_id, 2, proc=proc)
         wait_for_step(work_dir(hosts), rank=0)
-        progress = wait_for_output(proc, re.compile(r"training: epoch \d+ step \d+: [\d,.]+ samples/s"))
+        progress = wait_for_output(proc, re.compile(r"training: node 0 \(\S+\): epoch \d+ step \d+/\d+ · [\d,.]+ samples/s"))
         proc.send_signal(signal.SIGHUP)
         stdout, stderr = proc.communicate(timeout=120)
     stderr = progress + stderr  # live progress in a log, as soon as the first step is read

@@ -112,7 +112,7 @@ def test_no_progress_is_stalled_with_stacks_dumped_before_the_stop(tmp_path: Pat
     backend = FakeBackend([FakeNode(["running"], {0: [step]}), FakeNode(["running"], {1: [step]})])
     result = start(tmp_path, backend, WatchLimits(timeout_s=30, stall_timeout_s=0.3, host_lost_s=30))
     assert result.failure_kind == "stalled"
-    assert "rank 0 (last event step {'epoch': 0, 'step': 7}" in result.failure and "rank 1" in result.failure
+    assert "rank 0 (last event: epoch 0 step 7, " in result.failure and "rank 1" in result.failure
     names = [name for name, _ in backend.calls]
     assert names.index("dump_stacks") < names.index("stop") < names.index("collect")
 

@@ -34,8 +34,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], default
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from harness.campaign.runner import run_campaign
+    from harness.campaign.view import stamped
 
-    return run_campaign(args.suite, args.results, args.resume, console)
+    return run_campaign(args.suite, args.results, args.resume, stamped(console))  # a log: every line timed
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:

@@ -5,7 +5,8 @@ running, waiting, attempts) with the running job's throughput (rank 0's latest
 step, from run_job's ``on_progress``) and elapsed time, and the counts; each
 transition and event prints one line above it, and the running job's own
 output (phases, its spinner) goes on as before. Elsewhere (the overnight log):
-plain timestamped lines, one per event, nothing redrawn.
+plain lines, one per event, nothing redrawn, and every line of the log (the
+runs' own output included) begins with the time (``stamped``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import socket
 import time
 from collections import Counter
+from typing import IO, cast
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -144,9 +146,42 @@ def live_layout(state: CampaignState, progress: RunProgress | None, elapsed_s: f
     return Group(table, Text(counts_line(state, elapsed_s)))
 
 
+class StampedLines:
+    """A text stream that writes the time before every line that goes through it."""
+
+    stamps_lines = True  # what writes through it adds no time of its own (harness/core/progress_view.py)
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._line_start = True
+
+    def write(self, text: str) -> int:
+        pieces = []
+        for piece in text.splitlines(keepends=True):
+            if self._line_start:
+                pieces.append(time.strftime("%Y-%m-%d %H:%M:%S "))
+            pieces.append(piece)
+            self._line_start = piece.endswith("\n")
+        self.stream.write("".join(pieces))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def stamped(console: Console) -> Console:
+    """The console itself, made to stamp every line it writes when it is not a terminal (a log)."""
+    if not console.is_terminal and not isinstance(console.file, StampedLines):
+        console.file = cast(IO[str], StampedLines(console.file))  # write, flush and isatty are what rich uses
+    return console
+
+
 class CampaignView:
     def __init__(self, console: Console) -> None:
-        self.console = console
+        self.console = stamped(console)
         self.terminal = console.is_terminal
         self._started = time.monotonic()
         self._state: CampaignState | None = None
@@ -156,9 +191,8 @@ class CampaignView:
     def event(self, message: str, style: str | None = None) -> None:
         if self.terminal:
             self.console.print(Text(f"campaign: {message}", style=style or "bold"), soft_wrap=True)
-        else:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            self.console.print(Text(f"{stamp} campaign: {message}"), soft_wrap=True, highlight=False)
+        else:  # the console stamps the line
+            self.console.print(Text(f"campaign: {message}"), soft_wrap=True, highlight=False)
 
     def transition(self, state: CampaignState, message: str, style: str | None = None) -> None:
         """A job changed state: the line, and on a terminal the live job list."""

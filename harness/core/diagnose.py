@@ -9,7 +9,10 @@ interrupt), it stops the ranks that still run: their `Terminated` errors, and
 whatever a rank reports after the moment the harness decided to stop, are the
 harness's doing and never the first failure. The report then leads with the
 harness's reason (for a stall, where the ranks hung: harness/core/hang.py) and
-lists those ranks afterwards as stopped by the harness.
+lists those ranks afterwards as stopped by the harness. An interrupt of the
+controller leads its report too: the signal may have reached the ranks as well,
+so what they raised from CLOCK_SLACK_MS before it on is the interrupt's doing,
+and a "job" verdict whose ranks were all ended by a signal is an interrupt.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from harness.core.results import FailureKind, HangTriage, NodeOutcome
 from harness.core.watch import WaitOutcome
 
 LAST_LINES = 15
-# What cases/run.py records when SIGTERM (the harness's stop, docker stop) ends a rank.
-TERMINATED_RE = re.compile(r"^Terminated: terminated by signal \d+")
+# What cases/run.py records when SIGTERM (the harness's stop, docker stop) ends a rank;
+# KeyboardInterrupt: a SIGINT that reached the rank itself.
+TERMINATED_RE = re.compile(r"^(?:Terminated: terminated by signal \d+|KeyboardInterrupt\b)")
 # A Terminated rank this long before the harness decided to stop was stopped by
 # something else; the margin absorbs the hosts' clocks against the controller's.
 CLOCK_SLACK_MS = 2000
@@ -73,7 +77,24 @@ def stopped_by_harness(failure: RankFailure, outcome: WaitOutcome) -> bool:
     decided = outcome.stop_decided_ms
     if TERMINATED_RE.match(failure.error):
         return decided is None or failure.time_ms >= decided - CLOCK_SLACK_MS
+    if outcome.kind == "interrupted":
+        # The signal may have reached the ranks too (a process group, a cgroup): whatever a rank
+        # raised about when the controller got it (an AttributeError from inside DDP's constructor)
+        # is the interrupt's doing.
+        return decided is None or failure.time_ms >= decided - CLOCK_SLACK_MS
     return decided is not None and failure.time_ms > decided
+
+
+def interrupted_outcome(outcome: WaitOutcome, by_rank: dict[int, list[Event]], interrupted: bool) -> WaitOutcome:
+    """A run the controller was interrupted in, judged a job failure only because its ranks ended by
+    a signal (the same SIGINT/SIGTERM reached them): interrupted, not a rank's failure."""
+    if not interrupted or outcome.kind != "job":
+        return outcome
+    failures = rank_failures(by_rank)
+    if not failures or not all(TERMINATED_RE.match(f.error) for f in failures):
+        return outcome
+    return WaitOutcome(False, "interrupted", f"interrupted: the ranks were ended by a signal ({outcome.failure})",
+                       failed_nodes=outcome.failed_nodes, stop_decided_ms=failures[0].time_ms)
 
 
 def split_failures(outcome: WaitOutcome, by_rank: dict[int, list[Event]]) -> SplitFailures:
@@ -115,7 +136,8 @@ def failure_report(outcome: WaitOutcome, nodes: list[NodeOutcome], by_rank: dict
         lines.append(outcome.failure or "run failed")
         if outcome.kind == "job" and not split.stopped and not _joined(by_rank):
             lines.append("no rank joined the process group (rendezvous failed)")
-        lines += [f"rank {f.rank} failed before the harness stopped the run: {f.error}" for f in split.own]
+        stop = "the interrupt" if outcome.kind == "interrupted" else "the harness stopped the run"
+        lines += [f"rank {f.rank} failed before {stop}: {f.error}" for f in split.own]
     if split.stopped:
         lines.append(_stopped_line(split.stopped))
     for node in nodes:

@@ -26,7 +26,7 @@ from rich.text import Text
 from harness.core.attribution import Attribution, attribute
 from harness.core.backend import ClusterBackend
 from harness.core.device_use import low_device_use
-from harness.core.diagnose import failure_report, refine_kind
+from harness.core.diagnose import failure_report, interrupted_outcome, refine_kind, split_failures
 from harness.core.energy import run_energy
 from harness.core.events import Event, last, read_event_files
 from harness.core.hang import hang_triage
@@ -38,6 +38,7 @@ from harness.core.monitor_why import monitor_why
 from harness.core.monitor_window import training_monitors
 from harness.core.node_facts import node_facts
 from harness.core.plan import NodePlan, RunPlan
+from harness.core.rank_error import with_rank_errors
 from harness.core.record import record_run
 from harness.core.results import HangTriage, Metrics, NodeOutcome, RunResult
 from harness.core.vendor import load_vendor
@@ -238,6 +239,12 @@ def _attribute(plan: RunPlan, run: _Run, by_rank: dict[int, list[Event]], out_di
                      inventory.cluster.straggler_threshold, inventory.cluster.input_bound_share)
 
 
+def _with_rank_errors(run: _Run, by_rank: dict[int, list[Event]], nproc_per_node: int) -> list[NodeOutcome]:
+    split = split_failures(run.outcome, by_rank)
+    return with_rank_errors(run.nodes, run.outcome.failed_nodes, nproc_per_node, [f.rank for f in split.own],
+                            [f.rank for f in split.stopped])
+
+
 def _release(plan: RunPlan, backend: ClusterBackend, console: Console) -> None:
     try:
         backend.release(plan)
@@ -312,6 +319,8 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     with clock.phase("parse"):
         by_rank = read_event_files(out_dir)
         _record_container_framework(run.environments, run.nodes, by_rank)
+        run.outcome = interrupted_outcome(run.outcome, by_rank, run.interrupted)
+        run.nodes = _with_rank_errors(run, by_rank, job.nproc_per_node)  # a failed node shows its rank's own error
         metrics = None
         kind = refine_kind(run.outcome, by_rank)
         # A stalled run: where each rank stood when its stacks were dumped, outliers first.

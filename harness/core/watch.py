@@ -1,5 +1,5 @@
 """Watching a launched run until it ends: node states, lost hosts, stalled ranks,
-the run's own deadline, and a live progress line.
+the run's own deadline, and live progress (harness/core/progress.py, shown by progress_view.py).
 
 The verdict carries a failure kind (harness/core/results.py FailureKind):
 a node that exits non-zero is `job`; a host that stays unreachable for
@@ -20,10 +20,11 @@ from harness.core.backend import ClusterBackend, NodeState, NodeWatch
 from harness.core.events import Event
 from harness.core.inventory import Cluster
 from harness.core.plan import RunPlan
+from harness.core.progress import ProgressBoard, event_text
+from harness.core.progress_view import ProgressShown
 from harness.core.results import FailureKind
 
 POLL_S = 0.25  # the longest the watcher waits between looks at what the watch knows
-PROGRESS_LOG_S = 30.0  # an overnight log (not a terminal) gets a progress line this often
 HOST_LOST_S = 60.0  # a host that answers nothing for this long is lost
 DEFAULT_STALL_TIMEOUT_S = 15 * 60.0
 
@@ -91,14 +92,9 @@ class StallWatch:
         parts = []
         for rank in ranks:
             event = self._last.get(rank)
-            what = "no event at all" if event is None else f"last event {event.key} {_short(event.value)}"
+            what = "no event at all" if event is None else f"last event: {event_text(event)}"
             parts.append(f"rank {rank} ({what}, {now - self._changed_at[rank]:.0f} s ago)")
         return "; ".join(parts)
-
-
-def _short(value: dict[str, object]) -> str:
-    keep = {k: value[k] for k in ("epoch", "step", "phase") if k in value}
-    return str(keep) if keep else ""
 
 
 def _host(plan: RunPlan, node_rank: int) -> str:
@@ -125,15 +121,6 @@ def step_progress(event: Event) -> StepProgress | None:
     return StepProgress(epoch=int(epoch) if isinstance(epoch, int) else None,
                         step=int(step) if isinstance(step, int) else None,
                         samples_per_s=float(value.get("samples", 0)) / step_s if step_s > 0 else None)
-
-
-def _step_line(event: Event) -> str | None:
-    if event.key != "step":
-        return f"{event.key} {_short(event.value)}".strip() if event.key in ("heartbeat", "eval_start") else None
-    value = event.value
-    step_s = float(value.get("step_s") or 0.0)
-    rate = float(value.get("samples", 0)) / step_s if step_s > 0 else 0.0
-    return f"epoch {value.get('epoch')} step {value.get('step')}: {rate:,.1f} samples/s"
 
 
 class Watcher:
@@ -167,10 +154,11 @@ class Watcher:
         start = time.monotonic()
         deadline = start + limits.timeout_s
         stall = StallWatch(plan.job.world_size, limits.stall_timeout_s, start)
-        next_line = start  # the first line as soon as there is one; in a log, then every PROGRESS_LOG_S
-        line: str | None = None
+        board = ProgressBoard({node.node_rank: node.host.name for node in plan.nodes}, plan.job.nproc_per_node,
+                              plan.job.world_size, start)
+        shown = ProgressShown(self.console, board)
         seen: Event | None = None
-        with self.console.status("training", spinner="dots") as status:
+        with shown:
             while True:
                 states = watch.states()
                 for note in watch.notes():
@@ -190,10 +178,10 @@ class Watcher:
                 reachable = [s.node_rank for s in states if s.status != "unreachable"]
                 events = watch.events(reachable)
                 stall.update(events, time.monotonic())
+                board.update(events, time.monotonic())
                 newest = events.get(0)
                 if newest is not None and newest != seen:
                     seen = newest
-                    line = _step_line(newest) or line
                     if self.on_progress and (progress := step_progress(newest)):
                         self.on_progress(progress)
                 stalled = stall.stalled(time.monotonic())
@@ -203,11 +191,7 @@ class Watcher:
                         f"stalled: no progress for {limits.stall_timeout_s:.0f} s from "
                         f"{stall.describe(stalled, time.monotonic())}",
                         stalled_ranks=stalled)
-                if line and self.console.is_terminal:
-                    status.update(f"training: {line}")
-                elif line and now >= next_line:  # an overnight log has no spinner: a line now and then instead
-                    self.console.print(f"training: {line}")
-                    next_line = now + PROGRESS_LOG_S
+                shown.show(time.monotonic())
                 watch.wait(POLL_S)
 
     def _verdict(self, states: list[NodeState]) -> WaitOutcome | None:

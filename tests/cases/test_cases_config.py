@@ -219,3 +219,11 @@ def test_lr_schedules() -> None:
     cosine = LrSchedule.from_config(cfg, peak=1.0, steps_per_epoch=10, global_batch=8)
     assert cosine.at(0) == pytest.approx(1.0) and cosine.at(10) == pytest.approx(0.5)
     assert cosine.at(20) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_step_budget_is_the_least_of_epochs_max_steps_and_max_samples(case_dir: Path) -> None:
+    from cases.driver import step_budget
+
+    assert step_budget(load(case_dir, fix_hp="epochs=3").values, steps_per_epoch=10, global_batch=8) == 30
+    assert step_budget(load(case_dir, fix_hp="epochs=3,max_steps=12").values, 10, 8) == 12
+    assert step_budget(load(case_dir, fix_hp="epochs=3,max_samples=100").values, 10, 8) == 13  # 100 / 8, rounded up

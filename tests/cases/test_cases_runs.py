@@ -41,6 +41,7 @@ def test_ddp_synthetic_run_writes_a_complete_record(case: str, torchrun, tmp_pat
     steps = rank0.all("step")
     assert len(steps) == 8 and [s["value"]["step"] for s in steps] == list(range(1, 9))
     assert all(s["value"]["samples"] == 8 for s in steps)
+    assert all(s["value"]["steps_total"] == 8 for s in steps)  # the budget the controller's time left uses
     assert all(0 < s["value"]["core_s"] <= s["value"]["step_s"] for s in steps)
     # Each rank's step splits into data, its own compute (DDP's hook marks the end
     # of backward apart from the all-reduce) and the rest; they add up to the step.
