@@ -57,8 +57,9 @@ class NodeBackend(ClusterBackend):
         refuse_if_locked(self.transport, self.inventory.select(job.nnodes), DEFAULT_STALE_AFTER_S, warn)
 
     def plan(self, job: Job, inventory: Inventory, vendor: VendorSpec) -> RunPlan:
-        # The backend's own inventory: the local backend's holds this machine when none was listed.
-        return self.payload.plan(job, self.inventory, vendor)
+        # The job's inventory (a campaign job's own hosts, spares in place); the backend's own
+        # when it lists none (the local backend's holds this machine when none was listed).
+        return self.payload.plan(job, inventory if inventory.hosts else self.inventory, vendor)
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
         report = PreflightReport()
