@@ -83,7 +83,8 @@ def test_an_unreachable_host_runs_on_the_spare_is_quarantined_and_the_resume_kee
     node1 = infra.host("node1")
     ghost = infra.unreachable
     hosts = make_hosts_yaml(extra_hosts=[{"name": "ghost", "address": ghost.address, "port": ghost.port},
-                                         {"name": "spare", "address": node1.address, "port": node1.port}])
+                                         {"name": "spare", "address": node1.address, "port": node1.port}],
+                            cluster_overrides={"connect_window_s": 3})  # the ghost is given up on sooner
     suite = write_suite(tmp_path, campaign_name, hosts, [
         {"case": "resnet50", "config": "2x1", "fix_hp": TINY, "hosts": ["node2", "ghost"]},
         {"case": "resnet50", "config": "2x1", "fix_hp": TINY, "hosts": ["node2", "ghost"]},

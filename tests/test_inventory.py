@@ -163,3 +163,14 @@ def test_the_payload_is_checked_against_the_backend(tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
         load_inventory(spaced)
     assert "payload.python" in str(info.value)
+
+
+def test_the_first_connections_window_comes_from_the_inventory() -> None:
+    from harness.backends.ssh import CONNECT_WINDOW_S, open_transport
+    from harness.core.inventory import Cluster, Host
+
+    host = Host(name="n1", address="127.0.0.9", port=2222)
+    assert open_transport(host, Cluster()).connect_window_s == CONNECT_WINDOW_S == 20.0  # type: ignore[attr-defined]
+    assert open_transport(host, Cluster(connect_window_s=3)).connect_window_s == 3  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        Cluster(connect_window_s=0)

@@ -396,4 +396,5 @@ def open_transport(host: Host, cluster: Cluster) -> Transport:
     transport = SshTransport(host, cluster)
     # A dropped connection is retried for as long as the host may be silent before it counts as lost.
     transport.reconnect_window_s = min(transport.reconnect_window_s, cluster.host_lost_s)
+    transport.connect_window_s = cluster.connect_window_s
     return transport

@@ -114,6 +114,8 @@ class Cluster(BaseModel):
     # Adding a host key that known_hosts does not hold is an explicit choice.
     accept_unknown_host_keys: bool = False
     ssh_timeout_s: float = Field(default=15.0, gt=0)
+    # A host's first connection keeps being tried this long (an sshd restarting) before it is unreachable.
+    connect_window_s: float = Field(default=20.0, gt=0)
     # No progress event from a rank for this long stops the run as `stalled`
     # (--stall-timeout overrides it). The training side heartbeats while it
     # waits for data or evaluates, so only a real hang trips it.
