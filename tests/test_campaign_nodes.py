@@ -163,3 +163,12 @@ def test_campaign_status_of_a_stopped_campaign_says_interrupted_not_running(tmp_
     out = " ".join(proc.stdout.split())
     assert f"({folder}): interrupted" in out
     assert "0 running, 1 interrupted, 1 waiting" in out and "pid 999999999 is gone (killed or rebooted)" in out
+
+
+def test_a_spare_used_again_and_again_is_one_part_with_its_count() -> None:
+    from harness.campaign.nodetable import NodeRow
+
+    row = NodeRow(host="ghost", replaced_by={"j1-a1": "spare", "j2-a1": "spare", "j3-a1": "spare", "j3-a2": "other"})
+    assert row.cells()[6] == "spare (3 attempts); other (j3-a2)"
+    spare = NodeRow(host="spare", stood_in_for={"j1-a1": "ghost", "j2-a1": "ghost"})
+    assert spare.cells()[6] == "spare for ghost (2 attempts)"

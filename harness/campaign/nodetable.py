@@ -37,11 +37,20 @@ class NodeRow:
             entry = self.quarantine
             until = entry.until or "released by hand"
             quarantine = f"since {entry.since}: {entry.reason} ({', '.join(entry.codes) or 'by hand'}), until {until}"
-        replaced = "; ".join(f"{spare} ({run})" for run, spare in self.replaced_by.items())
-        stood_in = "; ".join(f"spare for {host} ({run})" for run, host in self.stood_in_for.items())
+        replaced = _grouped(self.replaced_by, "{}")
+        stood_in = _grouped(self.stood_in_for, "spare for {}")
         return [self.host, str(len(self.jobs)), str(self.failures), codes or "/",
                 str(len(self.straggler_runs)) if self.straggler_runs else "/", quarantine,
                 "; ".join(part for part in (replaced, stood_in) if part) or "/"]
+
+
+def _grouped(by_run: dict[str, str], words: str) -> str:
+    """One part per host: with its run when once ("node9 (j1-a1)"), else how many attempts."""
+    runs: dict[str, list[str]] = {}
+    for run, host in by_run.items():
+        runs.setdefault(host, []).append(run)
+    return "; ".join(words.format(host) + (f" ({found[0]})" if len(found) == 1 else f" ({len(found)} attempts)")
+                     for host, found in runs.items())
 
 
 COLUMNS = ("host", "jobs run", "failures", "codes seen", "straggler flags", "quarantined", "replaced by")
