@@ -212,8 +212,8 @@ def test_a_rank_without_stacks_is_missing(code: Path, tmp_path: Path, ranks: lis
     assert hang.missing_ranks == [1, 3]
     assert [group.ranks for group in hang.groups] == [[0], [2]]  # one rank each: the lowest rank's comes first
     assert [o.rank for o in hang.outliers] == [2]
-    # unless the stall watchdog named that rank: the group without it is where the others wait
-    assert [o.rank for o in hang_triage(nodes, world_size=4, suspects=[0]).outliers] == [0]
+    # the watchdog naming rank 0 does not move it: rank 0 stands in the collective, rank 2 does not
+    assert [o.rank for o in hang_triage(nodes, world_size=4, suspects=[0]).outliers] == [2]
     assert hang.summary.splitlines()[-1] == "no stacks came back from ranks 1, 3"
     nothing = hang_triage([node(results, "gamma", 5)], world_size=2)
     assert nothing.groups == [] and nothing.missing_ranks == [0, 1]
@@ -270,3 +270,21 @@ def test_ranks_text_runs() -> None:
     assert ranks_text([3]) == "rank 3"
     assert ranks_text([0, 2, 3]) == "ranks 0, 2, 3"
     assert ranks_text([9, 0, 1, 2, 3, 5]) == "ranks 0-3, 5, 9"
+
+
+def test_of_two_ranks_the_one_outside_the_collective_is_the_outlier(code: Path, tmp_path: Path,
+                                                                    ranks: list[Rank]) -> None:
+    """A 2x1 run with one rank paused mid-step: one rank each way. The watchdog may name
+    the waiting rank (both stop reporting together); the one not in the collective is named."""
+    results = tmp_path / "results"
+    nodes = [node(results, "alpha", 0), node(results, "beta", 1)]
+    for rank, mode in enumerate(["wait", "compute"]):
+        ranks.append(Rank(code, Path(nodes[rank].log_dir) / "container", rank, mode))
+    ranks[0].reached("all_reduce")
+    ranks[1].reached("compute")
+    for rank in ranks:
+        rank.dump()
+    hang = hang_triage(nodes, world_size=2, suspects=[0])
+    assert [group.ranks for group in hang.groups] == [[0], [1]]
+    assert [(o.rank, o.host) for o in hang.outliers] == [(1, "beta")]
+    assert hang.summary.splitlines()[0].startswith("hung apart from the others: rank 1 (beta) in cases/driver.py:")

@@ -158,6 +158,16 @@ def read_rank_stacks(nodes: Iterable[NodeOutcome]) -> dict[int, RankStacks]:
     return found
 
 
+# A rank standing in one of these waits for the others; of two groups of one size, the rank
+# elsewhere (computing, paused in backward) is the one they wait for. The stall watchdog's
+# suspect cannot say it: every rank of a hung run stops reporting at about the same time.
+_COLLECTIVE_RE = re.compile(r"all_?reduce|barrier|broadcast|all_?gather|reduce_scatter|all_to_all", re.IGNORECASE)
+
+
+def _in_collective(stacks: RankStacks) -> bool:
+    return any(_COLLECTIVE_RE.search(frame.function) for frame in stacks.frames)
+
+
 def _key(stacks: RankStacks) -> tuple[tuple[str, str, int], ...]:
     return tuple((f.file, f.function, f.line) for f in stacks.frames[:GROUP_DEPTH])
 
@@ -188,15 +198,15 @@ def _group_place(group: StackGroup) -> str:
 
 def triage(stacks: dict[int, RankStacks], expected_ranks: Iterable[int], suspects: Iterable[int] = ()) -> HangTriage:
     """Group the ranks by where their main threads stood. The biggest group is
-    where most ranks wait; among groups of one size, the one with fewer of the
-    `suspects` (the ranks the stall watchdog named), then the one with the
-    lowest rank. Every rank outside it is an outlier."""
+    where most ranks wait; among groups of one size, one standing in a collective,
+    then the one with fewer of the `suspects` (the ranks the stall watchdog named),
+    then the one with the lowest rank. Every rank outside it is an outlier."""
     by_key: dict[tuple[tuple[str, str, int], ...], list[RankStacks]] = {}
     for rank in sorted(stacks):
         by_key.setdefault(_key(stacks[rank]), []).append(stacks[rank])
     suspected = set(suspects)
-    members = sorted(by_key.values(),
-                     key=lambda ranks: (-len(ranks), sum(r.rank in suspected for r in ranks), ranks[0].rank))
+    members = sorted(by_key.values(), key=lambda ranks: (-len(ranks), not _in_collective(ranks[0]),
+                                                         sum(r.rank in suspected for r in ranks), ranks[0].rank))
     groups = []
     for ranks in members:
         training = Counter(r.training_frame.text for r in ranks if r.training_frame is not None)
