@@ -100,8 +100,9 @@ def _problem(host: Host, code: str, evidence: str, run_id: str) -> GateProblem:
     return GateProblem(f"{host.name}: {evidence}", Fault(host=host.name, code=code, evidence=evidence, run_id=run_id))
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
+def first_line(text: str | None) -> str:
+    """The first line of a message (a failure, an error), for a one-line report."""
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
 def _ask(transport: Transport, host: Host, argv: tuple[str, ...], what: str,
@@ -110,7 +111,7 @@ def _ask(transport: Transport, host: Host, argv: tuple[str, ...], what: str,
     try:
         result = transport.run(list(argv), timeout=SMI_TIMEOUT_S)
     except HarnessError as exc:
-        return None, _problem(host, "BENCH-H01", f"unreachable while {what} ({argv[0]}): {_first_line(str(exc))}",
+        return None, _problem(host, "BENCH-H01", f"unreachable while {what} ({argv[0]}): {first_line(str(exc))}",
                               run_id)
     if not result.ok:
         how = "timed out" if result.exit_code is None else f"exited {result.exit_code}"
@@ -259,7 +260,7 @@ def check_gates(backend: ClusterBackend, transport_for: Callable[[Host], Transpo
             try:
                 transport = transport_for(host)
             except HarnessError as exc:
-                return [_problem(host, "BENCH-H01", f"unreachable: {_first_line(str(exc))}", run_id)]
+                return [_problem(host, "BENCH-H01", f"unreachable: {first_line(str(exc))}", run_id)]
             problem, answered = _device_count(transport, host, smi, run_id)
             found = [problem] if problem else []
             if not answered:  # the tool itself failed: asking it more says nothing new

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from harness.campaign.bisect import bisect, faults
 from harness.campaign.check import PlannedEntry
+from harness.campaign.gates import first_line
 from harness.campaign.spares import on_hosts, substitute
 from harness.campaign.state import Attempt, Bisection, CampaignState
 from harness.campaign.suite import Suite
@@ -29,10 +30,6 @@ from harness.errors import HarnessError, HostUnreachable
 from harness.faults.codes import Fault
 from harness.faults.quarantine import QuarantineEntry, QuarantineList, QuarantinePolicy, QuarantineStore
 from harness.hostlock import HostLocked
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 @dataclass
@@ -64,7 +61,7 @@ class Healer:
         try:
             return self.store.load()
         except HarnessError as exc:
-            self.event(f"warning: {_first_line(str(exc))}; no host is kept out for it")
+            self.event(f"warning: {first_line(str(exc))}; no host is kept out for it")
             return QuarantineList()
 
     def quarantined_now(self) -> set[str]:
@@ -119,10 +116,10 @@ class Healer:
         try:
             self.lock(host)
         except HostLocked as exc:
-            return "held by another controller", _first_line(str(exc))
+            return "held by another controller", first_line(str(exc))
         except HarnessError as exc:
             unreachable = isinstance(exc, HostUnreachable)
-            why = _first_line(str(exc))
+            why = first_line(str(exc))
             attempt.faults.append(Fault(host=host.name, code="BENCH-H01" if unreachable else "BENCH-H03",
                                         evidence=f"lock not taken: {why}", run_id=attempt.run_id))
             return "unreachable" if unreachable else "unusable (its work dir)", why

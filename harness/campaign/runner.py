@@ -29,7 +29,7 @@ from harness.backends.nodes import OrphansFound
 from harness.campaign.backend import CachingBackend, campaign_backend
 from harness.campaign.busbw_gate import busbw_problem
 from harness.campaign.check import PlannedEntry, check_suite
-from harness.campaign.gates import GateMemory, check_gates
+from harness.campaign.gates import GateMemory, check_gates, first_line
 from harness.campaign.heal import Healer
 from harness.campaign.notify import Notifier
 from harness.campaign.recover import record_unstarted, recover_attempt
@@ -48,10 +48,6 @@ from harness.faults.attribute import faults_from_preflight
 from harness.hostlock import HostLocked, HostLocks, this_controller
 
 INTERRUPTED = 130
-
-
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
 class Campaign:
@@ -100,7 +96,7 @@ class Campaign:
                 self.locks.release_all()
                 raise
             except HarnessError as exc:
-                self.warn(f"{host.name} cannot be locked now ({_first_line(str(exc))}); it is locked before its first job")
+                self.warn(f"{host.name} cannot be locked now ({first_line(str(exc))}); it is locked before its first job")
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> int:
@@ -151,7 +147,7 @@ class Campaign:
             "jobs": [{"job": u.job + 1, "repeat": u.repeat, "label": u.label, "status": u.status,
                       "attempts": len(u.attempts), "run_ids": [a.run_id for a in u.attempts],
                       "failure_kind": u.last.failure_kind if u.last else None,
-                      "failure": _first_line(u.last.failure) if u.last else None} for u in self.state.units],
+                      "failure": first_line(u.last.failure) if u.last else None} for u in self.state.units],
         }
         # The hosts this campaign quarantined, newest last (since, until, codes, why).
         payload["quarantined"] = [entry.model_dump() for entry in self.state.quarantined]
@@ -202,13 +198,13 @@ class Campaign:
                 why = ("not retried" if not retry else f"{entry.retries} retr{'y' if entry.retries == 1 else 'ies'} "
                        "used")
                 self.view.transition(self.state, f"{unit.label}: failed ({result.failure_kind}, {why}): "
-                                                 f"{_first_line(result.failure)}", "red")
+                                                 f"{first_line(result.failure)}", "red")
                 self.notifier.send(self._payload("job_failed", unit=unit))
                 return
             delay = min(self.suite.backoff * 2 ** (unit.tries - 1), self.suite.backoff_max)
             self.save()
             self.view.transition(self.state, f"{unit.label}: {result.failure_kind} failure "
-                                             f"({_first_line(result.failure)}); retry {unit.tries} of "
+                                             f"({first_line(result.failure)}); retry {unit.tries} of "
                                              f"{entry.retries} in {delay:.0f} s", "yellow")
             self.sleep(delay)
 
@@ -222,7 +218,7 @@ class Campaign:
         try:
             created = self.healer.record(attempt, result)
         except HarnessError as exc:  # the quarantine list cannot be read or written: the night goes on
-            self.warn(f"the faults of {attempt.run_id} were not counted: {_first_line(str(exc))}")
+            self.warn(f"the faults of {attempt.run_id} were not counted: {first_line(str(exc))}")
             created = []
         self.save()
         if created:
@@ -266,7 +262,7 @@ class Campaign:
                                     "health gate failed: " + "; ".join(problems), self.warn, list(attempt.faults))
         result = self._run(job, planned, attempt.run_id, placement.replacements)
         if result.status != "success" and self.healer.wants_bisect(planned, result):
-            self.healer.bisect(planned, attempt, f"infra with no host named: {_first_line(result.failure)}",
+            self.healer.bisect(planned, attempt, f"infra with no host named: {first_line(result.failure)}",
                                self.backend, self.console)
         return result
 

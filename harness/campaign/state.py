@@ -20,6 +20,7 @@ from harness.core.record import write_atomic
 from harness.core.results import FailureKind
 from harness.errors import UserError
 from harness.faults.codes import Fault
+from harness.faults.codes import now_iso as now_iso  # one clock format for faults and campaign stamps
 from harness.faults.quarantine import QuarantineEntry
 
 STATE_FILE = "state.json"
@@ -31,10 +32,6 @@ UnitStatus = Literal["waiting", "running", "success", "failed", "interrupted"]
 # interrupted: the controller was stopped (Ctrl-C, SIGTERM, SIGHUP). Neither counts as a retry.
 AttemptStatus = Literal["running", "success", "failed", "abandoned", "interrupted"]
 CampaignStatus = Literal["running", "interrupted", "finished"]
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class Attempt(BaseModel):
