@@ -193,10 +193,11 @@ def test_a_campaign_runs_through_slurm(make_slurm_yaml: Callable[..., Path], tmp
 
 
 def test_slurms_time_limit_is_a_timeout(make_slurm_yaml: Callable[..., Path], tmp_path: Path) -> None:
-    """sbatch --time 1: Slurm ends the job after a minute (TIMEOUT); every task
+    """sbatch --time 0:20 (minutes:seconds): Slurm ends the job once its periodic
+    check sees the limit passed (TIMEOUT, within about 30 s more); every task
     stops and saves its container, and the run is recorded as `timeout`."""
     run_id = "slurm-time-limit"
-    done = bench(make_slurm_yaml({"time_limit": "1"}), tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG,
+    done = bench(make_slurm_yaml({"time_limit": "0:20"}), tmp_path, run_id, "--config", "2x1", "--fix-hp", LONG,
                  timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     result = results_of(tmp_path, run_id, "2x1")
