@@ -91,7 +91,8 @@ def test_unreachable_host_fails_before_anything_starts(make_hosts_yaml: Callable
                                                        infra: "TestInfra") -> None:
     ghost = infra.unreachable
     hosts = make_hosts_yaml(hosts=["node1"], extra_hosts=[{"name": "ghost", "address": ghost.address,
-                                                           "port": ghost.port}])
+                                                           "port": ghost.port}],
+                            cluster_overrides={"connect_window_s": 3})  # refused at once: no need to retry long
     run_id = "e2e-unreachable"
     proc = bench(hosts, tmp_path, run_id, "--config", "2x1", timeout=120)
     assert proc.returncode == 2, proc.stderr

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -132,10 +131,11 @@ def test_an_expired_entry_does_not_hold_bench_back(tmp_path: Path) -> None:
 
 
 def test_a_host_that_does_not_answer_bench_counts_and_is_quarantined_the_second_time(tmp_path: Path) -> None:
-    # An ssh host on a closed loopback port: refused on every try until the 20 s connect window ends.
+    # An ssh host on a closed loopback port: refused on every try until its 2 s connect window ends.
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(yaml.safe_dump({
-        "cluster": {"known_hosts": str(tmp_path / "known_hosts"), "ssh_timeout_s": 2},
+        "cluster": {"known_hosts": str(tmp_path / "known_hosts"), "ssh_timeout_s": 2,
+                    "connect_window_s": 2},
         "hosts": [{"name": "ghost", "address": "127.0.0.1", "port": 1, "user": "root", "devices": 1,
                    "work_dir": "/tmp/bench-ghost"}]}))
     results = tmp_path / "results"
@@ -143,10 +143,8 @@ def test_a_host_that_does_not_answer_bench_counts_and_is_quarantined_the_second_
     earlier = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).isoformat(timespec="seconds")
     QuarantineStore(results).record([Fault(host="ghost", code="BENCH-H01", evidence="no answer", run_id="r0",
                                            time=earlier)])
-    started = time.monotonic()
     failed = bench(hosts, results, "q-ghost")
     assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
-    assert time.monotonic() - started < 90
     text = " ".join(failed.stderr.split())
     assert "fault: ghost: BENCH-H01" in text and "quarantined: ghost: BENCH-H01" in text
     assert not (results / "q-ghost").exists()
