@@ -139,15 +139,15 @@ def test_local_bare_one_node_without_ssh(tmp_path: Path) -> None:
 
 def test_bare_crashing_rank_is_a_job_failure(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
     run_id = "bare-crash"
-    proc = bench(make_hosts_yaml(cluster_overrides=BARE), tmp_path, run_id, "--config", "2x2",
-                 "--fix-hp", f"{TINY},max_steps=50,fail_rank=3,fail_step=2")
+    proc = bench(make_hosts_yaml(cluster_overrides=BARE), tmp_path, run_id, "--config", "2x1",
+                 "--fix-hp", f"{TINY},max_steps=50,fail_rank=1,fail_step=2")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    out = tmp_path / run_id / "resnet50" / "2x2"
+    out = tmp_path / run_id / "resnet50" / "2x1"
     result = json.loads((out / "results.json").read_text())
-    assert result["failure_kind"] == "job" and "injected failure at step 2 on rank 3" in result["failure"]
+    assert result["failure_kind"] == "job" and "injected failure at step 2 on rank 1" in result["failure"]
     nodes = {n["node_rank"]: n for n in result["nodes"]}
     assert nodes[1]["exit_code"] not in (0, None) and nodes[0]["exit_code"] != 0  # node 0 stopped, not left
-    assert (out / "node2_noderank1" / "container" / "events_rank3.log").is_file()
+    assert (out / "node2_noderank1" / "container" / "events_rank1.log").is_file()
     assert "injected failure" in (out / "node2_noderank1" / "container.log").read_text()
     assert run_processes(run_id) == {}
 

@@ -149,7 +149,8 @@ def test_three_jobs_failing_rank_host_back_webhook_and_summary(
     spare: SpareSshd = spare_sshd(start=False)  # away at the start
     known = spare.known_hosts_file(tmp_path / "known_hosts", include=infra.known_hosts)
     hosts = make_hosts_yaml(extra_hosts=[spare.inventory_entry("spare")],
-                            cluster_overrides={"known_hosts": str(known), "host_lost_s": 10})
+                            cluster_overrides={"known_hosts": str(known), "host_lost_s": 10,
+                                               "connect_window_s": 3})  # the spare is away: given up on sooner
     # A lock another controller left two days ago: stale, taken over with a warning.
     plant_lock(work_dirs(hosts)[0], controller="another-controller", pid=1, heartbeat=time.time() - 2 * 86400)
     suite = write_suite(tmp_path, campaign_name, hosts, [

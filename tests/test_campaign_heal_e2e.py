@@ -7,7 +7,7 @@ so four hosts stand on the two test machines:
   the second occurrence quarantines it (BENCH-H01), and a campaign stopped and
   resumed keeps the quarantine (the spare is used without trying the host again);
 - the bad node found for real: one host's containers capped to a sliver of a
-  CPU (`docker update --cpus`) as they start, the bandwidth gate set between the
+  CPU (`docker update --cpus`) once their rank has started, the bandwidth gate set between the
   healthy and the capped figure: the pairwise runs name that host (BENCH-F02) and
   quarantine it, and with no spare left the job's retry is skipped;
 - two hosts and no spare: both suspects, nobody quarantined.
@@ -46,9 +46,10 @@ from harness import REPO_ROOT
 if TYPE_CHECKING:
     from conftest import TestInfra
 
-# 40 timed iterations of the larger sizes span several 100 ms CFS periods: a capped rank cannot
-# finish a size inside one period's quota and show an unthrottled peak.
-SWEEP = "max_bytes=1048576,step_factor=4,warmup_iters=2,iters=40"
+# Only the three largest sizes, 20 timed iterations each: a capped rank needs several 100 ms CFS
+# periods for each of them (it cannot finish a size inside one period's quota and show an
+# unthrottled peak), and the capped runs, a tenth of a CPU from their start, stay short.
+SWEEP = "min_bytes=65536,max_bytes=1048576,step_factor=4,warmup_iters=2,iters=20"
 CAPPED_CPUS = "0.1"
 
 
@@ -148,9 +149,24 @@ def test_an_unreachable_host_runs_on_the_spare_is_quarantined_and_the_resume_kee
 @contextmanager
 def capped(host: str, prefix: str) -> Iterator[dict[str, str]]:
     """Every container of `host` whose run id starts with prefix, capped to
-    CAPPED_CPUS as soon as it runs; container id -> run id of those capped."""
+    CAPPED_CPUS once its rank has started (its `config` event: torch imported,
+    the process group not yet formed, no size measured); container id -> run id
+    of those capped. Capping from the container's start would make torchrun's
+    and the rank's imports of torch take most of a minute per run."""
     stop = threading.Event()
     done: dict[str, str] = {}
+    log_dirs: dict[str, Path] = {}
+
+    def rank_started(container: str) -> bool:
+        if container not in log_dirs:
+            source = docker("inspect", "--format",
+                            '{{range .Mounts}}{{if eq .Destination "/bench/logs"}}{{.Source}}{{end}}{{end}}',
+                            container).stdout.strip()
+            if not source:
+                return False
+            log_dirs[container] = Path(source)
+        return any('"key": "config"' in events.read_text(errors="replace")
+                   for events in log_dirs[container].glob("events_rank*.log"))
 
     def watch() -> None:
         while not stop.is_set():
@@ -158,10 +174,11 @@ def capped(host: str, prefix: str) -> Iterator[dict[str, str]]:
                             "--format", '{{.ID}} {{.Label "bench.run_id"}}').stdout.split("\n")
             for line in listed:
                 parts = line.split()
-                if len(parts) == 2 and parts[1].startswith(prefix) and parts[0] not in done:
-                    if docker("update", "--cpus", CAPPED_CPUS, parts[0]).returncode == 0:
-                        done[parts[0]] = parts[1]
-            stop.wait(0.1)
+                if (len(parts) == 2 and parts[1].startswith(prefix) and parts[0] not in done
+                        and rank_started(parts[0])
+                        and docker("update", "--cpus", CAPPED_CPUS, parts[0]).returncode == 0):
+                    done[parts[0]] = parts[1]
+            stop.wait(0.05)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()

@@ -14,6 +14,7 @@ from harness.backends.docker_collect import collect_node
 from harness.backends.docker_request import DockerNode, DockerRequest, docker_plan, image_of
 from harness.backends.image import plan_job_image
 from harness.backends.launch import ENV_FILE_NAME, LABEL_PREFIX, docker_cli
+from harness.backends.marked import run_marked_batch
 from harness.backends.node_checks import check_node
 from harness.backends.payload import NodeCollected, Payload, TransportFor
 from harness.backends.stream_watch import parse_answer, watch_argv, watch_script
@@ -139,22 +140,24 @@ class DockerPayload(Payload):
         return got
 
     def remove_node(self, transport: Transport, plan: RunPlan, node: NodePlan) -> tuple[list[str], list[str]]:
-        problems: list[str] = []
-        removed: list[str] = []
-        # By name and by this node's label: not a lost node's, on an engine two hosts share.
-        found = [c for c in self.leftovers(transport, node.host, plan.job.run_id) if c.name == node.container_name]
-        if found:
-            ids = [c.container for c in found]
-            result = transport.run([*docker_cli(node.host), "rm", "--force", *ids], timeout=120)
-            if result.ok:
-                removed += ids
-            else:
-                problems.append(f"container {node.container_name} not removed: {result.output.strip()[-200:]}")
+        # By name, which holds the run id and node rank (launch.container_name): never another
+        # node's container on an engine two hosts share. Container and secret file: one round trip.
         env_file = request_of(plan).node(node.node_rank).env_file
+        commands = [[*docker_cli(node.host), "rm", "--force", node.container_name]]
         if env_file is not None:  # a controller killed between writing and removing it
-            result = transport.run(remove_file_argv(env_file), timeout=QUICK_S)
-            if not result.ok:
-                problems.append(f"secret file {env_file} not removed: {result.output.strip()[-200:]}")
+            commands.append(remove_file_argv(env_file))
+        container, *secret = run_marked_batch(transport, commands, timeout=120)
+        removed: list[str] = []
+        problems: list[str] = []
+        if container is not None and container.ok:
+            removed.append(node.container_name)
+        elif container is None or not any(word in container.output for word in _NO_SUCH):
+            why = "no answer" if container is None else container.output.strip()[-200:]
+            problems.append(f"container {node.container_name} not removed: {why}")
+        for answer in secret:
+            if answer is None or not answer.ok:
+                why = "no answer" if answer is None else answer.output.strip()[-200:]
+                problems.append(f"secret file {env_file} not removed: {why}")
         return removed, problems
 
     def leftovers(self, transport: Transport, host: Host, run_id: str | None) -> list[Leftover]:

@@ -55,7 +55,7 @@ def train_argv(job: Job, vendor: VendorSpec, node_rank: int | str, master_addr: 
     """torchrun for one node; `python`, `log_dir` and `data_dir` as the node sees them
     (inside a container: the vendor image's python, /bench/logs, /bench/data)."""
     argv = [
-        python or vendor.python, "-m", "torch.distributed.run",
+        python or vendor.python, "-m", "cases.torchrun",  # torchrun, minus its interpreter teardown
         "--nnodes", str(job.nnodes),
         "--nproc_per_node", str(job.nproc_per_node),
         "--node_rank", str(node_rank),
