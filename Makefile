@@ -51,11 +51,11 @@ test:
 	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -ra -n 2 --dist loadgroup --durations=25 $(PYTEST_ARGS) tests
 
-# For development: every test that needs no test hosts, no Docker and no Slurm (markers
-# that tests/conftest.py applies from the fixtures a test uses), on two pytest-xdist
-# workers; needs only the venv.
+# For development: every test that needs no test hosts, no Docker and no Slurm and starts
+# no training processes (markers that tests/conftest.py applies from the fixtures a test
+# uses: hosts, slurm, payload), on two pytest-xdist workers; needs only the venv.
 test-fast:
-	$(PY) -m pytest -ra -n 2 -m 'not hosts and not slurm' $(PYTEST_ARGS) tests
+	$(PY) -m pytest -ra -n 2 -m 'not hosts and not slurm and not payload' $(PYTEST_ARGS) tests
 
 # ruff over the code and tests; mypy (settings in pyproject.toml) over harness/ and cases/.
 lint:

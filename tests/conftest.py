@@ -10,9 +10,12 @@ hosts, with a free master port and a fresh work_dir per call.
 
 Markers come from fixtures, never from a list of tests: a test that uses (directly
 or through another fixture) `infra` or `docker_engine` is marked `hosts`, one that
-uses `make_slurm_yaml` `slurm` (see MARKERS). A test that calls docker, ssh or
-Slurm itself must ask for the fixture that stands for it. `make test-fast` runs
-`-m "not hosts and not slurm"`: what needs none of them.
+uses `make_slurm_yaml` `slurm`, one that uses `training_processes` `payload` (see
+MARKERS). A test that calls docker, ssh or Slurm itself, or starts real training
+processes on this machine (torchrun, `harness bench` on the local access, the cases'
+training scripts), must ask for the fixture that stands for it. `make test-fast` runs
+`-m "not hosts and not slurm and not payload"`: what needs none of them and starts
+no training; `make test` runs everything.
 """
 
 from __future__ import annotations
@@ -151,14 +154,22 @@ def infra() -> TestInfra:
     return infra
 
 
-# Marker <- a fixture that stands for something only tests/infra/setup.sh provides.
+@pytest.fixture(scope="session")
+def training_processes() -> None:
+    """Starting real training processes on this machine (torchrun, the payload, the cases' scripts): seconds of CPU each."""
+
+
+# Marker <- a fixture that stands for something only tests/infra/setup.sh provides, or
+# for real training processes on this machine (slow, not scarce: no xdist group).
 # item.fixturenames is the closure of a test's fixtures, so `spare_sshd`, `make_hosts_yaml`
 # and every fixture built on these are covered without being listed.
 MARKERS: dict[str, str] = {
     "docker_engine": "hosts",  # the Docker engine
     "infra": "hosts",  # the SSH test hosts, both Docker engines, the base image
     "make_slurm_yaml": "slurm",  # the single-machine Slurm cluster (tests/infra/slurm.sh)
+    "training_processes": "payload",  # torchrun / the payload / the cases' training scripts, here
 }
+SHARED_MARKERS = frozenset({"hosts", "slurm"})  # what the tests of the test hosts share
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers
@@ -168,7 +179,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         markers = sorted({marker for fixture, marker in MARKERS.items() if fixture in names})
         for marker in markers:
             item.add_marker(marker)
-        if markers:  # one pytest-xdist worker runs every test that shares the test hosts, in order
+        if SHARED_MARKERS.intersection(markers):  # one pytest-xdist worker runs every test that shares the test hosts, in order
             item.add_marker(pytest.mark.xdist_group("testhosts"))
 
 

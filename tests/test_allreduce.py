@@ -40,6 +40,7 @@ def _cases_run(log_dir: Path, fix_hp: str, nproc: int | None) -> subprocess.Comp
     return subprocess.run(argv, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.usefixtures("training_processes")
 @pytest.mark.parametrize("nproc", [2, 3])
 def test_a_gloo_sweep_reports_every_size_with_bus_bandwidth(nproc: int, tmp_path: Path) -> None:
     done = _cases_run(tmp_path / "logs", TINY, nproc)
@@ -87,12 +88,14 @@ def test_the_table_of_a_run_without_bandwidth_events_is_none(tmp_path: Path) -> 
     assert bandwidth_table({}) is None
 
 
+@pytest.mark.usefixtures("training_processes")
 def test_outside_torchrun_the_case_refuses_with_exit_2(tmp_path: Path) -> None:
     done = _cases_run(tmp_path / "logs", TINY, None)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "error: --case allreduce measures a collective: run it under torchrun" in done.stderr
 
 
+@pytest.mark.usefixtures("training_processes")
 def test_an_unknown_fix_hp_key_is_bad_input(tmp_path: Path) -> None:
     done = _cases_run(tmp_path / "logs", "bs=64", 2)
     assert done.returncode != 0

@@ -129,6 +129,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.usefixtures("training_processes")
 def test_local_bare_one_node_without_ssh(tmp_path: Path) -> None:
     run_id = "bare-local-1x2"
     hosts = local_inventory(tmp_path, free_port())
@@ -261,6 +262,7 @@ def test_bare_python_without_torch_is_refused_in_preflight(make_hosts_yaml: Call
     assert run_processes("bare-no-torch") == {}
 
 
+@pytest.mark.usefixtures("training_processes")
 def test_the_gpu_check_script_runs_on_the_cpu_vendor(tmp_path: Path) -> None:
     """bench/gpu_check.sh as a GPU machine would run it (local access, bare payload), on
     the cpu vendor: every run succeeds, the table and the monitors' samples are there."""

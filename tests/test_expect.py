@@ -254,6 +254,7 @@ def test_the_campaign_summary_shows_mfu_and_percent_of_expected(tmp_path: Path) 
     assert "<th>MFU</th>" in (folder / "summary.html").read_text()
 
 
+@pytest.mark.usefixtures("training_processes")
 def test_a_local_cpu_run_records_flops_and_mfu_from_the_site_peak(tmp_path: Path) -> None:
     """A real run (local access, bare payload, 2 ranks on this machine's cpu): the ranks count
     their model's FLOPs, and results.json's MFU is the formula over its own recorded figures."""

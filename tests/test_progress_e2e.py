@@ -118,7 +118,7 @@ def test_through_a_pipe_progress_is_timestamped_plain_lines(make_hosts_yaml: Cal
     check_pipe(piped(bench_argv(make_hosts_yaml(), tmp_path, "progress-pipe", FIX_HP)))
 
 
-def test_local_bare_terminal_progress_is_redrawn_in_place(tmp_path: Path) -> None:
+def test_local_bare_terminal_progress_is_redrawn_in_place(tmp_path: Path, training_processes: None) -> None:
     check_terminal(*run_on_a_terminal(bench_argv(local_two_hosts(tmp_path), tmp_path / "results",
                                                  "progress-local-tty", FIX_HP)))
 

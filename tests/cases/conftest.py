@@ -15,7 +15,7 @@ from casekit import REPO, env, make_jpeg_dataset, run_case_args  # noqa: E402
 
 
 @pytest.fixture
-def torchrun(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+def torchrun(tmp_path: Path, training_processes: None) -> Callable[..., subprocess.CompletedProcess]:
     """Run cases.run under torchrun with 2 processes on cpu (gloo)."""
 
     def run(case: str, fix_hp: str = "", data: Optional[Path] = None, nproc: int = 2,
@@ -29,7 +29,7 @@ def torchrun(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 
 
 @pytest.fixture
-def standalone(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+def standalone(tmp_path: Path, training_processes: None) -> Callable[..., subprocess.CompletedProcess]:
     """Run ``python -m cases.run`` as one plain process."""
 
     def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -104,6 +104,7 @@ def kill_tagged(tag: str) -> None:
             continue
 
 
+@pytest.mark.usefixtures("training_processes")
 def test_heartbeats_while_waiting_for_the_first_batch_and_evaluating_only(tmp_path: Path) -> None:
     done = subprocess.run(torchrun_argv(tmp_path / "logs"), cwd=REPO, env=slow_env({"first_batch": 1.2, "eval": 1.2}),
                           capture_output=True, text=True, timeout=240)
@@ -119,6 +120,7 @@ def test_heartbeats_while_waiting_for_the_first_batch_and_evaluating_only(tmp_pa
             assert len(waited) >= 3 and waited == sorted(waited) and waited[-1] >= 0.8, (phase, waited)
 
 
+@pytest.mark.usefixtures("training_processes")
 def test_a_rank_in_a_collective_is_silent_and_sigusr1_dumps_every_rank_stack(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     tag = f"watchdog-test-{uuid.uuid4().hex}"
