@@ -243,10 +243,14 @@ def test_of_two_appended_dumps_the_last_counts(code: Path, tmp_path: Path, ranks
     moving.dump()
     dumps = parse_dumps(moving.stacks.read_text())
     assert len(dumps) == 2 and all(len(dump) == 2 for dump in dumps)
-    firsts = [main_thread(dump) for dump in dumps]
-    assert [thread.frames[0].function if thread else None for thread in firsts] == ["wait_for_go", "wait"]
+    # The innermost frame of the rank's own code: a dump may land while the phase file is still being
+    # written (pathlib's frames above it), not only in the wait that follows.
+    own = [next((f.function for f in thread.frames if f.path.endswith(("driver.py", "collective.py"))), None)
+           if thread else None for thread in map(main_thread, dumps)]
+    assert own == ["wait_for_go", "all_reduce"]
     stacks = read_rank_stacks([node(results, "alpha", 0)])
-    assert [f.function for f in stacks[0].frames[:3]] == ["wait", "wait", "all_reduce"]
+    functions = [f.function for f in stacks[0].frames]
+    assert "all_reduce" in functions and "wait_for_go" not in functions  # the last dump counts
 
 
 def test_other_header_forms_and_blank_separated_threads() -> None:
