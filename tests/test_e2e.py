@@ -49,7 +49,8 @@ def running_containers_of(run_id: str) -> list[str]:
 
 def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
     run_id = "e2e-2x2-ok"
-    proc = bench(make_hosts_yaml(), tmp_path, run_id, "--config", "2x2", "--fix-hp", f"{TINY},max_steps=4")
+    hosts = make_hosts_yaml()
+    proc = bench(hosts, tmp_path, run_id, "--config", "2x2", "--fix-hp", f"{TINY},max_steps=4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     out = tmp_path / run_id / "resnet50" / "2x2"
@@ -78,6 +79,9 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
     assert "| 配置" in table and "（2x2）" in table
     assert "p_core" in proc.stdout and "2x2" in proc.stdout
     assert containers_of(run_id) == []
+    assert f"removed containers: bench-{run_id}-resnet50-n0, bench-{run_id}-resnet50-n1" in " ".join(proc.stderr.split())
+    work = Path(yaml.safe_load(hosts.read_text())["hosts"][0]["work_dir"]).parent
+    assert not list(work.glob(f"*/runs/{run_id}/node*")), "a run folder is left"
     # The morning after: the table again, from results.json alone.
     report = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path)], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=60, check=False)

@@ -361,7 +361,8 @@ class BarePayload(Payload):
         transport.run(remove_file_argv(f"{run_dir}/{ENV_FILE_NAME}"), timeout=QUICK_S)
         return got
 
-    def remove_node(self, transport: Transport, plan: RunPlan, node: NodePlan) -> tuple[list[str], list[str]]:
+    def remove_node(self, transport: Transport, plan: RunPlan, node: NodePlan,
+                    run_dir: str | None) -> tuple[list[str], list[str]]:
         problems: list[str] = []
         stopped = transport.run(self._stop_argv(node.host_run_dir, plan.job.run_id, node.node_rank,
                                                 node.host.name, STOP_GRACE_S), timeout=STOP_GRACE_S + QUICK_S)
@@ -373,6 +374,10 @@ class BarePayload(Payload):
             removed = transport.run(remove_file_argv(env_file), timeout=QUICK_S)
             if not removed.ok:
                 problems.append(f"secret file {env_file} not removed: {removed.output.strip()[-200:]}")
+        if run_dir is not None:  # after the processes: their pid files are in it
+            folder = transport.run(["rm", "-rf", "--", run_dir], timeout=QUICK_S)
+            if not folder.ok:
+                problems.append(f"run folder {run_dir} not removed: {folder.output.strip()[-200:]}")
         return ([f"{node.container_name} (killed {killed[0].removeprefix('@killed ')})"] if killed else []), problems
 
     def leftovers(self, transport: Transport, host: Host, run_id: str | None) -> list[Leftover]:

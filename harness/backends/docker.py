@@ -43,6 +43,10 @@ _RUNNING = ("created", "running", "restarting", "paused")
 _NO_SUCH = ("No such object", "No such container")
 
 
+def _no_such(output: str) -> bool:
+    return any(word in output for word in _NO_SUCH)
+
+
 def request_of(plan: RunPlan) -> DockerRequest:
     if not isinstance(plan.request, DockerRequest):
         raise TypeError(f"a plan for another payload: {type(plan.request).__name__}")
@@ -139,25 +143,26 @@ class DockerPayload(Payload):
         transport.run(remove_file_argv(f"{run_dir}/{ENV_FILE_NAME}"), timeout=QUICK_S)
         return got
 
-    def remove_node(self, transport: Transport, plan: RunPlan, node: NodePlan) -> tuple[list[str], list[str]]:
+    def remove_node(self, transport: Transport, plan: RunPlan, node: NodePlan,
+                    run_dir: str | None) -> tuple[list[str], list[str]]:
         # By name, which holds the run id and node rank (launch.container_name): never another
-        # node's container on an engine two hosts share. Container and secret file: one round trip.
+        # node's container on an engine two hosts share. Container, secret file and run folder,
+        # in this order, in one round trip.
         env_file = request_of(plan).node(node.node_rank).env_file
-        commands = [[*docker_cli(node.host), "rm", "--force", node.container_name]]
+        steps: list[tuple[str, list[str]]] = [(f"container {node.container_name}",
+                                               [*docker_cli(node.host), "rm", "--force", node.container_name])]
         if env_file is not None:  # a controller killed between writing and removing it
-            commands.append(remove_file_argv(env_file))
-        container, *secret = run_marked_batch(transport, commands, timeout=120)
-        removed: list[str] = []
-        problems: list[str] = []
-        if container is not None and container.ok:
-            removed.append(node.container_name)
-        elif container is None or not any(word in container.output for word in _NO_SUCH):
-            why = "no answer" if container is None else container.output.strip()[-200:]
-            problems.append(f"container {node.container_name} not removed: {why}")
-        for answer in secret:
-            if answer is None or not answer.ok:
-                why = "no answer" if answer is None else answer.output.strip()[-200:]
-                problems.append(f"secret file {env_file} not removed: {why}")
+            steps.append((f"secret file {env_file}", remove_file_argv(env_file)))
+        if run_dir is not None:
+            steps.append((f"run folder {run_dir}", ["rm", "-rf", "--", run_dir]))
+        answers = run_marked_batch(transport, [argv for _, argv in steps], timeout=120)
+        container = answers[0]
+        removed = [node.container_name] if container is not None and container.ok else []
+        problems = []
+        for (what, _), answer in zip(steps, answers):
+            if answer is not None and (answer.ok or (answer is container and _no_such(answer.output))):
+                continue  # done, or a container already gone (removed with its host's other node)
+            problems.append(f"{what} not removed: {'no answer' if answer is None else answer.output.strip()[-200:]}")
         return removed, problems
 
     def leftovers(self, transport: Transport, host: Host, run_id: str | None) -> list[Leftover]:

@@ -171,24 +171,18 @@ class NodeBackend(ClusterBackend):
         failed: list[str] = []
 
         def clean(node: NodePlan) -> list[str]:
+            # Only a run folder safely collected goes: otherwise `collect` must still find it.
+            safe = node.node_rank in collected
             try:
-                removed, problems = self.payload.remove_node(self.transport(node.host), plan, node)
+                removed, problems = self.payload.remove_node(self.transport(node.host), plan, node,
+                                                             node.host_run_dir if safe else None)
             except HarnessError as exc:
                 failed.append(f"{node.host.name}: {self.payload.name} workload {node.container_name} and run folder "
                               f"{node.host_run_dir} left ({exc})")
                 return []
             failed.extend(f"{node.host.name}: {problem}" for problem in problems)
-            # Only what is safely collected: otherwise `collect` must still find it.
-            if node.node_rank not in collected:
+            if not safe:
                 failed.append(f"{node.host.name}: run folder {node.host_run_dir} kept (logs not fully collected)")
-                return removed
-            try:
-                result = self.transport(node.host).run(["rm", "-rf", "--", node.host_run_dir], timeout=QUICK_S)
-            except HarnessError as exc:
-                failed.append(f"{node.host.name}: run folder {node.host_run_dir} left ({exc})")
-                return removed
-            if not result.ok:
-                failed.append(f"{node.host.name}: cannot remove {node.host_run_dir}: {result.output.strip()[-200:]}")
             return removed
 
         removed = [name for names in run_all(clean, plan.nodes_in(node_ranks)) for name in names]

@@ -103,9 +103,11 @@ class Payload(ABC):
         """Collect a node's run folder that a finished or abandoned run left."""
 
     @abstractmethod
-    def remove_node(self, transport: Transport, plan: RunPlan, node: NodePlan) -> tuple[list[str], list[str]]:
+    def remove_node(self, transport: Transport, plan: RunPlan, node: NodePlan,
+                    run_dir: str | None) -> tuple[list[str], list[str]]:
         """Remove what the node's workload left besides its logs (a container, a process
-        group, a secret file): (what was removed, what could not be, as text)."""
+        group, a secret file), then `run_dir` when given (its logs are collected):
+        (what was removed, what could not be, as text)."""
 
     @abstractmethod
     def leftovers(self, transport: Transport, host: Host, run_id: str | None) -> list[Leftover]:
