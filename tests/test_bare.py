@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from hostkit import RANK_ENV
-from test_faults import LONG, TINY, bench, bench_argv, controller, wait_for_step, work_dir
+from test_faults import CASE, LONG, TINY, bench, bench_argv, controller, wait_for_step, work_dir
 
 from harness import REPO_ROOT
 
@@ -115,7 +115,7 @@ def test_ssh_bare_two_nodes(make_hosts_yaml: Callable[..., Path], tmp_path: Path
     hosts = make_hosts_yaml(cluster_overrides={**BARE, "env": {**BARE["env"], "API_TOKEN": {"from_env": "BARE_SECRET"}}})
     proc = bench(hosts, tmp_path, run_id, "--config", "2x2", "--fix-hp", f"{TINY},max_steps=3",
                  env={"BARE_SECRET": secret})
-    out = tmp_path / run_id / "resnet50" / "2x2"
+    out = tmp_path / run_id / CASE / "2x2"
     assert_contract(proc, out, 4, ["node1", "node2"], run_id)
     assert not list(work_dir(hosts).glob(f"*/runs/{run_id}/node*")), "a run folder is left"
     assert not marker.exists()
@@ -134,7 +134,7 @@ def test_local_bare_one_node_without_ssh(tmp_path: Path) -> None:
     run_id = "bare-local-1x2"
     hosts = local_inventory(tmp_path, free_port())
     proc = bench(hosts, tmp_path / "results", run_id, "--config", "1x2", "--fix-hp", f"{TINY},max_steps=3")
-    assert_contract(proc, tmp_path / "results" / run_id / "resnet50" / "1x2", 2, ["here"], run_id)
+    assert_contract(proc, tmp_path / "results" / run_id / CASE / "1x2", 2, ["here"], run_id)
     assert not list((tmp_path / "work").glob(f"runs/{run_id}/node*"))
 
 
@@ -143,7 +143,7 @@ def test_bare_crashing_rank_is_a_job_failure(make_hosts_yaml: Callable[..., Path
     proc = bench(make_hosts_yaml(cluster_overrides=BARE), tmp_path, run_id, "--config", "2x1",
                  "--fix-hp", f"{TINY},max_steps=50,fail_rank=1,fail_step=2")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    out = tmp_path / run_id / "resnet50" / "2x1"
+    out = tmp_path / run_id / CASE / "2x1"
     result = json.loads((out / "results.json").read_text())
     assert result["failure_kind"] == "job" and "injected failure at step 2 on rank 1" in result["failure"]
     nodes = {n["node_rank"]: n for n in result["nodes"]}
@@ -167,7 +167,7 @@ def test_bare_paused_node_is_stalled_with_stacks(make_hosts_yaml: Callable[..., 
             os.kill(pid, signal.SIGSTOP)
         stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 1, stdout + stderr
-    out = tmp_path / run_id / "resnet50" / "2x1"
+    out = tmp_path / run_id / CASE / "2x1"
     result = json.loads((out / "results.json").read_text())
     assert result["failure_kind"] == "stalled", result["failure"]
     assert "most recent call first" in (out / "node2_noderank1" / "container" / "stacks_rank1.log").read_text()
@@ -190,7 +190,7 @@ def test_bare_lost_host_is_infra_and_collected_when_back(make_hosts_yaml: Callab
         spare.stop()
         stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 1, stdout + stderr
-    out = results / run_id / "resnet50" / "2x1"
+    out = results / run_id / CASE / "2x1"
     result = json.loads((out / "results.json").read_text())
     assert result["failure_kind"] == "infra" and result["lost_hosts"] == ["beta"]
     assert any("beta" in item for item in result["left_on_hosts"])
@@ -221,9 +221,9 @@ def test_bare_sigterm_to_the_controller_stops_and_records(make_hosts_yaml: Calla
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout + stderr
-    result = json.loads((tmp_path / run_id / "resnet50" / "2x1" / "results.json").read_text())
+    result = json.loads((tmp_path / run_id / CASE / "2x1" / "results.json").read_text())
     assert "interrupted" in result["failure"] and result["left_on_hosts"] == []
-    assert (tmp_path / run_id / "resnet50" / "2x1" / "node2_noderank1" / "container.log").is_file()
+    assert (tmp_path / run_id / CASE / "2x1" / "node2_noderank1" / "container.log").is_file()
     assert run_processes(run_id) == {}
 
 

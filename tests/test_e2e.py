@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
+from test_faults import CASE, TINY
 
 from harness import REPO_ROOT
 from harness.pages.cells import format_throughput
@@ -24,12 +25,11 @@ from harness.report.history import runs as history_runs
 if TYPE_CHECKING:  # pytest keeps one `conftest` module at a time: import for types only
     from conftest import TestInfra
 
-TINY = "bs=2,image_size=32,num_classes=10"
 
 
 def bench(hosts: Path, results: Path, run_id: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu",
+        [sys.executable, "-m", "harness", "bench", "--case", CASE, "--vendor", "cpu",
          "--hosts", str(hosts), "--results", str(results), "--run-id", run_id, *args],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False,
     )
@@ -53,13 +53,13 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
     proc = bench(hosts, tmp_path, run_id, "--config", "2x2", "--fix-hp", f"{TINY},max_steps=4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    out = tmp_path / run_id / "resnet50" / "2x2"
+    out = tmp_path / run_id / CASE / "2x2"
     result = json.loads((out / "results.json").read_text())
     assert result["status"] == "success"
     metrics = result["metrics"]
     assert metrics["world_size"] == 4
     assert metrics["p_core"] >= metrics["p_train"] >= metrics["p_whole"] > 0
-    assert metrics["e2e_time"] > 0 and metrics["samples"] == 4 * 2 * metrics["steps"]
+    assert metrics["e2e_time"] > 0 and metrics["samples"] == 4 * 4 * metrics["steps"]  # 4 ranks, bs=4
     # Every rank's event log and torchrun's per-rank output, from both nodes.
     # Only rank 0 echoes its events: node 1's container output may be empty, but it is there.
     assert ":::BENCH " in (out / "node1_noderank0" / "container.log").read_text()
@@ -79,7 +79,7 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
     assert "| 配置" in table and "（2x2）" in table
     assert "p_core" in proc.stdout and "2x2" in proc.stdout
     assert containers_of(run_id) == []
-    assert f"removed containers: bench-{run_id}-resnet50-n0, bench-{run_id}-resnet50-n1" in " ".join(proc.stderr.split())
+    assert f"removed containers: bench-{run_id}-{CASE}-n0, bench-{run_id}-{CASE}-n1" in " ".join(proc.stderr.split())
     work = Path(yaml.safe_load(hosts.read_text())["hosts"][0]["work_dir"]).parent
     assert not list(work.glob(f"*/runs/{run_id}/node*")), "a run folder is left"
     # The morning after: the table again, from results.json alone.
@@ -122,7 +122,7 @@ def test_crash_on_one_node_stops_the_other_and_keeps_the_logs(make_hosts_yaml: C
     proc = bench(make_hosts_yaml(), tmp_path, run_id, "--config", "2x2",
                  "--fix-hp", f"{TINY},max_steps=50,fail_rank=3,fail_step=2")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    out = tmp_path / run_id / "resnet50" / "2x2"
+    out = tmp_path / run_id / CASE / "2x2"
     result = json.loads((out / "results.json").read_text())
     assert result["status"] == "failed"
     assert "node 1 (node2) exited" in result["failure"]
@@ -146,7 +146,7 @@ def test_interrupt_during_training_cleans_up_and_records(make_hosts_yaml: Callab
                                                          tmp_path: Path) -> None:
     run_id = "e2e-interrupt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu", "--config", "2x1",
+        [sys.executable, "-m", "harness", "bench", "--case", CASE, "--vendor", "cpu", "--config", "2x1",
          "--hosts", str(make_hosts_yaml()), "--results", str(tmp_path), "--run-id", run_id,
          "--fix-hp", f"{TINY},epochs=1000"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -164,7 +164,7 @@ def test_interrupt_during_training_cleans_up_and_records(make_hosts_yaml: Callab
             proc.kill()
     assert proc.returncode == 130, stdout + stderr
     assert "interrupted" in stderr
-    out = tmp_path / run_id / "resnet50" / "2x1"
+    out = tmp_path / run_id / CASE / "2x1"
     result = json.loads((out / "results.json").read_text())
     assert result["status"] == "failed" and "interrupted" in result["failure"]
     report = result["failure"].splitlines()
@@ -208,12 +208,12 @@ def test_timeout_stops_the_run_and_reports_it(make_hosts_yaml: Callable[..., Pat
                  "--fix-hp", f"{TINY},epochs=1000")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert time.monotonic() - started < 60
-    result = json.loads((tmp_path / run_id / "resnet50" / "1x1" / "results.json").read_text())
+    result = json.loads((tmp_path / run_id / CASE / "1x1" / "results.json").read_text())
     assert result["status"] == "failed" and result["failure_kind"] == "timeout"
     assert "timed out after 12 s" in result["failure"]
     # Collected all the same (how far training got in 12 s depends on the machine: the live
     # progress line is checked where a step is waited for, tests/test_faults.py's SIGHUP test).
-    assert (tmp_path / run_id / "resnet50" / "1x1" / "node1_noderank0" / "container.json").is_file()
+    assert (tmp_path / run_id / CASE / "1x1" / "node1_noderank0" / "container.json").is_file()
     assert containers_of(run_id) == []
 
 
@@ -235,7 +235,7 @@ def test_image_is_copied_to_a_host_with_its_own_engine(make_hosts_yaml: Callable
     proc = bench(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{TINY},max_steps=2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    result = json.loads((tmp_path / run_id / "resnet50" / "2x1" / "results.json").read_text())
+    result = json.loads((tmp_path / run_id / CASE / "2x1" / "results.json").read_text())
     tag, image_id = result["image"].split(" (")[0], result["image"].split(" (")[1].rstrip(")")
     assert bench_images()[tag] == image_id
     assert bench_images(engine2)[tag] == image_id  # loaded, not rebuilt: the same id

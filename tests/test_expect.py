@@ -262,7 +262,8 @@ def test_a_local_cpu_run_records_flops_and_mfu_from_the_site_peak(tmp_path: Path
     data = yaml.safe_load(hosts.read_text())
     data["cluster"]["peak_tflops"] = {"fp32": 1.5, "bf16": 3.0}
     hosts.write_text(yaml.safe_dump(data))
-    proc = bench(hosts, tmp_path / "results", "mfu-local", "--config", "1x2", "--fix-hp", f"{TINY},max_steps=3")
+    proc = bench(hosts, tmp_path / "results", "mfu-local", "--config", "1x2", "--fix-hp", f"{TINY},max_steps=3",
+                 case="resnet50")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "results" / "mfu-local" / "resnet50" / "1x2" / "results.json").read_text())
     eff, metrics = result["efficiency"], result["metrics"]

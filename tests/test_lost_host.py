@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from test_faults import (
+    CASE,
     HELD,
     HELD_CASE,
     HELD_STEPS,
@@ -61,7 +62,7 @@ def test_lost_host_is_infra_and_the_others_are_collected(make_hosts_yaml: Callab
         stdout, stderr = proc.communicate(timeout=240)
         assert proc.returncode == 1, stdout + stderr
         assert time.monotonic() - lost_at < 90
-        out = results / run_id / "resnet50" / "2x1"
+        out = results / run_id / CASE / "2x1"
         result = json.loads((out / "results.json").read_text())
         assert result["status"] == "failed" and result["failure_kind"] == "infra"
         assert result["lost_hosts"] == ["beta"] and "host lost" in result["failure"]

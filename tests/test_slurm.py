@@ -21,7 +21,7 @@ import pytest
 import yaml
 from hostkit import RANK_ENV
 from test_dry_run import normalise
-from test_faults import LONG, TINY, bench, bench_argv, containers_of, controller, results_of, wait_for_step, wait_running
+from test_faults import CASE, LONG, TINY, bench, bench_argv, containers_of, controller, results_of, wait_for_step, wait_running
 
 from harness import REPO_ROOT
 
@@ -63,7 +63,7 @@ def test_contract_a_2x2_run_end_to_end(backend: str, make_hosts_yaml: Callable[.
     result = results_of(tmp_path, run_id, "2x2")
     assert result["status"] == "success" and result["failure_kind"] is None
     assert result["metrics"]["p_core"] > 0
-    out = tmp_path / run_id / "resnet50" / "2x2"
+    out = tmp_path / run_id / CASE / "2x2"
     folders = sorted(p.name for p in out.glob("*_noderank*"))
     assert [f.rsplit("_", 1)[1] for f in folders] == ["noderank0", "noderank1"]
     for folder, ranks in zip(folders, ((0, 1), (2, 3))):
@@ -94,7 +94,7 @@ def test_a_failing_rank_is_a_job_failure(make_slurm_yaml: Callable[..., Path], t
     result = results_of(tmp_path, run_id, "2x2")
     assert result["failure_kind"] == "job"
     assert result["failure"].startswith("first failure: rank 3")
-    node = tmp_path / run_id / "resnet50" / "2x2" / "n2_noderank1"
+    node = tmp_path / run_id / CASE / "2x2" / "n2_noderank1"
     assert "injected failure" in (node / "container" / "events_rank3.log").read_text()
     assert_nothing_left(run_id)
 
@@ -110,7 +110,7 @@ def test_scancel_from_outside_stops_every_container_and_is_infra(make_slurm_yaml
     assert proc.returncode == 1, stdout + stderr
     result = results_of(tmp_path, run_id, "2x1")
     assert result["failure_kind"] == "infra" and "CANCELLED" in result["failure"], result["failure"]
-    out = tmp_path / run_id / "resnet50" / "2x1"
+    out = tmp_path / run_id / CASE / "2x1"
     # Each task saved its container's log and state before removing it.
     for folder in ("n1_noderank0", "n2_noderank1"):
         assert (out / folder / "container.json").is_file() and (out / folder / "container.log").is_file()
@@ -130,7 +130,7 @@ def test_sigterm_to_the_controller_cancels_the_job_and_records(make_slurm_yaml: 
     assert proc.returncode == 130, stdout + stderr
     result = results_of(tmp_path, run_id, "2x1")
     assert result["failure_kind"] == "interrupted"
-    out = tmp_path / run_id / "resnet50" / "2x1"
+    out = tmp_path / run_id / CASE / "2x1"
     assert (out / "n1_noderank0" / "container" / "events_rank0.log").is_file()
     assert_nothing_left(run_id)
 
@@ -174,12 +174,12 @@ def test_a_campaign_runs_through_slurm(make_slurm_yaml: Callable[..., Path], tmp
 
     hosts = make_slurm_yaml()
     name = f"slurmcamp{os.getpid()}"
-    bad = write_suite(tmp_path, name, hosts, [{"case": "resnet50", "config": "2x1", "fix_hp": TINY},
-                                              {"case": "resnet50", "config": "2x1", "fix_hp": "bz=2"}])
+    bad = write_suite(tmp_path, name, hosts, [{"case": CASE, "config": "2x1", "fix_hp": TINY},
+                                              {"case": CASE, "config": "2x1", "fix_hp": "bz=2"}])
     refused = subprocess.run(campaign_argv(bad, tmp_path / "results"), cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=120, check=False)
     assert refused.returncode == 2 and "bz" in refused.stderr, refused.stdout + refused.stderr
-    suite = write_suite(tmp_path, name, hosts, [{"case": "resnet50", "config": "2x1", "fix_hp": TINY, "repeats": 2}])
+    suite = write_suite(tmp_path, name, hosts, [{"case": CASE, "config": "2x1", "fix_hp": TINY, "repeats": 2}])
     done = subprocess.run(campaign_argv(suite, tmp_path / "results"), cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=400, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -187,7 +187,7 @@ def test_a_campaign_runs_through_slurm(make_slurm_yaml: Callable[..., Path], tmp
     assert [u["status"] for u in state["units"]] == ["success", "success"]
     for unit in state["units"]:
         run_id = unit["attempts"][0]["run_id"]
-        assert (tmp_path / "results" / run_id / "resnet50" / "2x1" / "n2_noderank1" / "container.log").is_file()
+        assert (tmp_path / "results" / run_id / CASE / "2x1" / "n2_noderank1" / "container.log").is_file()
         assert_nothing_left(run_id)
     assert list((tmp_path / "results" / "campaigns" / name).glob("*/summary.md"))
 
@@ -202,7 +202,7 @@ def test_slurms_time_limit_is_a_timeout(make_slurm_yaml: Callable[..., Path], tm
     assert done.returncode == 1, done.stdout + done.stderr
     result = results_of(tmp_path, run_id, "2x1")
     assert result["failure_kind"] == "timeout" and "TIMEOUT" in result["failure"], result["failure"]
-    assert (tmp_path / run_id / "resnet50" / "2x1" / "n1_noderank0" / "container.json").is_file()
+    assert (tmp_path / run_id / CASE / "2x1" / "n1_noderank0" / "container.json").is_file()
     assert_nothing_left(run_id)
 
 

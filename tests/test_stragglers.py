@@ -28,6 +28,7 @@ from test_faults import (
 )
 
 STEPS = 12
+CASE = "resnet50"  # its steps last long enough for the cap to land while it trains
 SITE_THRESHOLD = 0.7
 CAPPED_CPUS = "0.4"
 
@@ -45,14 +46,14 @@ def test_a_node_whose_cpu_is_capped_is_named_a_straggler(make_hosts_yaml: Callab
     run_id = "straggler-capped"
     hosts = make_hosts_yaml()
     with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1", "--straggler-threshold",
-                               str(SITE_THRESHOLD), "--fix-hp", f"{TINY},epochs=2,max_steps={STEPS}")) as proc:
+                               str(SITE_THRESHOLD), "--fix-hp", f"{TINY},epochs=2,max_steps={STEPS}", case=CASE)) as proc:
         wait_running(run_id, 2, proc=proc)
         wait_for_step(work_dir(hosts), rank=1)
         capped = docker("update", "--cpus", CAPPED_CPUS, _node_container(run_id, 1))
         assert capped.returncode == 0, capped.stderr
         stdout, stderr = proc.communicate(timeout=1200)  # a deadline, not a speed
     assert proc.returncode == 0, stdout + stderr
-    result = results_of(tmp_path, run_id, "2x1")
+    result = results_of(tmp_path, run_id, "2x1", case=CASE)
     assert [r["rank"] for r in result["ranks"]] == [0, 1]
     [straggler] = result["stragglers"]
     assert (straggler["rank"], straggler["host"]) == (1, "node2")
@@ -64,18 +65,19 @@ def test_a_node_whose_cpu_is_capped_is_named_a_straggler(make_hosts_yaml: Callab
     # The terminal names the flagged node under the table, once.
     flagged = [line for line in stdout.splitlines() if "node 1 (node2" in line and ": slow (rank 1" in line]
     assert len(flagged) == 1, stdout
-    report = (tmp_path / run_id / "resnet50" / "2x1" / "report.html").read_text()
+    report = (tmp_path / run_id / CASE / "2x1" / "report.html").read_text()
     assert "Stragglers" in report and "node 1 (node2" in report
-    notes = (tmp_path / run_id / "resnet50" / "2x1" / "README.md").read_text()
+    notes = (tmp_path / run_id / CASE / "2x1" / "README.md").read_text()
     assert "node 0 (node1" in notes and ": ok" in notes and ": slow (rank 1" in notes
 
 
 def test_the_same_run_undisturbed_names_no_straggler(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
     run_id = "straggler-none"
     hosts = make_hosts_yaml(cluster_overrides={"straggler_threshold": SITE_THRESHOLD})
-    proc = bench(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{TINY},epochs=2,max_steps={STEPS}", timeout=1200)
+    proc = bench(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{TINY},epochs=2,max_steps={STEPS}", timeout=1200,
+                 case=CASE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = results_of(tmp_path, run_id, "2x1")
+    result = results_of(tmp_path, run_id, "2x1", case=CASE)
     assert result["straggler_threshold"] == SITE_THRESHOLD
     assert result["stragglers"] == [] and result["input_bound"] == [], [
         (r["rank"], r["compute_s_p50"]) for r in result["ranks"]]

@@ -150,9 +150,9 @@ def test_a_watch_stream_dropped_mid_run_is_reopened_and_the_run_succeeds(make_ho
                                                                          tmp_path: Path) -> None:
     run_id = "fault-stream-drop"
     hosts = make_hosts_yaml()
-    steps = 12
+    steps = 12  # of resnet50: long enough for the stream to be dropped while it trains
     with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1",
-                               "--fix-hp", f"{LONG},max_steps={steps}")) as proc:
+                               "--fix-hp", f"{LONG},max_steps={steps}", case="resnet50")) as proc:
         wait_running(run_id, 2, proc=proc)
         wait_for_step(work_dir(hosts), rank=1)
         watchers = _pids(f"bench-watch-{run_id}")
@@ -161,6 +161,6 @@ def test_a_watch_stream_dropped_mid_run_is_reopened_and_the_run_succeeds(make_ho
         stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stdout + stderr
     assert "the watch stream ended" in stdout + stderr and "reopening it" in stdout + stderr
-    result = results_of(tmp_path, run_id, "2x1")
+    result = results_of(tmp_path, run_id, "2x1", case="resnet50")
     assert result["status"] == "success" and result["metrics"]["steps"] == steps
     until(lambda: _pids(f"bench-watch-{run_id}") == [], 30, "no watcher left on the hosts")
