@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from test_faults import (
-    TINY,
     bench,
     bench_argv,
     containers_of,
@@ -29,6 +28,7 @@ from test_faults import (
 
 STEPS = 12
 CASE = "resnet50"  # its steps last long enough for the cap to land while it trains
+TINY = "bs=2,image_size=32,num_classes=10"  # 2 epochs of synthetic data hold STEPS at bs=2
 SITE_THRESHOLD = 0.7
 CAPPED_CPUS = "0.4"
 
