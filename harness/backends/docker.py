@@ -161,7 +161,7 @@ class DockerPayload(Payload):
         problems = []
         for (what, _), answer in zip(steps, answers):
             if answer is not None and (answer.ok or (answer is container and _no_such(answer.output))):
-                continue  # done, or a container already gone (removed with its host's other node)
+                continue  # done, or a container already gone (it never started, or `clean` removed it)
             problems.append(f"{what} not removed: {'no answer' if answer is None else answer.output.strip()[-200:]}")
         return removed, problems
 
