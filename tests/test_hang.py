@@ -46,6 +46,7 @@ import threading
 import time
 
 from fakecomm.collective import all_reduce
+from ddp_comm_hooks.default_hooks import allreduce_hook
 
 
 def idle():
@@ -65,9 +66,19 @@ def wait_for_go(phase):
         time.sleep(0.02)  # the moving rank, first phase
 
 
+def step(phase):
+    phase.write_text("step")
+    while True:
+        time.sleep(0.05)  # as DDP awaits a bucket's all-reduce: in C++, no collective frame
+
+
 def train(mode, phase):
     if mode == "compute":
         compute(phase)
+    if mode == "step":
+        step(phase)
+    if mode == "hook":
+        allreduce_hook(phase)
     if mode == "moves":
         wait_for_go(phase)
     all_reduce(phase)  # the waiting ranks
@@ -80,6 +91,20 @@ import threading
 def all_reduce(phase):
     phase.write_text("all_reduce")
     threading.Event().wait()
+'''
+
+
+HOOKS_PY = '''\
+import threading
+
+
+def _allreduce_fut(phase):
+    phase.write_text("hook")
+    threading.Event().wait()  # as if frozen here: the real one returns at once
+
+
+def allreduce_hook(phase):
+    return _allreduce_fut(phase)
 '''
 
 
@@ -142,6 +167,9 @@ def code(tmp_path: Path) -> Path:
     (root / "cases" / "driver.py").write_text(DRIVER_PY)
     (root / "site-packages" / "fakecomm" / "__init__.py").write_text("")
     (root / "site-packages" / "fakecomm" / "collective.py").write_text(COLLECTIVE_PY)
+    (root / "site-packages" / "ddp_comm_hooks").mkdir()
+    (root / "site-packages" / "ddp_comm_hooks" / "__init__.py").write_text("")
+    (root / "site-packages" / "ddp_comm_hooks" / "default_hooks.py").write_text(HOOKS_PY)
     return root
 
 
@@ -292,3 +320,25 @@ def test_of_two_ranks_the_one_outside_the_collective_is_the_outlier(code: Path, 
     assert [group.ranks for group in hang.groups] == [[0], [1]]
     assert [(o.rank, o.host) for o in hang.outliers] == [(1, "beta")]
     assert hang.summary.splitlines()[0].startswith("hung apart from the others: rank 1 (beta) in cases/driver.py:")
+
+
+@pytest.mark.parametrize("hook_rank", [0, 1])
+def test_a_rank_inside_ddps_hook_is_the_outlier_not_the_one_awaiting_it(code: Path, tmp_path: Path,
+                                                                        ranks: list[Rank], hook_rank: int) -> None:
+    """DDP's hook starts the all-reduce and returns; a rank stopped inside it (a paused
+    container) is the one the other waits for, though its stack names an all-reduce and
+    the waiting rank's shows only its step."""
+    results = tmp_path / "results"
+    nodes = [node(results, "alpha", 0), node(results, "beta", 1)]
+    for rank in range(2):
+        ranks.append(Rank(code, Path(nodes[rank].log_dir) / "container", rank, "hook" if rank == hook_rank else "step"))
+    for rank in ranks:
+        rank.reached("hook" if rank is ranks[hook_rank] else "step")
+        rank.dump()
+    hang = hang_triage(nodes, world_size=2, suspects=[0, 1])
+    host = nodes[hook_rank].host
+    assert [(o.rank, o.host) for o in hang.outliers] == [(hook_rank, host)]
+    assert hang.groups[0].ranks == [1 - hook_rank]
+    assert hang.groups[0].frames[0] == f"cases/driver.py:{line_of(DRIVER_PY, '# as DDP awaits')} in step"
+    assert hang.summary.splitlines()[0] == (
+        f"hung apart from the others: rank {hook_rank} ({host}) in cases/driver.py:{line_of(DRIVER_PY, 'allreduce_hook(phase)')} in train")

@@ -164,8 +164,22 @@ def read_rank_stacks(nodes: Iterable[NodeOutcome]) -> dict[int, RankStacks]:
 _COLLECTIVE_RE = re.compile(r"all_?reduce|barrier|broadcast|all_?gather|reduce_scatter|all_to_all", re.IGNORECASE)
 
 
+# DDP calls its communication hook from backward as each gradient bucket is ready; the hook
+# starts an asynchronous all-reduce and returns at once, so a rank found inside it is not
+# waiting for the others but was stopped there (paused, frozen). The rank DDP makes wait for
+# it shows no collective at all: the reducer awaits the bucket's future in C++, under `step`.
+_STARTS_ASYNC_PATH = "ddp_comm_hooks/"
+
+
 def _in_collective(stacks: RankStacks) -> bool:
     return any(_COLLECTIVE_RE.search(frame.function) for frame in stacks.frames)
+
+
+def _waits_for_others(stacks: RankStacks) -> int:
+    """0: in a collective that waits; 1: elsewhere; 2: inside a call that never waits."""
+    if any(_STARTS_ASYNC_PATH in frame.file for frame in stacks.frames):
+        return 2
+    return 0 if _in_collective(stacks) else 1
 
 
 def _key(stacks: RankStacks) -> tuple[tuple[str, str, int], ...]:
@@ -199,13 +213,13 @@ def _group_place(group: StackGroup) -> str:
 def triage(stacks: dict[int, RankStacks], expected_ranks: Iterable[int], suspects: Iterable[int] = ()) -> HangTriage:
     """Group the ranks by where their main threads stood. The biggest group is
     where most ranks wait; among groups of one size, one standing in a collective,
-    then the one with fewer of the `suspects` (the ranks the stall watchdog named),
-    then the one with the lowest rank. Every rank outside it is an outlier."""
+    then one elsewhere, then one inside DDP's hook; then the one with fewer of the
+    `suspects` (the ranks the stall watchdog named), then the one with the lowest rank. Every rank outside it is an outlier."""
     by_key: dict[tuple[tuple[str, str, int], ...], list[RankStacks]] = {}
     for rank in sorted(stacks):
         by_key.setdefault(_key(stacks[rank]), []).append(stacks[rank])
     suspected = set(suspects)
-    members = sorted(by_key.values(), key=lambda ranks: (-len(ranks), not _in_collective(ranks[0]),
+    members = sorted(by_key.values(), key=lambda ranks: (-len(ranks), _waits_for_others(ranks[0]),
                                                          sum(r.rank in suspected for r in ranks), ranks[0].rank))
     groups = []
     for ranks in members:
