@@ -18,6 +18,7 @@ import yaml
 from test_faults import CASE, TINY
 
 from harness import REPO_ROOT
+from harness.devices.sampler import read_monitor
 from harness.pages.cells import format_throughput
 from harness.report.history import HISTORY_FILE
 from harness.report.history import runs as history_runs
@@ -68,6 +69,10 @@ def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_pa
         for rank in ranks:
             assert (out / node / "container" / f"events_rank{rank}.log").is_file()
     assert len(list(out.rglob("stdout.log"))) == 4
+    # Each host's monitor, heard on one long-lived stream: its CPU and memory from /proc.
+    for node in ("node1_noderank0", "node2_noderank1"):
+        host_rows = [row.host_sample for row in read_monitor(out / node / "monitor.csv") if row.kind == "host"]
+        assert host_rows and all(row is not None and row.mem_total_gib for row in host_rows), node
     # Each host's environment, with the framework the containers actually ran.
     for host in ("node1", "node2"):
         env = result["environment"][host]

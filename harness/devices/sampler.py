@@ -15,14 +15,15 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import psutil
 
-from harness.backends.transport import LocalTransport, Transport
+from harness.backends.node_stream import NodeStream
+from harness.backends.transport import CommandResult, LocalTransport, Transport
 from harness.devices.host import (
     PROC_ARGV,
     CpuTimes,
@@ -33,10 +34,14 @@ from harness.devices.host import (
     sample_local_host,
 )
 from harness.devices.ipmitool import IPMI_POWER_ARGV, parse_ipmitool_power
+from harness.devices.monitor_stream import RoundParser, monitor_argv
 from harness.devices.readings import DeviceSample
 from harness.devices.registry import smi_tool
 
 log = logging.getLogger(__name__)
+
+PROC_PROBE = "proc"
+IPMI_PROBE = "ipmitool"
 
 MIB_PER_GIB = 1024.0
 
@@ -130,6 +135,7 @@ class MonitorSampler:
         system_power: bool = False,
         system_power_every: int = 1,
         clock: Callable[[], float] = time.time,
+        streamed: bool | None = None,
     ) -> None:
         self.transport = transport
         self.tool = smi_tool(smi) if smi else None
@@ -149,10 +155,13 @@ class MonitorSampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stream: NodeStream | None = None
+        # None: listen to a stream on another host, poll this one
+        self.streamed = not isinstance(transport, LocalTransport) if streamed is None else streamed
         self._file: io.TextIOWrapper | None = None
         self._writer: Any = None  # csv.writer over _file
 
-    # -- probes
+    # -- probes: each answer is a CommandResult, whether polled (run) or heard on the stream
 
     def _failed(self, probe: str, message: str) -> None:
         if probe not in self.failures:
@@ -160,23 +169,27 @@ class MonitorSampler:
         self.failures[probe] = self.failures.get(probe, 0) + 1
         self.last_errors[probe] = message
 
-    def _run(self, probe: str, argv: tuple[str, ...]) -> str | None:
+    def _run(self, probe: str, argv: tuple[str, ...]) -> CommandResult | None:
         try:
-            result = self.transport.run(list(argv), timeout=self.timeout_s)
+            return self.transport.run(list(argv), timeout=self.timeout_s)
         except Exception as exc:  # a transport that raises must not kill the sampler
             self._failed(probe, f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _output(self, probe: str, result: CommandResult | None) -> str | None:
+        if result is None:
             return None
         if not result.ok:
             status = "timed out" if result.exit_code is None else f"exited {result.exit_code}"
             tail = result.output.strip().splitlines()[-1:] or [""]
-            self._failed(probe, f"`{' '.join(argv)}` {status}: {tail[0]}")
+            self._failed(probe, f"`{' '.join(result.argv)}` {status}: {tail[0]}")
             return None
         return result.output
 
-    def _devices(self) -> list[DeviceSample]:
+    def _devices(self, result: CommandResult | None) -> list[DeviceSample]:
         if self.tool is None:
             return []
-        output = self._run(self.tool.key, self.tool.argv)
+        output = self._output(self.tool.key, result)
         if output is None:
             return []
         try:
@@ -188,50 +201,64 @@ class MonitorSampler:
             self._failed(self.tool.key, "no devices in output")
         return samples
 
-    def _host(self) -> HostSample | None:
+    def _host(self, result: CommandResult | None) -> HostSample | None:
         if self.host_stats == "none":
             return None
         if self.host_stats == "psutil":
             return sample_local_host()
-        output = self._run("proc", PROC_ARGV)
+        output = self._output(PROC_PROBE, result)
         if output is None:
             return None
         try:
             times = parse_proc_stat(output)
             used, total = parse_meminfo(output)
         except ValueError as exc:
-            self._failed("proc", str(exc))
+            self._failed(PROC_PROBE, str(exc))
             return None
         cpu = cpu_percent_between(self._previous_cpu, times) if self._previous_cpu else None
         self._previous_cpu = times
         return HostSample(cpu_pct=cpu, mem_used_gib=used, mem_total_gib=total)
 
-    def _system_power(self) -> float | None:
-        if not self.system_power or self.samples_taken % self.system_power_every:
-            return None
-        try:
-            result = self.transport.run(list(IPMI_POWER_ARGV), timeout=self.timeout_s)
-        except Exception as exc:  # a transport that raises must not kill the sampler
-            self._failed("ipmitool", f"{type(exc).__name__}: {exc}")
+    def _system_power(self, result: CommandResult | None) -> float | None:
+        if result is None or not self.system_power:
             return None
         if result.exit_code in (127, 1) and not result.output.strip().startswith("Instantaneous"):
-            # No ipmitool, or no BMC behind it: system power is simply not available here.
+            # No ipmitool, or no BMC behind it: system power is simply not available here
+            # (the stream's script stops asking too).
             self.system_power = False
-            self.last_errors["ipmitool"] = result.output.strip()[-200:] or "not available"
+            self.last_errors[IPMI_PROBE] = result.output.strip()[-200:] or "not available"
             return None
-        if not result.ok:
-            self._failed("ipmitool", f"exited {result.exit_code}: {result.output.strip()[-200:]}")
-            return None
-        return parse_ipmitool_power(result.output)
+        output = self._output(IPMI_PROBE, result)
+        return parse_ipmitool_power(output) if output is not None else None
 
-    # -- one sample, the loop
+    # -- one round, polled or heard; the loops
+
+    def probes(self) -> dict[str, tuple[str, ...]]:
+        """What one round runs on the host, by probe name (ipmitool: on its rounds only)."""
+        wanted: dict[str, tuple[str, ...]] = {}
+        if self.tool is not None:
+            wanted[self.tool.key] = self.tool.argv
+        if self.host_stats == "proc":
+            wanted[PROC_PROBE] = PROC_ARGV
+        if self.system_power:
+            wanted[IPMI_PROBE] = IPMI_POWER_ARGV
+        return wanted
 
     def sample_once(self) -> list[MonitorRow]:
+        """Run this round's probes through the transport, one command each, and record them."""
         timestamp_ms = int(self.clock() * 1000)
+        due = self.samples_taken % self.system_power_every == 0
+        answers: dict[str, CommandResult | None] = {
+            probe: self._run(probe, argv) for probe, argv in self.probes().items() if probe != IPMI_PROBE or due}
+        return self.record_round(timestamp_ms, answers)
+
+    def record_round(self, timestamp_ms: int, answers: Mapping[str, CommandResult | None]) -> list[MonitorRow]:
+        """The rows of one round from its probes' answers (a probe absent: not asked this round)."""
         host = self.transport.host
-        rows = [MonitorRow(timestamp_ms, host, device=device) for device in self._devices()]
-        host_sample = self._host()
-        power = self._system_power()
+        rows = [MonitorRow(timestamp_ms, host, device=device)
+                for device in self._devices(answers.get(self.tool.key) if self.tool else None)]
+        host_sample = self._host(answers.get(PROC_PROBE))
+        power = self._system_power(answers.get(IPMI_PROBE))
         if host_sample is not None or power is not None:
             rows.append(MonitorRow(timestamp_ms, host, host_sample=host_sample, system_power_w=power))
         self._write(rows)
@@ -261,20 +288,39 @@ class MonitorSampler:
                 self._failed("sampler", f"{type(exc).__name__}: {exc}")
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
+    def _heard(self, timestamp_ms: int, answers: dict[str, CommandResult]) -> None:
+        try:
+            self.record_round(timestamp_ms, answers)
+        except Exception as exc:  # keep listening whatever one round did
+            self._failed("sampler", f"{type(exc).__name__}: {exc}")
+
     def start(self) -> MonitorSampler:
-        if self._thread is not None:
+        """Poll on this machine; elsewhere, listen to one long-lived command that runs
+        the probes on the host (monitor_stream.py): a new SSH command a second per
+        host costs the host a login shell each."""
+        if self._thread is not None or self._stream is not None:
             return self
         if self.host_stats == "psutil":
             psutil.cpu_percent(interval=None)  # the first call only primes the counter
         self._stop.clear()
+        if self.streamed:
+            rounds = RoundParser(self.transport.host, self.probes(), self._heard, self.clock)
+            argv = monitor_argv(self.probes(), self.interval_s, self.timeout_s, self.system_power_every)
+            self._stream = NodeStream(f"monitor {self.transport.host}", self.transport, argv, rounds.feed,
+                                      lambda message: log.info("%s", message)).start()
+            return self
         self._thread = threading.Thread(target=self._loop, name=f"monitor-{self.transport.host}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
+        wait_s = timeout if timeout is not None else self.timeout_s + self.interval_s + 5
+        if self._stream is not None:
+            self._stream.close(wait_s)
+            self._stream = None
         if self._thread is not None:
-            self._thread.join(timeout if timeout is not None else self.timeout_s + self.interval_s + 5)
+            self._thread.join(wait_s)
             self._thread = None
         with self._lock:
             if self._file is not None:
