@@ -28,7 +28,7 @@ from harness.backends.launch import ENV_FILE_NAME, check_hosts, container_env, n
 from harness.backends.node_checks import check_node
 from harness.backends.payload import NODE_LOG, NodeCollected, Payload, TransportFor, last_lines
 from harness.backends.stream_watch import parse_answer, watch_argv, watch_script
-from harness.backends.transport import Transport
+from harness.backends.transport import Transport, remove_tree_argv
 from harness.core.backend import Leftover, NodeState
 from harness.core.inventory import Host, Inventory, PayloadSpec
 from harness.core.job import Job
@@ -375,7 +375,7 @@ class BarePayload(Payload):
             if not removed.ok:
                 problems.append(f"secret file {env_file} not removed: {removed.output.strip()[-200:]}")
         if run_dir is not None:  # after the processes: their pid files are in it
-            folder = transport.run(["rm", "-rf", "--", run_dir], timeout=QUICK_S)
+            folder = transport.run(remove_tree_argv(run_dir), timeout=QUICK_S)
             if not folder.ok:
                 problems.append(f"run folder {run_dir} not removed: {folder.output.strip()[-200:]}")
         return ([f"{node.container_name} (killed {killed[0].removeprefix('@killed ')})"] if killed else []), problems

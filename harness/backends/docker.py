@@ -18,7 +18,7 @@ from harness.backends.marked import run_marked_batch
 from harness.backends.node_checks import check_node
 from harness.backends.payload import NodeCollected, Payload, TransportFor
 from harness.backends.stream_watch import parse_answer, watch_argv, watch_script
-from harness.backends.transport import Transport
+from harness.backends.transport import Transport, remove_tree_argv
 from harness.core.backend import Leftover, NodeState
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
@@ -154,7 +154,7 @@ class DockerPayload(Payload):
         if env_file is not None:  # a controller killed between writing and removing it
             steps.append((f"secret file {env_file}", remove_file_argv(env_file)))
         if run_dir is not None:
-            steps.append((f"run folder {run_dir}", ["rm", "-rf", "--", run_dir]))
+            steps.append((f"run folder {run_dir}", remove_tree_argv(run_dir)))
         answers = run_marked_batch(transport, [argv for _, argv in steps], timeout=120)
         container = answers[0]
         removed = [node.container_name] if container is not None and container.ok else []

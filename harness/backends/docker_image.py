@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.backends.docker_request import DockerNode
 from harness.backends.image import write_context
-from harness.backends.transport import Transport
+from harness.backends.transport import Transport, remove_tree_argv
 from harness.core.plan import ImagePlan
 from harness.errors import HarnessError, HostFault, HostUnreachable, RemoteCommandError, RunFailed
 from harness.parallel import run_all
@@ -42,7 +42,7 @@ def build(transport: Transport, entry: DockerNode, image: ImagePlan) -> None:
             transport.put_tree(context, context_remote)
         transport.run(entry.image.build, timeout=BUILD_S).check()
     finally:
-        transport.run(["rm", "-rf", "--", context_remote], timeout=QUICK_S)
+        transport.run(remove_tree_argv(context_remote), timeout=QUICK_S)
 
 
 def _copy_failed(what: str, failed: dict[str, str]) -> HostFault:
@@ -83,13 +83,13 @@ def copy_image(transport_for: TransportFor, source: DockerNode, targets: list[Do
                 except (HarnessError, OSError) as exc:
                     return str(exc)
                 finally:
-                    transport.run(["rm", "-rf", "--", target.image.image_folder], timeout=QUICK_S)
+                    transport.run(remove_tree_argv(target.image.image_folder), timeout=QUICK_S)
 
             failed = {t.node.host.name: why for t, why in zip(targets, run_all(load, targets)) if why is not None}
             if failed:
                 raise _copy_failed(f"copying {tag} (docker load)", failed)
     finally:
-        src.run(["rm", "-rf", "--", source.image.image_folder], timeout=QUICK_S)
+        src.run(remove_tree_argv(source.image.image_folder), timeout=QUICK_S)
 
 
 def prepare_image(transport_for: TransportFor, entries: list[DockerNode], image: ImagePlan) -> str:

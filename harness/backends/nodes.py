@@ -21,7 +21,7 @@ from harness.backends.monitors import Monitors
 from harness.backends.payload import Payload, failed_outcome
 from harness.backends.ssh import open_transport
 from harness.backends.stream_watch import StreamWatch
-from harness.backends.transport import Transport
+from harness.backends.transport import Transport, remove_tree_argv
 from harness.core.backend import ClusterBackend, Leftover, NodeWatch, PreflightReport
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
@@ -211,7 +211,7 @@ class NodeBackend(ClusterBackend):
                     outcomes.append(failed_outcome(host.name, int(rank), "", folder, run_dir, exc))
                     continue
                 if got.complete:
-                    transport.run(["rm", "-rf", "--", run_dir], timeout=QUICK_S)
+                    transport.run(remove_tree_argv(run_dir), timeout=QUICK_S)
                 outcomes.append(NodeOutcome(host=host.name, node_rank=int(rank), container="",
                                             exit_code=got.exit_code, log_dir=str(folder), last_lines=got.last_lines,
                                             collected=got.complete, remote_run_dir=run_dir, notes=got.notes))

@@ -53,7 +53,14 @@ from harness.backends.known_hosts import KnownHostsFile
 from harness.backends.sftp_tree import download_tree, upload_tree
 from harness.backends.ssh_connect import TRANSPORT_ERRORS, Refused, Transient, connect_once
 from harness.backends.ssh_watchdog import SftpSession, Watchdog
-from harness.backends.transport import CommandResult, FetchedFiles, LocalTransport, Transport, read_tail
+from harness.backends.transport import (
+    CommandResult,
+    FetchedFiles,
+    LocalTransport,
+    Transport,
+    read_tail,
+    remove_tree_argv,
+)
 from harness.core.inventory import Cluster, Host
 from harness.errors import ConnectionLost, HostUnreachable
 
@@ -373,7 +380,7 @@ class SshTransport(Transport):
                     channel.close()
 
     def put_tree(self, local: Path, remote: str) -> None:
-        self.run(["rm", "-rf", "--", remote], timeout=60).check()
+        self.run(remove_tree_argv(remote), timeout=60).check()
         self.run(["mkdir", "-p", "--", remote], timeout=30).check()
         with self._sftp(f"copying {local} to {remote}") as session:
             upload_tree(session, local, remote)

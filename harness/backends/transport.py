@@ -73,6 +73,11 @@ class FetchedFiles(list[Path]):
         self.skipped: list[str] = list(skipped or [])
 
 
+def remove_tree_argv(path: str) -> list[str]:
+    """The command that removes a folder on a host, whatever it holds ("--": a path is never an option)."""
+    return ["rm", "-rf", "--", path]
+
+
 def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
     """The last `limit` bytes of a file as text (from a line start when it was cut)."""
     try:

@@ -2,10 +2,12 @@
 into a CSV file, reads the rows back (read_monitor), and the peak device memory
 for the ``mem`` column.
 
-``MonitorSampler`` runs the vendor's device tool (registry.SMI_TOOLS) through a
-Transport in a background thread and appends one CSV row per device, and one
-for the host's CPU, memory and (from ipmitool) system power. A tool that fails
-is logged once and sampling goes on.
+``MonitorSampler`` runs the vendor's device tool (registry.SMI_TOOLS) and appends
+one CSV row per device, and one for the host's CPU, memory and (from ipmitool)
+system power. On the controller's own machine it polls them from a background
+thread; on another host it listens to one long-lived command that runs them in
+a loop there (monitor_stream.py). A tool that fails is logged once and sampling
+goes on.
 """
 
 from __future__ import annotations
