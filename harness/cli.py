@@ -237,9 +237,9 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             sys.stdout.write(build_plan(job, inventory, backend).render())
             return 0
         # A campaign holds these hosts: refuse, naming it (a dead one's lock is ignored with a warning).
-        backend.refuse_if_held(job, lambda message: _warn(console, message))
         result = run_job(job, inventory, backend, args.results, console, check_environment=gate,
-                         limits=limits, clean_orphans=args.clean_orphans, annotate=annotate)
+                         limits=limits, clean_orphans=args.clean_orphans, annotate=annotate,
+                         refuse_held=lambda: backend.refuse_if_held(job, lambda message: _warn(console, message)))
     except (HostUnreachable, HostsNotReady) as exc:  # not started (exit 2), but the host's fault counts
         quarantine.preflight_failed(exc, job.run_id)
         raise

@@ -251,11 +251,13 @@ def test_killed_controller_resumes_and_the_lock_refuses_others(
         assert f"controller {socket.gethostname()}, pid {proc.pid}" in refused.stderr
         assert not (tmp_path / "other-results" / "campaigns" / f"{campaign_name}x").exists() or not list(
             (tmp_path / "other-results" / "campaigns" / f"{campaign_name}x").iterdir())
-        bench = subprocess.run([sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu",
-                                "--config", "1x1", "--fix-hp", TINY, "--hosts", str(hosts), "--results",
-                                str(tmp_path / "bench-results"), "--run-id", f"{campaign_name}-bench"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-        assert bench.returncode == 2 and f"locked by campaign {campaign_name}" in bench.stderr, bench.stderr
+        for extra in ([], ["--clean-orphans"]):  # the lock is read beside the preflight, or before it removes anything
+            bench = subprocess.run([sys.executable, "-m", "harness", "bench", "--case", "resnet50", "--vendor", "cpu",
+                                    "--config", "1x1", "--fix-hp", TINY, "--hosts", str(hosts), "--results",
+                                    str(tmp_path / "bench-results"), "--run-id", f"{campaign_name}-bench{len(extra)}",
+                                    *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+            assert bench.returncode == 2 and f"locked by campaign {campaign_name}" in bench.stderr, bench.stderr
+            assert len(containers(job2_run, running=True)) == 2
 
         # Killed once both of job 2's ranks have written events, so there are logs to collect on resume.
         def job_2_logged() -> bool:  # 2x1: node k on host k runs rank k

@@ -24,6 +24,7 @@ from test_dry_run import normalise
 from test_faults import CASE, LONG, TINY, bench, bench_argv, containers_of, controller, results_of, wait_for_step, wait_running
 
 from harness import REPO_ROOT
+from harness.devices.sampler import read_monitor
 
 GOLDEN = Path(__file__).parent / "golden"
 BACKENDS = ("ssh-docker", "slurm", "slurm-bare")
@@ -70,6 +71,9 @@ def test_contract_a_2x2_run_end_to_end(backend: str, make_hosts_yaml: Callable[.
         for rank in ranks:  # world size 4: every rank's log came back under its node
             assert (out / folder / "container" / f"events_rank{rank}.log").is_file(), (folder, rank)
         assert (out / folder / "container.log").is_file()
+        # Each node's monitor: one long-lived command per node (over SSH, or as an srun step)
+        host_rows = [row.host_sample for row in read_monitor(out / folder / "monitor.csv") if row.kind == "host"]
+        assert host_rows and all(row is not None and row.mem_total_gib for row in host_rows), folder
     # Only rank 0 echoes its events; the other node's output may be empty.
     assert ":::BENCH " in (out / folders[0] / "container.log").read_text()
     assert "p_core" in done.stdout and run_id in done.stdout  # the table

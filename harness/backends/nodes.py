@@ -12,6 +12,7 @@ nodes were collected) is returned to the runner, which passes it back.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,12 +46,14 @@ class NodeBackend(ClusterBackend):
         self.inventory = inventory
         self.payload = payload
         self._transports: dict[str, Transport] = {}
+        self._transports_lock = threading.Lock()  # the lock check and the preflight run side by side
         self._monitors = Monitors()
 
     def transport(self, host: Host) -> Transport:
-        if host.name not in self._transports:
-            self._transports[host.name] = open_transport(host, self.inventory.cluster)
-        return self._transports[host.name]
+        with self._transports_lock:
+            if host.name not in self._transports:
+                self._transports[host.name] = open_transport(host, self.inventory.cluster)
+            return self._transports[host.name]
 
     # -- plan and preflight -----------------------------------------------------------
     def refuse_if_held(self, job: Job, warn: Callable[[str], None]) -> None:

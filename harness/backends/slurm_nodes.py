@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.backends.docker_collect import CONTAINER_FILES
@@ -38,6 +40,10 @@ class SrunTransport(Transport):
 
     def run_to_file(self, argv: list[str], dest: Path, timeout: float, stdin: bytes | None = None) -> CommandResult:
         return dataclasses.replace(self._local.run_to_file(self._argv(argv), dest, timeout, stdin), argv=argv)
+
+    def stream(self, argv: list[str], on_data: Callable[[bytes], None], stop: threading.Event) -> int | None:
+        """One long-lived step (the monitor's loop); ending srun ends the step."""
+        return self._local.stream(self._argv(argv), on_data, stop)
 
     def put_tree(self, local: Path, remote: str) -> None:
         self._local.put_tree(local, remote)

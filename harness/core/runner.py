@@ -157,29 +157,33 @@ class _Run:
     faults: list[Fault] = field(default_factory=list)  # what the error that ended a stage blames on a host
 
 
-def _prepare(plan: RunPlan, backend: ClusterBackend, clock: PhaseClock, console: Console,
-             check_environment: EnvironmentCheck | None, run: _Run) -> None:
-    if check_environment is not None:
-        # A reproduction checks the hosts against the page before anything is built.
-        with clock.phase("environment"):
-            run.environments = backend.environment(plan)
-        _report_host_differences(run.environments, console)
-        check_environment(plan, run.environments)
+def _prepare_and_launch(plan: RunPlan, backend: ClusterBackend, clock: PhaseClock, console: Console,
+                        check_environment: EnvironmentCheck | None, run: _Run, out_dir: Path) -> None:
+    """The image, then the workloads and their monitors. The hosts' environment is
+    captured first where a reproduction checks it against the page; otherwise beside
+    the image and the launch (it starts nothing), and waited for before the wait."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        capture = None
+        if check_environment is not None:
+            with clock.phase("environment"):
+                run.environments = backend.environment(plan)
+            _report_host_differences(run.environments, console)
+            check_environment(plan, run.environments)
+        else:
+            capture = pool.submit(backend.environment, plan)
         with clock.phase("image"):
             run.image_id = backend.prepare_image(plan)
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        capture = pool.submit(backend.environment, plan)
-        try:
-            with clock.phase("image"):
-                run.image_id = backend.prepare_image(plan)
-        finally:
-            with clock.phase("environment"):  # only what the image phase did not hide
+        with clock.phase("launch"):
+            run.launched, run.stage = True, "launch"  # from here on, containers may exist
+            backend.launch(plan)
+            backend.start_monitors(plan, out_dir)
+        if capture is not None:
+            with clock.phase("environment"):  # only what the image and the launch did not hide
                 try:
                     run.environments = capture.result()
                 except HarnessError as exc:
                     _warn(console, f"environment capture failed: {exc}")
-    _report_host_differences(run.environments, console)
+            _report_host_differences(run.environments, console)
 
 
 def _uncollected(node: NodePlan, out_dir: Path, note: str) -> NodeOutcome:
@@ -193,10 +197,19 @@ def _teardown(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Co
     """Stop, collect and remove on every host that still answers; record what stays on the others."""
     if not run.launched:
         return
-    try:
-        backend.stop_monitors()
-    except (HarnessError, OSError) as exc:
-        _warn(console, f"stopping the monitors failed: {exc}")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The monitors write here, on their own connections: they stop while the logs come back.
+        stopping = pool.submit(backend.stop_monitors)
+        try:
+            _stop_collect_remove(plan, backend, out_dir, console, run)
+        finally:
+            try:
+                stopping.result()
+            except (HarnessError, OSError) as exc:
+                _warn(console, f"stopping the monitors failed: {exc}")
+
+
+def _stop_collect_remove(plan: RunPlan, backend: ClusterBackend, out_dir: Path, console: Console, run: _Run) -> None:
     lost = set(run.outcome.lost_nodes)
     reachable = [node.node_rank for node in plan.nodes if node.node_rank not in lost]
     if run.outcome.kind == "stalled" and reachable:
@@ -256,10 +269,13 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
             console: Console | None = None, check_environment: EnvironmentCheck | None = None,
             limits: WatchLimits | None = None, clean_orphans: bool = False,
             annotate: Callable[[RunResult, Path], RunResult] | None = None,
-            on_progress: Callable[[StepProgress], None] | None = None) -> RunResult:
+            on_progress: Callable[[StepProgress], None] | None = None,
+            refuse_held: Callable[[], None] | None = None) -> RunResult:
     """Run the job to its end and record it. `annotate` adds to the result before
     it is recorded (a reproduction's comparison with the page); `on_progress` is
-    told rank 0's latest step while it trains (a campaign's live view)."""
+    told rank 0's latest step while it trains (a campaign's live view); `refuse_held`
+    raises when another controller holds the hosts (bench: a campaign's lock). It
+    runs beside the preflight, which starts nothing, and its verdict comes first."""
     console = console or Console(stderr=True, soft_wrap=True)
     limits = limits or WatchLimits(timeout_s=job.timeout_s)
     clock = PhaseClock(console)
@@ -268,8 +284,20 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
     out_dir = results_root / job.run_id / job.case / job.config_name
     console.print(f"[bold]run {job.run_id}[/bold]: {job.case} on {job.vendor} {job.config_name}")
 
-    with clock.phase("preflight"):  # bad input and unusable hosts end here, with nothing started
-        report = backend.preflight(plan, clean_orphans=clean_orphans)
+    with clock.phase("preflight"), ThreadPoolExecutor(max_workers=1) as pool:
+        # Bad input, held and unusable hosts end here, with nothing started. A campaign's
+        # running containers would look like orphans: its lock is named instead, and
+        # checked first where orphans are to be removed.
+        held = None
+        if refuse_held is not None and clean_orphans:
+            refuse_held()
+        elif refuse_held is not None:
+            held = pool.submit(refuse_held)
+        try:
+            report = backend.preflight(plan, clean_orphans=clean_orphans)
+        finally:
+            if held is not None:
+                held.result()
     # From here on the run always ends recorded in out_dir: only now is it worth naming.
     console.print(f"run {job.run_id}: results -> {out_dir}", highlight=False)
     for warning in report.warnings:
@@ -283,11 +311,7 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
             if plan.allocation:
                 console.print(f"allocated: {plan.allocation}")
             run.stage = "image"
-            _prepare(plan, backend, clock, console, check_environment, run)
-            with clock.phase("launch"):
-                run.launched, run.stage = True, "launch"  # from here on, containers may exist
-                backend.launch(plan)
-                backend.start_monitors(plan, out_dir)
+            _prepare_and_launch(plan, backend, clock, console, check_environment, run, out_dir)
             with clock.phase("wait"):
                 run.outcome = Watcher(plan, backend, console, limits, on_progress).wait()
         except KeyboardInterrupt:
