@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_hang import wait_until
 
 from harness.backends.transport import CommandResult, LocalTransport
 from harness.devices.ipmitool import parse_ipmitool_power
@@ -20,15 +20,6 @@ from harness.devices.monitor_stream import RoundParser, monitor_argv
 from harness.devices.sampler import MonitorSampler, read_monitor
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smi"
-DEADLINE_S = 30.0
-
-
-def wait_until(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE_S:.0f} s: {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
