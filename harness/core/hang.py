@@ -214,7 +214,8 @@ def triage(stacks: dict[int, RankStacks], expected_ranks: Iterable[int], suspect
     """Group the ranks by where their main threads stood. The biggest group is
     where most ranks wait; among groups of one size, one standing in a collective,
     then one elsewhere, then one inside DDP's hook; then the one with fewer of the
-    `suspects` (the ranks the stall watchdog named), then the one with the lowest rank. Every rank outside it is an outlier."""
+    `suspects` (the ranks the stall watchdog named), then the one with the lowest
+    rank. Every rank outside it is an outlier."""
     by_key: dict[tuple[tuple[str, str, int], ...], list[RankStacks]] = {}
     for rank in sorted(stacks):
         by_key.setdefault(_key(stacks[rank]), []).append(stacks[rank])
