@@ -139,7 +139,7 @@ def test_rounds_are_framed_and_a_cut_round_is_dropped() -> None:
 
 def test_the_loop_is_one_sh_command_with_quoted_probes() -> None:
     argv = monitor_argv({"nvidia-smi": ("nvidia-smi", "--format=csv,noheader"), "ipmitool": ("ipmitool", "x y")},
-                        interval_s=1.0, timeout_s=10.0, system_power_every=5)
+                        interval_s=1.0, timeout_s=10.0, every_nth={"ipmitool": 5})
     assert argv[:2] == ["sh", "-c"] and argv[3] == "monitor"
     script = argv[2]
     assert "$t nvidia-smi --format=csv,noheader 2>&1" in script and "$t ipmitool 'x y' 2>&1" in script

@@ -67,9 +67,8 @@ def monitor_script(probes: Mapping[str, tuple[str, ...]], interval_s: float, tim
 
 
 def monitor_argv(probes: Mapping[str, tuple[str, ...]], interval_s: float, timeout_s: float,
-                 system_power_every: int) -> list[str]:
-    every = {"ipmitool": system_power_every} if "ipmitool" in probes else {}
-    return ["sh", "-c", monitor_script(probes, interval_s, timeout_s, every), "monitor"]
+                 every_nth: Mapping[str, int]) -> list[str]:
+    return ["sh", "-c", monitor_script(probes, interval_s, timeout_s, every_nth), "monitor"]
 
 
 class RoundParser:

@@ -306,8 +306,10 @@ class MonitorSampler:
             psutil.cpu_percent(interval=None)  # the first call only primes the counter
         self._stop.clear()
         if self.streamed:
-            rounds = RoundParser(self.transport.host, self.probes(), self._heard, self.clock)
-            argv = monitor_argv(self.probes(), self.interval_s, self.timeout_s, self.system_power_every)
+            probes = self.probes()
+            rounds = RoundParser(self.transport.host, probes, self._heard, self.clock)
+            every_nth = {IPMI_PROBE: self.system_power_every} if IPMI_PROBE in probes else {}
+            argv = monitor_argv(probes, self.interval_s, self.timeout_s, every_nth)
             self._stream = NodeStream(f"monitor {self.transport.host}", self.transport, argv, rounds.feed,
                                       lambda message: log.info("%s", message)).start()
             return self
