@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
-from test_faults import CASE, TINY
+from test_faults import CASE, TINY, bench, bench_argv, containers_of, controller, wait_for_step, wait_running, work_dir
 
 from harness import REPO_ROOT
 from harness.devices.sampler import read_monitor
@@ -25,27 +25,6 @@ from harness.report.history import runs as history_runs
 
 if TYPE_CHECKING:  # pytest keeps one `conftest` module at a time: import for types only
     from conftest import TestInfra
-
-
-
-def bench(hosts: Path, results: Path, run_id: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", "bench", "--case", CASE, "--vendor", "cpu",
-         "--hosts", str(hosts), "--results", str(results), "--run-id", run_id, *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False,
-    )
-
-
-def containers_of(run_id: str) -> list[str]:
-    listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=bench.run_id={run_id}"],
-                            capture_output=True, text=True, timeout=30, check=True)
-    return listed.stdout.split()
-
-
-def running_containers_of(run_id: str) -> list[str]:
-    listed = subprocess.run(["docker", "ps", "-q", "--filter", f"label=bench.run_id={run_id}",
-                             "--filter", "status=running"], capture_output=True, text=True, timeout=30, check=True)
-    return listed.stdout.split()
 
 
 def test_two_nodes_by_two_processes(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
@@ -150,23 +129,12 @@ def test_crash_on_one_node_stops_the_other_and_keeps_the_logs(make_hosts_yaml: C
 def test_interrupt_during_training_cleans_up_and_records(make_hosts_yaml: Callable[..., Path],
                                                          tmp_path: Path) -> None:
     run_id = "e2e-interrupt"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "bench", "--case", CASE, "--vendor", "cpu", "--config", "2x1",
-         "--hosts", str(make_hosts_yaml()), "--results", str(tmp_path), "--run-id", run_id,
-         "--fix-hp", f"{TINY},epochs=1000"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and len(running_containers_of(run_id)) < 2:
-            time.sleep(0.5)
-        assert len(running_containers_of(run_id)) == 2, "containers never started"
-        time.sleep(3)
+    hosts = make_hosts_yaml()
+    with controller(bench_argv(hosts, tmp_path, run_id, "--config", "2x1", "--fix-hp", f"{TINY},epochs=1000")) as proc:
+        wait_running(run_id, 2, limit_s=180, proc=proc)
+        wait_for_step(work_dir(hosts))  # during training: rank 0 logged a step
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, stdout + stderr
     assert "interrupted" in stderr
     out = tmp_path / run_id / CASE / "2x1"

@@ -67,7 +67,9 @@ def docker(*args: str, engine: str | None = None, timeout: float = 60) -> subpro
 
 def containers_of(run_id: str, engine: str | None = None, running: bool = False) -> list[str]:
     args = ["ps", "-q" if running else "-aq", "--filter", f"label=bench.run_id={run_id}"]
-    return docker(*args, engine=engine).stdout.split()
+    listed = docker(*args, engine=engine)
+    assert listed.returncode == 0, listed.stderr  # an engine that did not answer lists nothing: not "none left"
+    return listed.stdout.split()
 
 
 def wait_running(run_id: str, count: int, engine: str | None = None, limit_s: float = 240,
