@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "site-packages"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench-site"))  # as a container's mounted packages
 import driver  # noqa: E402
 
 
@@ -167,9 +168,10 @@ def code(tmp_path: Path) -> Path:
     (root / "cases" / "driver.py").write_text(DRIVER_PY)
     (root / "site-packages" / "fakecomm" / "__init__.py").write_text("")
     (root / "site-packages" / "fakecomm" / "collective.py").write_text(COLLECTIVE_PY)
-    (root / "site-packages" / "ddp_comm_hooks").mkdir()
-    (root / "site-packages" / "ddp_comm_hooks" / "__init__.py").write_text("")
-    (root / "site-packages" / "ddp_comm_hooks" / "default_hooks.py").write_text(HOOKS_PY)
+    # where the test hosts' containers see torch: not below a site-packages folder
+    (root / "bench-site" / "ddp_comm_hooks").mkdir(parents=True)
+    (root / "bench-site" / "ddp_comm_hooks" / "__init__.py").write_text("")
+    (root / "bench-site" / "ddp_comm_hooks" / "default_hooks.py").write_text(HOOKS_PY)
     return root
 
 

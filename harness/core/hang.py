@@ -177,7 +177,9 @@ def _in_collective(stacks: RankStacks) -> bool:
 
 def _waits_for_others(stacks: RankStacks) -> int:
     """0: in a collective that waits; 1: elsewhere; 2: inside a call that never waits."""
-    if any(_STARTS_ASYNC_PATH in frame.file for frame in stacks.frames):
+    # the path as dumped: `file` keeps folders only below site-packages, and a container may
+    # see its packages elsewhere (a mounted environment)
+    if any(_STARTS_ASYNC_PATH in frame.path.replace("\\", "/") for frame in stacks.frames):
         return 2
     return 0 if _in_collective(stacks) else 1
 
