@@ -115,8 +115,9 @@ class FakeBackend(ClusterBackend):
                     latest[global_rank] = Event(time_ms, key, global_rank, value)
         return latest
 
-    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
+    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> list[int]:
         self._call("dump_stacks", node_ranks)
+        return []
 
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         self._call("stop", node_ranks)

@@ -170,6 +170,7 @@ def test_bare_paused_node_is_stalled_with_stacks(make_hosts_yaml: Callable[..., 
     out = tmp_path / run_id / CASE / "2x1"
     result = json.loads((out / "results.json").read_text())
     assert result["failure_kind"] == "stalled", result["failure"]
+    assert result["hang"]["frozen_nodes"] == ["node 1 (node2)"], result["hang"]
     assert "most recent call first" in (out / "node2_noderank1" / "container" / "stacks_rank1.log").read_text()
     wait_gone(run_id)
 

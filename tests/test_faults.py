@@ -199,7 +199,9 @@ def test_hung_node_is_stopped_as_stalled_with_stacks(make_hosts_yaml: Callable[.
     lines = result["failure"].splitlines()
     assert lines[0].startswith("hung apart from the others: rank 1 (node2) in ") or \
         lines[0].startswith("all 2 ranks wait in one place: "), result["failure"]
+    assert "frozen (paused or stopped) when the stall was found: node 1 (node2)" in lines, result["failure"]
     assert result["hang"] and result["hang"]["groups"] and result["hang"]["missing_ranks"] == [], result["hang"]
+    assert result["hang"]["frozen_nodes"] == ["node 1 (node2)"]
     out = tmp_path / run_id / "resnet50" / "2x1"
     for node, rank in (("node1_noderank0", 0), ("node2_noderank1", 1)):
         assert (out / node / "container.log").is_file()

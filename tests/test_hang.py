@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.bare import _THAW
 from harness.core.hang import hang_triage, main_thread, parse_dumps, ranks_text, read_rank_stacks
 from harness.core.results import NodeOutcome
 
@@ -344,3 +345,57 @@ def test_a_rank_inside_ddps_hook_is_the_outlier_not_the_one_awaiting_it(code: Pa
     assert hang.groups[0].frames[0] == f"cases/driver.py:{line_of(DRIVER_PY, '# as DDP awaits')} in step"
     assert hang.summary.splitlines()[0] == (
         f"hung apart from the others: rank {hook_rank} ({host}) in cases/driver.py:{line_of(DRIVER_PY, 'allreduce_hook(phase)')} in train")
+
+
+@pytest.mark.parametrize("frozen_rank", [0, 1])
+def test_a_frozen_nodes_rank_is_the_outlier_when_the_stacks_cannot_tell(code: Path, tmp_path: Path,
+                                                                        ranks: list[Rank], frozen_rank: int) -> None:
+    """A paused rank stood in its optimizer step while the other waited in backward, in C++:
+    neither stack names a collective, and the watchdog names the waiting rank. The node
+    found frozen (the backend thawed it to dump its stacks) is the one the other waited for."""
+    results = tmp_path / "results"
+    nodes = [node(results, "alpha", 0), node(results, "beta", 1)]
+    modes = ["compute" if rank == frozen_rank else "step" for rank in range(2)]
+    for rank, mode in enumerate(modes):
+        ranks.append(Rank(code, Path(nodes[rank].log_dir) / "container", rank, mode))
+    for rank, mode in zip(ranks, modes):
+        rank.reached(mode)
+        rank.dump()
+    waiting = 1 - frozen_rank
+    unaided = hang_triage(nodes, world_size=2, suspects=[waiting])
+    assert [o.rank for o in unaided.outliers] == [waiting]  # the stacks and the watchdog alone blame it
+    hang = hang_triage(nodes, world_size=2, suspects=[waiting], frozen_nodes=[frozen_rank])
+    host = nodes[frozen_rank].host
+    assert [(o.rank, o.host) for o in hang.outliers] == [(frozen_rank, host)]
+    assert hang.frozen_nodes == [f"node {frozen_rank} ({host})"]
+    lines = hang.summary.splitlines()
+    assert lines[0] == (f"hung apart from the others: rank {frozen_rank} ({host}) in cases/driver.py:"
+                        f"{line_of(DRIVER_PY, '# the compute rank')} in compute")
+    assert lines[2] == f"frozen (paused or stopped) when the stall was found: node {frozen_rank} ({host})"
+
+
+def test_the_bare_thaw_says_whether_a_process_of_the_node_was_stopped(tmp_path: Path) -> None:
+    """The bare payload's thaw before a stack dump: real processes of two nodes of one run,
+    one of them stopped with SIGSTOP; only that node reads as frozen, and it runs again."""
+    env = {"BENCH_RUN_ID": "thaw-run", "BENCH_HOST": "alpha", "PATH": "/usr/bin:/bin"}
+    procs = {node_rank: subprocess.Popen(["sleep", "300"], env={**env, "BENCH_NODE_RANK": str(node_rank)})
+             for node_rank in (0, 1)}
+    try:
+        procs[1].send_signal(signal.SIGSTOP)
+        wait_until("sleep stopped", lambda: process_state(procs[1].pid) == "T")
+
+        def thaw(node_rank: int) -> str:
+            return subprocess.run(["sh", "-c", _THAW, "bench-cont", "thaw-run", str(node_rank), "alpha"],
+                                  capture_output=True, text=True, check=True, timeout=DEADLINE_S).stdout
+        assert thaw(0).split() == []
+        assert thaw(1).split() == ["frozen"]
+        wait_until("sleep continued", lambda: process_state(procs[1].pid) == "S")
+        assert thaw(1).split() == []  # thawed: not frozen any more
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait(timeout=DEADLINE_S)
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]

@@ -69,6 +69,20 @@ run_pids() {
 }
 """
 
+# $1 run id, $2 node rank, $3 host: SIGCONT to every process of the node; prints "frozen" when
+# one of them stood stopped (state T: SIGSTOP; t: a tracer's stop). The state follows the
+# command name in /proc/<pid>/stat, which may hold spaces and parentheses: cut after the last ")".
+_FROZEN_MARK = "frozen"
+_THAW = _RUN_PIDS + rf"""
+p=$(run_pids "$@")
+[ -n "$p" ] || exit 0
+for q in $p; do
+  case $(sed 's/.*) //' "/proc/$q/stat" 2>/dev/null | cut -c1) in T|t) echo {_FROZEN_MARK}; break;; esac
+done
+kill -CONT $p 2>/dev/null
+exit 0
+"""
+
 # $1 run folder, $2 grace seconds, $3 run id, $4 node rank, $5 host: SIGCONT (a paused run
 # cannot act on a signal), SIGTERM to node.sh (it forwards it to torchrun, which forwards it
 # to its workers), then SIGKILL to every process of the node still there after the grace.
@@ -331,14 +345,15 @@ class BarePayload(Payload):
     def _stop_argv(self, run_dir: str, run_id: str, node_rank: int, host: str, grace_s: int) -> list[str]:
         return ["sh", "-c", _STOP, "bench-stop", run_dir, str(grace_s), run_id, str(node_rank), host]
 
-    def dump_stacks(self, transport: Transport, plan: RunPlan, node: NodePlan) -> None:
+    def dump_stacks(self, transport: Transport, plan: RunPlan, node: NodePlan) -> bool:
         code = f"{node.host_run_dir}/{CODE_DIR}"
         # A paused process cannot write its stacks: continue every process of the node first.
-        transport.run(["sh", "-c", _RUN_PIDS + 'p=$(run_pids "$@"); [ -z "$p" ] || kill -CONT $p', "bench-cont",
-                       plan.job.run_id, str(node.node_rank), node.host.name], timeout=QUICK_S)
+        thawed = transport.run(["sh", "-c", _THAW, "bench-cont", plan.job.run_id, str(node.node_rank),
+                                node.host.name], timeout=QUICK_S)
         transport.run(self._setup_argv(["env", f"PYTHONPATH={code}", self.spec.python, "-m", "cases.stacks",
                                         "--run-id", plan.job.run_id, "--node-rank", str(node.node_rank)]),
                       timeout=QUICK_S)
+        return _FROZEN_MARK in thawed.output.split()
 
     def stop(self, transport: Transport, plan: RunPlan, node: NodePlan) -> None:
         transport.run(self._stop_argv(node.host_run_dir, plan.job.run_id, node.node_rank, node.host.name,

@@ -110,13 +110,15 @@ class DockerPayload(Payload):
     def parse_state(self, node_rank: int, text: str) -> NodeState:
         return parse_docker_state(node_rank, text)
 
-    def dump_stacks(self, transport: Transport, plan: RunPlan, node: NodePlan) -> None:
+    def dump_stacks(self, transport: Transport, plan: RunPlan, node: NodePlan) -> bool:
         docker = docker_cli(node.host)
-        # A frozen (paused) container cannot run anything: thaw it first.
-        transport.run([*docker, "unpause", node.container_name], timeout=QUICK_S)
+        # A frozen (paused) container cannot run anything: thaw it first. `unpause` succeeds
+        # only on a paused container, so its status says whether the node was frozen.
+        thawed = transport.run([*docker, "unpause", node.container_name], timeout=QUICK_S).ok
         # cases/stacks.py signals the training processes (not torchrun); each writes stacks_rank<r>.log.
         transport.run([*docker, "exec", node.container_name, plan.vendor.python, "-m", "cases.stacks"],
                       timeout=QUICK_S)
+        return thawed
 
     def stop(self, transport: Transport, plan: RunPlan, node: NodePlan) -> None:
         # SIGTERM reaches torchrun, which forwards it to its workers; then SIGKILL.

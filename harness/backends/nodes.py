@@ -131,8 +131,14 @@ class NodeBackend(ClusterBackend):
                             for node in plan.nodes_in(node_ranks)],
                            self.payload.parse_state)
 
-    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
-        self._on_each(plan, node_ranks, lambda node: self.payload.dump_stacks(self.transport(node.host), plan, node))
+    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> list[int]:
+        def dump(node: NodePlan) -> int | None:
+            try:
+                return node.node_rank if self.payload.dump_stacks(self.transport(node.host), plan, node) else None
+            except HarnessError:  # as _on_each: that host's trouble is reported by cleanup
+                return None
+
+        return [rank for rank in run_all(dump, plan.nodes_in(node_ranks)) if rank is not None]
 
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         self._on_each(plan, node_ranks, lambda node: self.payload.stop(self.transport(node.host), plan, node))

@@ -81,8 +81,9 @@ class Payload(ABC):
         """A node's state from one `@state` line of watch_argv's output."""
 
     @abstractmethod
-    def dump_stacks(self, transport: Transport, plan: RunPlan, node: NodePlan) -> None:
-        """Ask the node's training processes to write their Python stacks."""
+    def dump_stacks(self, transport: Transport, plan: RunPlan, node: NodePlan) -> bool:
+        """Ask the node's training processes to write their Python stacks; True when
+        they were frozen (paused, stopped) and had to be thawed for it."""
 
     @abstractmethod
     def stop(self, transport: Transport, plan: RunPlan, node: NodePlan) -> None:

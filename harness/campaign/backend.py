@@ -88,8 +88,8 @@ class CachingBackend(ClusterBackend):
     def watch(self, plan: RunPlan, node_ranks: list[int]) -> NodeWatch:
         return self.inner.watch(plan, node_ranks)
 
-    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
-        self.inner.dump_stacks(plan, node_ranks)
+    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> list[int]:
+        return self.inner.dump_stacks(plan, node_ranks)
 
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         self.inner.stop(plan, node_ranks)

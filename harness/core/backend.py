@@ -199,9 +199,11 @@ class ClusterBackend(ABC):
         raise NotImplementedError(f"{type(self).__name__} has neither watch() nor progress()")
 
     @abstractmethod
-    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> None:
+    def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> list[int]:
         """Ask every training process of these nodes to write its Python stacks
-        into its logs (before a stalled run is stopped)."""
+        into its logs (before a stalled run is stopped). Returns the nodes whose
+        workload stood frozen (paused, stopped) and was thawed for it: a frozen
+        rank waited for nobody, the others waited for it."""
 
     @abstractmethod
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:

@@ -7,7 +7,10 @@ runs cases/run.py ``main``) is reduced to its innermost frames; ranks that
 stand in the same frames form a group. In a typical hang most ranks wait in
 the same collective and one rank is somewhere else: that rank, outside the
 biggest group, is named first in the failure report, with its host and the
-innermost frame of the training code.
+innermost frame of the training code. Stacks alone cannot always say who waits
+for whom (a rank waiting in backward shows no collective: the wait is in C++),
+so a node the backend found frozen when it asked for the dump (a paused
+container, stopped processes) counts too: its ranks waited for nobody.
 """
 
 from __future__ import annotations
@@ -212,17 +215,20 @@ def _group_place(group: StackGroup) -> str:
     return innermost
 
 
-def triage(stacks: dict[int, RankStacks], expected_ranks: Iterable[int], suspects: Iterable[int] = ()) -> HangTriage:
+def triage(stacks: dict[int, RankStacks], expected_ranks: Iterable[int], suspects: Iterable[int] = (),
+           frozen_nodes: Iterable[int] = ()) -> HangTriage:
     """Group the ranks by where their main threads stood. The biggest group is
-    where most ranks wait; among groups of one size, one standing in a collective,
-    then one elsewhere, then one inside DDP's hook; then the one with fewer of the
-    `suspects` (the ranks the stall watchdog named), then the one with the lowest
-    rank. Every rank outside it is an outlier."""
+    where most ranks wait; among groups of one size, the one with fewer ranks on
+    `frozen_nodes` (found paused or stopped: they waited for nobody), then one
+    standing in a collective, then one elsewhere, then one inside DDP's hook; then
+    the one with fewer of the `suspects` (the ranks the stall watchdog named), then
+    the one with the lowest rank. Every rank outside it is an outlier."""
     by_key: dict[tuple[tuple[str, str, int], ...], list[RankStacks]] = {}
     for rank in sorted(stacks):
         by_key.setdefault(_key(stacks[rank]), []).append(stacks[rank])
-    suspected = set(suspects)
-    members = sorted(by_key.values(), key=lambda ranks: (-len(ranks), _waits_for_others(ranks[0]),
+    suspected, frozen = set(suspects), set(frozen_nodes)
+    members = sorted(by_key.values(), key=lambda ranks: (-len(ranks), sum(r.node_rank in frozen for r in ranks),
+                                                         _waits_for_others(ranks[0]),
                                                          sum(r.rank in suspected for r in ranks), ranks[0].rank))
     groups = []
     for ranks in members:
@@ -232,12 +238,16 @@ def triage(stacks: dict[int, RankStacks], expected_ranks: Iterable[int], suspect
     outliers = [HangOutlier(rank=r.rank, host=r.host, node_rank=r.node_rank, training_frame=r.where)
                 for ranks in members[1:] for r in ranks]
     missing = sorted(set(expected_ranks) - set(stacks))
-    result = HangTriage(groups=groups, outliers=sorted(outliers, key=lambda o: o.rank), missing_ranks=missing)
+    hosts = {r.node_rank: r.host for r in stacks.values()}
+    frozen_text = [f"node {n} ({hosts[n]})" if n in hosts else f"node {n}" for n in sorted(frozen)]
+    result = HangTriage(groups=groups, outliers=sorted(outliers, key=lambda o: o.rank), missing_ranks=missing,
+                        frozen_nodes=frozen_text)
     return result.model_copy(update={"summary": "\n".join(triage_lines(result))})
 
 
 def triage_lines(hang: HangTriage) -> list[str]:
-    """The lines that lead a stalled run's failure report: the outliers, then where the others wait."""
+    """The lines that lead a stalled run's failure report: the outliers, where the others wait,
+    the nodes found frozen, the ranks without stacks."""
     lines = []
     if hang.outliers:
         lines.append("hung apart from the others: " + "; ".join(
@@ -249,11 +259,14 @@ def triage_lines(hang: HangTriage) -> list[str]:
     elif hang.groups:
         main = hang.groups[0]
         lines.append(f"{ranks_text(main.ranks)} wait{'s' if len(main.ranks) == 1 else ''} in {_group_place(main)}")
+    if hang.frozen_nodes:
+        lines.append(f"frozen (paused or stopped) when the stall was found: {', '.join(hang.frozen_nodes)}")
     if hang.missing_ranks:
         lines.append(f"no stacks came back from {ranks_text(hang.missing_ranks)}")
     return lines
 
 
-def hang_triage(nodes: list[NodeOutcome], world_size: int, suspects: Iterable[int] = ()) -> HangTriage:
+def hang_triage(nodes: list[NodeOutcome], world_size: int, suspects: Iterable[int] = (),
+                frozen_nodes: Iterable[int] = ()) -> HangTriage:
     """The triage of a stalled run from its collected logs."""
-    return triage(read_rank_stacks(nodes), range(world_size), suspects)
+    return triage(read_rank_stacks(nodes), range(world_size), suspects, frozen_nodes)

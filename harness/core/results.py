@@ -166,6 +166,7 @@ class HangTriage(BaseModel):
     groups: list[StackGroup] = Field(default_factory=list)
     outliers: list[HangOutlier] = Field(default_factory=list)
     missing_ranks: list[int] = Field(default_factory=list)  # no stacks file, or an empty one
+    frozen_nodes: list[str] = Field(default_factory=list)  # "node 1 (host)": stood paused or stopped
     summary: str = ""  # the lines that lead the failure report
 
 

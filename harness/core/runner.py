@@ -155,6 +155,7 @@ class _Run:
     nodes: list[NodeOutcome] = field(default_factory=list)
     left_on_hosts: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)  # what the error that ended a stage blames on a host
+    frozen_nodes: list[int] = field(default_factory=list)  # a stalled run's nodes found paused or stopped
 
 
 def _prepare_and_launch(plan: RunPlan, backend: ClusterBackend, clock: PhaseClock, console: Console,
@@ -214,7 +215,7 @@ def _stop_collect_remove(plan: RunPlan, backend: ClusterBackend, out_dir: Path, 
     reachable = [node.node_rank for node in plan.nodes if node.node_rank not in lost]
     if run.outcome.kind == "stalled" and reachable:
         # Where did it hang? Every rank writes its Python stacks into its logs.
-        backend.dump_stacks(plan, reachable)
+        run.frozen_nodes = backend.dump_stacks(plan, reachable)
         time.sleep(STACK_DUMP_WAIT_S)
     if not run.outcome.ok and reachable:
         backend.stop(plan, reachable)
@@ -348,7 +349,8 @@ def run_job(job: Job, inventory: Inventory, backend: ClusterBackend, results_roo
         metrics = None
         kind = refine_kind(run.outcome, by_rank)
         # A stalled run: where each rank stood when its stacks were dumped, outliers first.
-        hang = hang_triage(run.nodes, job.world_size, run.outcome.stalled_ranks) if run.outcome.kind == "stalled" else None
+        hang = hang_triage(run.nodes, job.world_size, run.outcome.stalled_ranks,
+                           run.frozen_nodes) if run.outcome.kind == "stalled" else None
         failure = None if run.outcome.ok else failure_report(run.outcome, run.nodes, by_rank, hang)
         config_event = last(by_rank.get(0, []), "config")
         try:
