@@ -275,3 +275,39 @@ def test_the_gpu_check_script_runs_on_the_cpu_vendor(tmp_path: Path) -> None:
     assert "0 run(s) failed" in proc.stdout and "p_core" in proc.stdout and "busbw" in proc.stdout
     monitors = list((tmp_path / "out" / "results").glob("gpu-*-mobilenetv2-fp32/mobilenetv2/1x1/*/monitor.csv"))
     assert monitors and len(monitors[0].read_text().splitlines()) >= 2
+
+
+def test_a_torch_that_does_not_import_is_one_clear_error_and_leaves_no_run_folder(tmp_path: Path) -> None:
+    """The preflight reads torch's version from its metadata (no import: seconds saved per
+    node); the Python environment probe imports it. A torch that is installed but does not
+    import (a missing shared library) is the inventory's python, exit 2, nothing left."""
+    broken = tmp_path / "broken"
+    (broken / "torch").mkdir(parents=True)
+    (broken / "torch" / "__init__.py").write_text(
+        "raise ImportError('libtorch_cpu.so: cannot open shared object file: No such file or directory')\n")
+    hosts = local_inventory(tmp_path, free_port())
+    inventory = yaml.safe_load(hosts.read_text())
+    inventory["cluster"]["payload"]["setup"] = f"export PYTHONPATH={broken}"
+    hosts.write_text(yaml.safe_dump(inventory))
+    proc = bench(hosts, tmp_path / "results", "bare-broken-torch", "--config", "1x2", "--fix-hp", TINY)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{hosts}: cluster.payload.python: the Python on here cannot run the job" in proc.stderr, proc.stderr
+    assert "libtorch_cpu.so: cannot open shared object file" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not list((tmp_path / "work").glob("runs/bare-broken-torch/node*")), "a run folder is left"
+
+
+def test_a_python_without_torch_is_refused_at_preflight(tmp_path: Path) -> None:
+    """An interpreter that does not see torch at all (here: site-packages left out with -S)."""
+    python = tmp_path / "python-without-site"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    python.chmod(0o755)
+    hosts = local_inventory(tmp_path, free_port())
+    inventory = yaml.safe_load(hosts.read_text())
+    inventory["cluster"]["payload"]["python"] = str(python)
+    hosts.write_text(yaml.safe_dump(inventory))
+    proc = bench(hosts, tmp_path / "results", "bare-no-torch", "--config", "1x2", "--fix-hp", TINY)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert (f"{hosts}: cluster.payload.python: the Python on here cannot run the job: it has no torch "
+            f"({python}: ModuleNotFoundError: No module named 'torch')") in proc.stderr, proc.stderr
+    assert not list((tmp_path / "work").glob("runs/bare-no-torch/node*/code")), "code was put before the check"

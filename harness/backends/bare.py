@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import REPO_ROOT
+from harness.backends.bare_python import TORCH_PROBE, python_environment, setup_argv
 from harness.backends.docker_collect import CONTAINER_FILES, redact_file
 from harness.backends.launch import ENV_FILE_NAME, check_hosts, container_env, node_run_dir, train_argv
 from harness.backends.node_checks import check_node
@@ -127,27 +128,6 @@ state() {
 await() { p=$(cat "$1/state/payload.pid" 2>/dev/null) && tail --pid="$p" -f /dev/null; }
 """
 WATCH_SCRIPT = watch_script(_WATCH_FUNCTIONS)
-
-# What prepare() reports in place of an image id: the interpreter, its torch and a
-# hash of every installed distribution (name==version, sorted).
-_PYTHON_ENV_PROBE = """\
-import hashlib, platform, sys
-try:
-    from importlib import metadata
-    dists = sorted("%s==%s" % (d.metadata["Name"], d.version) for d in metadata.distributions())
-except Exception:
-    dists = []
-try:
-    import torch
-    torch_version = torch.__version__
-except Exception as exc:
-    torch_version = "none (%s)" % exc
-digest = hashlib.sha256("\\n".join(dists).encode()).hexdigest()[:12]
-print("@env %s (Python %s, torch %s, %d packages sha256:%s)" % (
-    sys.executable, platform.python_version(), torch_version, len(dists), digest))
-"""
-_TORCH_PROBE = "import sys, torch; print('@torch', torch.__version__, sys.executable)"
-
 
 @dataclass(frozen=True)
 class BareNode:
@@ -262,23 +242,6 @@ def parse_processes(output: str) -> dict[str, dict[str, str]]:
     return found
 
 
-def setup_argv(spec: PayloadSpec, argv: list[str]) -> list[str]:
-    """argv run after the payload's setup lines (a module load puts python on the PATH)."""
-    if not spec.setup.strip():
-        return argv
-    return ["sh", "-c", spec.setup.strip() + '\nexec "$@"', "bench-setup", *argv]
-
-
-def python_environment(transport: Transport, spec: PayloadSpec) -> str:
-    """What runs the job in place of an image: the interpreter, its torch and a hash of
-    every installed distribution."""
-    probe = transport.run(setup_argv(spec, [spec.python, "-c", _PYTHON_ENV_PROBE]), timeout=120)
-    found = [line for line in probe.output.splitlines() if line.startswith("@env ")]
-    if not probe.ok or not found:
-        raise RunFailed(f"{transport.host}: the Python environment probe failed: {probe.output.strip()[-300:]}")
-    return found[-1].removeprefix("@env ")
-
-
 class BarePayload(Payload):
     name = "bare"
 
@@ -290,7 +253,7 @@ class BarePayload(Payload):
 
     def check(self, transport: Transport, plan: RunPlan, node: NodePlan) -> tuple[dict[str, str], list[str]]:
         facts, warnings, answers = check_node(transport, plan, node, {
-            "torch": self._setup_argv([self.spec.python, "-c", _TORCH_PROBE]),
+            "torch": self._setup_argv([self.spec.python, "-c", TORCH_PROBE]),
             "setsid": ["sh", "-c", "command -v setsid"],
             "same_run": ["test", "!", "-e", f"{node.host_run_dir}/{STATE_DIR}/{PID_FILE}"],
         })
@@ -298,8 +261,8 @@ class BarePayload(Payload):
         answer = next((line for line in torch.output.splitlines() if line.startswith("@torch ")), None)
         if not torch.ok or answer is None:
             last = torch.output.strip().splitlines()[-1:] or ["no answer"]
-            raise UserError(f"the Python on {node.host.name} cannot run the job: `{self.spec.python} -c 'import "
-                            f"torch'` failed: {last[0][-300:]}", file=plan.inventory_source,
+            raise UserError(f"the Python on {node.host.name} cannot run the job: it has no torch "
+                            f"({self.spec.python}: {last[0][-300:]})", file=plan.inventory_source,
                             field="cluster.payload.python")
         facts["torch"], facts["python"] = answer.split()[1], answer.split()[-1]
         if not answers["setsid"].ok:
@@ -323,9 +286,14 @@ class BarePayload(Payload):
                 (stage / "node.sh").write_text(entry.script, encoding="utf-8")
                 transport = transport_for(entry.node.host)
                 transport.put_tree(stage, f"{entry.run_dir}/{CODE_DIR}")
-                return python_environment(transport, self.spec)
+                return python_environment(transport, self.spec, plan.inventory_source)
 
-            described = run_all(put, request.nodes)
+            try:
+                described = run_all(put, request.nodes)
+            except HarnessError:  # nothing was launched: the code put on the nodes goes again
+                run_all(lambda entry: transport_for(entry.node.host).run(remove_tree_argv(entry.run_dir),
+                                                                           timeout=QUICK_S), request.nodes)
+                raise
         return described[0] if len(set(described)) == 1 else "; ".join(
             f"{entry.node.host.name}: {text}" for entry, text in zip(request.nodes, described))
 

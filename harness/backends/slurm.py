@@ -23,7 +23,8 @@ from pydantic import ValidationError
 
 from harness import REPO_ROOT
 from harness.backends import docker_image
-from harness.backends.bare import BarePayload, python_environment
+from harness.backends.bare import BarePayload
+from harness.backends.bare_python import python_environment
 from harness.backends.docker import DockerPayload
 from harness.backends.docker_request import DockerNode, image_commands, image_of
 from harness.backends.fabric_checks import check_inventory_fabric
@@ -58,7 +59,7 @@ from harness.core.job import Job
 from harness.core.plan import NodePlan, RunPlan, node_dir_name
 from harness.core.results import FailureKind, NodeOutcome
 from harness.core.vendor import VendorSpec
-from harness.errors import RunFailed, UserError
+from harness.errors import HarnessError, RunFailed, UserError
 from harness.hostinfo.model import EnvironmentInfo
 from harness.parallel import run_all
 from harness.secrets import env_file_text
@@ -291,7 +292,13 @@ class SlurmBackend(ClusterBackend):
             for node in plan.nodes:
                 shutil.copytree(REPO_ROOT / "cases", Path(node.host_run_dir, "code", "cases"), dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            return python_environment(self._on(plan, plan.nodes[0].host), self.inventory.cluster.payload)
+            try:
+                return python_environment(self._on(plan, plan.nodes[0].host), self.inventory.cluster.payload,
+                                          plan.inventory_source)
+            except HarnessError:  # nothing was launched: the code copied for it goes again
+                for node in plan.nodes:
+                    shutil.rmtree(node.host_run_dir, ignore_errors=True)
+                raise
         if self.settings.container == "pyxis":
             return self.settings.container_image or image_of(plan).tag  # each task imports it
         entries = [DockerNode(node=node, docker=["docker"], run_argv=[],
