@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -176,14 +175,13 @@ def test_clean_finds_leftover_containers_by_label(make_hosts_yaml: Callable[...,
 
 def test_timeout_stops_the_run_and_reports_it(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
     run_id = "e2e-timeout"
-    started = time.monotonic()
     proc = bench(make_hosts_yaml(hosts=["node1"]), tmp_path, run_id, "--config", "1x1", "--timeout", "12",
                  "--fix-hp", f"{TINY},epochs=1000")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert time.monotonic() - started < 60
     result = json.loads((tmp_path / run_id / CASE / "1x1" / "results.json").read_text())
+    # the limit stopped it (1000 epochs do not end by themselves), not before it was reached
     assert result["status"] == "failed" and result["failure_kind"] == "timeout"
-    assert "timed out after 12 s" in result["failure"]
+    assert "timed out after 12 s" in result["failure"] and result["phase_seconds"]["wait"] >= 12
     # Collected all the same (how far training got in 12 s depends on the machine: the live
     # progress line is checked where a step is waited for, tests/test_faults.py's SIGHUP test).
     assert (tmp_path / run_id / CASE / "1x1" / "node1_noderank0" / "container.json").is_file()

@@ -58,10 +58,8 @@ def test_lost_host_is_infra_and_the_others_are_collected(make_hosts_yaml: Callab
         wait_running(run_id, 2, proc=proc)
         wait_for_step(work_dir(hosts), rank=1)
         spare.stop()
-        lost_at = time.monotonic()
-        stdout, stderr = proc.communicate(timeout=240)
+        stdout, stderr = proc.communicate(timeout=240)  # a deadline: LONG trains far longer
         assert proc.returncode == 1, stdout + stderr
-        assert time.monotonic() - lost_at < 90
         out = results / run_id / CASE / "2x1"
         result = json.loads((out / "results.json").read_text())
         assert result["status"] == "failed" and result["failure_kind"] == "infra"
