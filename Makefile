@@ -44,8 +44,9 @@ campaign: setup
 	@$(CAMPAIGN_CMD)
 
 # Everything the tests need (setup + two SSH test hosts), then the whole suite on two
-# pytest-xdist workers: every test of the test hosts on one of them, in order (they share
-# the hosts; tests/conftest.py groups them), everything else on the other.
+# pytest-xdist workers: every test of the SSH test hosts on one of them, in order (they share
+# the hosts), the Slurm cluster's in order beside them (tests/conftest.py groups both), and
+# everything else wherever a worker is free.
 test:
 	@bash tests/infra/setup.sh
 	@$(MAKE) --no-print-directory lint

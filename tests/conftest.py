@@ -169,7 +169,12 @@ MARKERS: dict[str, str] = {
     "make_slurm_yaml": "slurm",  # the single-machine Slurm cluster (tests/infra/slurm.sh)
     "training_processes": "payload",  # torchrun / the payload / the cases' training scripts, here
 }
-SHARED_MARKERS = frozenset({"hosts", "slurm"})  # what the tests of the test hosts share
+# One pytest-xdist worker runs every test of a group, in order. The Slurm cluster's tests
+# are a group of their own, beside the SSH test hosts' (on the one Docker engine, each
+# side's workloads are labelled for its own host names, which the other's orphan checks
+# and `clean` leave alone); a test may use one of the two, not both.
+SLURM_GROUP, HOSTS_GROUP = "slurm", "testhosts"
+SSH_HOSTS_FIXTURE = "make_hosts_yaml"
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers
@@ -179,8 +184,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         markers = sorted({marker for fixture, marker in MARKERS.items() if fixture in names})
         for marker in markers:
             item.add_marker(marker)
-        if SHARED_MARKERS.intersection(markers):  # one pytest-xdist worker runs every test that shares the test hosts, in order
-            item.add_marker(pytest.mark.xdist_group("testhosts"))
+        if "slurm" in markers:
+            if SSH_HOSTS_FIXTURE in names:
+                raise pytest.UsageError(f"{item.nodeid} uses both the Slurm cluster and the SSH test hosts: "
+                                        "their tests run side by side, so one test uses one of them")
+            item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
+        elif "hosts" in markers:
+            item.add_marker(pytest.mark.xdist_group(HOSTS_GROUP))
 
 
 def write_hosts_yaml(

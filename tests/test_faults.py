@@ -298,18 +298,22 @@ def test_clean_without_run_id_spares_running_containers(make_hosts_yaml: Callabl
                   infra.base_image, "sleep", "300").stdout.strip()
     dead = docker("run", "--detach", "--net=host", "--label", f"bench.run_id={run_id}", "--name", f"bench-{run_id}-n1",
                   infra.base_image, "true").stdout.strip()
+    # on the same engine, labelled for a host outside the inventory (a Slurm node's): not clean's
+    other = docker("run", "--detach", "--net=host", "--label", f"bench.run_id={run_id}", "--label", "bench.host=n9",
+                   "--name", f"bench-{run_id}-n9", infra.base_image, "true").stdout.strip()
     try:
         docker("wait", dead)
+        docker("wait", other)
         hosts = make_hosts_yaml()
         clean = [sys.executable, "-m", "harness", "clean", "--hosts", str(hosts)]
         spare = subprocess.run(clean, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
         assert spare.returncode == 0, spare.stderr
-        assert containers_of(run_id) == [live[:12]]
+        assert sorted(containers_of(run_id)) == sorted([live[:12], other[:12]])
         assert "left running" in spare.stderr
         every = subprocess.run([*clean, "--all"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-        assert every.returncode == 0 and containers_of(run_id) == []
+        assert every.returncode == 0 and containers_of(run_id) == [other[:12]]
     finally:
-        docker("rm", "--force", live, dead)
+        docker("rm", "--force", live, dead, other)
 
 
 def test_planted_files_cannot_overwrite_or_escape(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:

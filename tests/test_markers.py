@@ -1,7 +1,7 @@
 """The markers tests/conftest.py derives from the fixtures a test uses (MARKERS): what
-`make test-fast` leaves out comes from them, and only the tests of the test hosts
-share one pytest-xdist worker. Checked on real test modules, collected by a pytest
-of their own with a probe plugin that prints each selected test's markers."""
+`make test-fast` leaves out comes from them, the tests of the SSH test hosts share
+one pytest-xdist worker and the Slurm cluster's another. Checked on real test modules,
+collected by a pytest of their own with a probe plugin that prints each test's markers."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def pytest_collection_finish(session):
         print("PROBE", item.nodeid, ",".join(names), ",".join(groups), sep="\\t")
 '''
 
-MODULES = ["tests/test_progress_e2e.py", "tests/test_allreduce.py", "tests/cases/test_cases_runs.py"]
+MODULES = ["tests/test_progress_e2e.py", "tests/test_allreduce.py", "tests/cases/test_cases_runs.py",
+           "tests/test_slurm.py"]
 
 
 def collect(tmp_path: Path, expression: str) -> dict[str, tuple[set[str], set[str]]]:
@@ -53,6 +54,11 @@ def test_payload_and_hosts_markers_come_from_the_fixtures_and_only_hosts_share_a
     # Unit tests carry none of them, so -m leaves them out.
     assert "tests/test_allreduce.py::test_the_default_sweep_is_8_bytes_to_256_mib_doubling" not in found
     assert "tests/test_allreduce.py::test_the_table_of_a_run_without_bandwidth_events_is_none" not in found
-    # The test hosts are shared: one worker runs their tests; payload tests run anywhere.
-    assert all(found[nodeid][1] == {"testhosts"} for nodeid in hosts)
+    # The test hosts are shared: one worker runs their tests, another the Slurm cluster's;
+    # payload tests run anywhere.
+    slurm = {nodeid for nodeid, (names, _) in found.items() if "slurm" in names}
+    assert "tests/test_slurm.py::test_contract_a_2x2_run_end_to_end[slurm-bare]" in slurm
+    assert "tests/test_slurm.py::test_contract_a_2x2_run_end_to_end_over_ssh" in hosts - slurm
+    assert all(found[nodeid][1] == {"slurm"} for nodeid in slurm)
+    assert all(found[nodeid][1] == {"testhosts"} for nodeid in hosts - slurm)
     assert all(found[nodeid][1] == set() for nodeid in payload - hosts)

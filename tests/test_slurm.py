@@ -27,7 +27,7 @@ from harness import REPO_ROOT
 from harness.devices.sampler import read_monitor
 
 GOLDEN = Path(__file__).parent / "golden"
-BACKENDS = ("ssh-docker", "slurm", "slurm-bare")
+SLURM_BACKENDS = ("slurm", "slurm-bare")
 
 
 def slurm_jobs(run_id: str) -> list[str]:
@@ -42,9 +42,7 @@ def assert_nothing_left(run_id: str, slurm_yaml: Path | None = None) -> None:
     assert slurm_jobs(run_id) == [], "a Slurm job of the run is left"
 
 
-def inventory(backend: str, make_hosts_yaml: Callable[..., Path], make_slurm_yaml: Callable[..., Path]) -> Path:
-    if backend == "ssh-docker":
-        return make_hosts_yaml()
+def slurm_inventory(backend: str, make_slurm_yaml: Callable[..., Path]) -> Path:
     path = make_slurm_yaml()
     if backend == "slurm-bare":  # no container: torchrun from this machine's venv on each node
         loaded = yaml.safe_load(path.read_text())
@@ -54,12 +52,20 @@ def inventory(backend: str, make_hosts_yaml: Callable[..., Path], make_slurm_yam
     return path
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_contract_a_2x2_run_end_to_end(backend: str, make_hosts_yaml: Callable[..., Path],
-                                       make_slurm_yaml: Callable[..., Path], tmp_path: Path) -> None:
+# One contract, two tests: the Slurm cluster and the SSH test hosts are each one
+# pytest-xdist group's (tests/conftest.py), and those two groups run side by side.
+def test_contract_a_2x2_run_end_to_end_over_ssh(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    check_contract("ssh-docker", make_hosts_yaml(), tmp_path)
+
+
+@pytest.mark.parametrize("backend", SLURM_BACKENDS)
+def test_contract_a_2x2_run_end_to_end(backend: str, make_slurm_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    check_contract(backend, slurm_inventory(backend, make_slurm_yaml), tmp_path)
+
+
+def check_contract(backend: str, hosts: Path, tmp_path: Path) -> None:
     run_id = f"contract-{backend}"
-    done = bench(inventory(backend, make_hosts_yaml, make_slurm_yaml), tmp_path, run_id,
-                 "--config", "2x2", "--fix-hp", TINY, timeout=400)
+    done = bench(hosts, tmp_path, run_id, "--config", "2x2", "--fix-hp", TINY, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     result = results_of(tmp_path, run_id, "2x2")
     assert result["status"] == "success" and result["failure_kind"] is None

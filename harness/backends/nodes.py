@@ -239,11 +239,15 @@ class NodeBackend(ClusterBackend):
             raise  # names the host and the inventory field already
         except HarnessError as exc:
             raise RunFailed(f"cannot list the {self.payload.name} workloads: {exc}") from exc
-        # Hosts may share one engine (or one machine): one entry per workload.
+        # Hosts may share one engine (or one machine): one entry per workload, and only those
+        # labelled for one of these hosts (or unlabelled): another host's, say a Slurm node's
+        # on the same engine, is neither an orphan here nor `clean`'s to remove.
+        names = {"", *(host.name for host in hosts)}
         unique: dict[str, Leftover] = {}
         for found in listed:
             for leftover in found:
-                unique.setdefault(leftover.container, leftover)
+                if leftover.labelled_host in names:
+                    unique.setdefault(leftover.container, leftover)
         return list(unique.values())
 
     def remove(self, leftovers: list[Leftover]) -> list[str]:
