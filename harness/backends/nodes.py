@@ -32,7 +32,7 @@ from harness.core.vendor import VendorSpec
 from harness.errors import HarnessError, HostUnreachable, RunFailed, UserError
 from harness.hostinfo.model import EnvironmentInfo
 from harness.hostlock import DEFAULT_STALE_AFTER_S, refuse_if_locked
-from harness.parallel import run_all
+from harness.parallel import ResultT, run_all
 
 QUICK_S = 30.0
 
@@ -132,27 +132,25 @@ class NodeBackend(ClusterBackend):
                            self.payload.parse_state)
 
     def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> list[int]:
-        def dump(node: NodePlan) -> int | None:
-            try:
-                return node.node_rank if self.payload.dump_stacks(self.transport(node.host), plan, node) else None
-            except HarnessError:  # as _on_each: that host's trouble is reported by cleanup
-                return None
-
-        return [rank for rank in run_all(dump, plan.nodes_in(node_ranks)) if rank is not None]
+        frozen = self._on_each(plan, node_ranks,
+                               lambda node: self.payload.dump_stacks(self.transport(node.host), plan, node))
+        return [node.node_rank for node, was in zip(plan.nodes_in(node_ranks), frozen) if was]
 
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         self._on_each(plan, node_ranks, lambda node: self.payload.stop(self.transport(node.host), plan, node))
 
-    def _on_each(self, plan: RunPlan, node_ranks: list[int], action: Callable[[NodePlan], None]) -> None:
-        """One host's failure (lost, engine error) must not stop the same action on the
+    def _on_each(self, plan: RunPlan, node_ranks: list[int],
+                 action: Callable[[NodePlan], ResultT]) -> list[ResultT | None]:
+        """What the action gave on each of these nodes, in their order; None where it failed.
+        One host's failure (lost, engine error) must not stop the same action on the
         others; what failed is left for cleanup, which reports what stays."""
-        def guarded(node: NodePlan) -> None:
+        def guarded(node: NodePlan) -> ResultT | None:
             try:
-                action(node)
+                return action(node)
             except HarnessError:
-                pass
+                return None
 
-        run_all(guarded, plan.nodes_in(node_ranks))
+        return run_all(guarded, plan.nodes_in(node_ranks))
 
     def tail(self, plan: RunPlan, node_rank: int, lines: int) -> list[str]:
         node = plan.nodes[node_rank]

@@ -359,9 +359,9 @@ class SlurmBackend(ClusterBackend):
     def dump_stacks(self, plan: RunPlan, node_ranks: list[int]) -> list[int]:
         if self.settings.container == "pyxis":
             return []
-        frozen = run_all(lambda node: self.node_payload.dump_stacks(self._on(plan, node.host), plan, node),
-                         plan.nodes_in(node_ranks))
-        return [node.node_rank for node, was in zip(plan.nodes_in(node_ranks), frozen) if was]
+        nodes = plan.nodes_in(node_ranks)
+        frozen = run_all(lambda node: self.node_payload.dump_stacks(self._on(plan, node.host), plan, node), nodes)
+        return [node.node_rank for node, was in zip(nodes, frozen) if was]
 
     def stop(self, plan: RunPlan, node_ranks: list[int]) -> None:
         """scancel: every task stops its container and saves its logs (Slurm stops
