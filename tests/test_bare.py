@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 # The test hosts are this machine: its venv has torch (the cpu vendor's image borrows it too).
 PYTHON = sys.executable
-BARE = {"backend": "ssh", "payload": {"type": "bare", "python": PYTHON}, "env": {"GLOO_SOCKET_IFNAME": "lo", **RANK_ENV},
+BARE_PAYLOAD = {"type": "bare", "python": PYTHON}
+BARE = {"backend": "ssh", "payload": BARE_PAYLOAD, "env": {"GLOO_SOCKET_IFNAME": "lo", **RANK_ENV},
         "mounts": []}
 
 
@@ -83,10 +84,12 @@ def kill_run_processes() -> Any:
                 pass
 
 
-def local_inventory(tmp_path: Path, master_port: int) -> Path:
+def local_inventory(tmp_path: Path, master_port: int, **payload: str) -> Path:
+    """This machine as the one host of a bare run; `payload` is merged over the payload section."""
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump({
-        "cluster": {**BARE, "backend": "local", "master_port": master_port},
+        "cluster": {**BARE, "backend": "local", "master_port": master_port,
+                    "payload": {**BARE_PAYLOAD, **payload}},
         "hosts": [{"name": "here", "address": "127.0.0.1", "transport": "local", "devices": 2,
                    "work_dir": str(tmp_path / "work")}]}))
     return path
@@ -285,10 +288,7 @@ def test_a_torch_that_does_not_import_is_one_clear_error_and_leaves_no_run_folde
     (broken / "torch").mkdir(parents=True)
     (broken / "torch" / "__init__.py").write_text(
         "raise ImportError('libtorch_cpu.so: cannot open shared object file: No such file or directory')\n")
-    hosts = local_inventory(tmp_path, free_port())
-    inventory = yaml.safe_load(hosts.read_text())
-    inventory["cluster"]["payload"]["setup"] = f"export PYTHONPATH={broken}"
-    hosts.write_text(yaml.safe_dump(inventory))
+    hosts = local_inventory(tmp_path, free_port(), setup=f"export PYTHONPATH={broken}")
     proc = bench(hosts, tmp_path / "results", "bare-broken-torch", "--config", "1x2", "--fix-hp", TINY)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"{hosts}: cluster.payload.python: the Python on here cannot run the job" in proc.stderr, proc.stderr
@@ -302,10 +302,7 @@ def test_a_python_without_torch_is_refused_at_preflight(tmp_path: Path) -> None:
     python = tmp_path / "python-without-site"
     python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
     python.chmod(0o755)
-    hosts = local_inventory(tmp_path, free_port())
-    inventory = yaml.safe_load(hosts.read_text())
-    inventory["cluster"]["payload"]["python"] = str(python)
-    hosts.write_text(yaml.safe_dump(inventory))
+    hosts = local_inventory(tmp_path, free_port(), python=str(python))
     proc = bench(hosts, tmp_path / "results", "bare-no-torch", "--config", "1x2", "--fix-hp", TINY)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert (f"{hosts}: cluster.payload.python: the Python on here cannot run the job: it has no torch "

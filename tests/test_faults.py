@@ -184,10 +184,7 @@ def test_hung_node_is_stopped_as_stalled_with_stacks(make_hosts_yaml: Callable[.
                                "--stall-timeout", "15", case="resnet50")) as proc:
         wait_running(run_id, 2, proc=proc)
         wait_for_step(work_dir(hosts), rank=1)
-        paused = [c for c in containers_of(run_id, running=True)
-                  if docker("inspect", "--format", '{{index .Config.Labels "bench.node_rank"}}', c).stdout.strip() == "1"]
-        assert len(paused) == 1
-        assert docker("pause", paused[0]).returncode == 0
+        assert docker("pause", node_container(run_id, 1)).returncode == 0
         stdout, stderr = proc.communicate(timeout=180)  # a deadline: the 24 h limit would never come
     assert proc.returncode == 1, stdout + stderr
     result = results_of(tmp_path, run_id, "2x1", case="resnet50")

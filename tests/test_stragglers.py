@@ -16,9 +16,9 @@ from pathlib import Path
 
 from test_faults import (
     bench_argv,
-    containers_of,
     controller,
     docker,
+    node_container,
     results_of,
     wait_for_step,
     wait_running,
@@ -36,14 +36,6 @@ CAPPED_CPUS = "0.4"
 EVEN_CPUSET = "0"
 
 
-def _node_container(run_id: str, node_rank: int) -> str:
-    found = [c for c in containers_of(run_id, running=True)
-             if docker("inspect", "--format", '{{index .Config.Labels "bench.node_rank"}}', c).stdout.strip()
-             == str(node_rank)]
-    assert len(found) == 1, found
-    return found[0]
-
-
 def test_a_node_whose_cpu_is_capped_is_named_a_straggler(make_hosts_yaml: Callable[..., Path],
                                                           tmp_path: Path) -> None:
     run_id = "straggler-capped"
@@ -52,7 +44,7 @@ def test_a_node_whose_cpu_is_capped_is_named_a_straggler(make_hosts_yaml: Callab
                                str(SITE_THRESHOLD), "--fix-hp", f"{TINY},epochs=2,max_steps={STEPS}", case=CASE)) as proc:
         wait_running(run_id, 2, proc=proc)
         wait_for_step(work_dir(hosts), rank=1)
-        capped = docker("update", "--cpus", CAPPED_CPUS, _node_container(run_id, 1))
+        capped = docker("update", "--cpus", CAPPED_CPUS, node_container(run_id, 1))
         assert capped.returncode == 0, capped.stderr
         stdout, stderr = proc.communicate(timeout=1200)  # a deadline, not a speed
     assert proc.returncode == 0, stdout + stderr
@@ -81,7 +73,7 @@ def test_the_same_run_on_even_nodes_names_no_straggler(make_hosts_yaml: Callable
                                f"{TINY},epochs=2,max_steps={STEPS}", case=CASE)) as proc:
         wait_running(run_id, 2, proc=proc)
         for node_rank in (0, 1):
-            capped = docker("update", "--cpuset-cpus", EVEN_CPUSET, _node_container(run_id, node_rank))
+            capped = docker("update", "--cpuset-cpus", EVEN_CPUSET, node_container(run_id, node_rank))
             assert capped.returncode == 0, capped.stderr
         stdout, stderr = proc.communicate(timeout=1200)  # a deadline, not a speed
     assert proc.returncode == 0, stdout + stderr
