@@ -20,8 +20,10 @@ PROCESS_START = time.time()  # first thing: e2e_time counts from here, before to
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import faulthandler  # noqa: E402
+import importlib.util  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -51,6 +53,23 @@ class Terminated(Exception):
     run records run_stop failed before it ends."""
 
 
+def _torchvision_version() -> Optional[str]:
+    """torchvision's own version string (with its build tag, e.g. "+cu130", which
+    its package metadata may lack), read from the version.py it is built with
+    rather than imported: the import costs a second of CPU, on every rank of a
+    case that builds no model. Imported only where that file says nothing."""
+    loaded = sys.modules.get("torchvision")
+    if loaded is not None:
+        return str(loaded.__version__)
+    found = importlib.util.find_spec("torchvision")
+    if found is None or found.origin is None:
+        return None
+    version_file = Path(found.origin).with_name("version.py")
+    text = version_file.read_text(errors="replace") if version_file.is_file() else ""
+    match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return match.group(1) if match else str(__import__("torchvision").__version__)
+
+
 def framework_versions() -> Dict[str, str]:
     """What this process trains with, as the environment record names it
     (harness/hostinfo/model.py FrameworkVersions): strings, "unknown" when absent."""
@@ -59,7 +78,7 @@ def framework_versions() -> Dict[str, str]:
     probes: Dict[str, Callable[[], object]] = {
         "cudnn": lambda: torch.backends.cudnn.version(),
         "nccl": lambda: ".".join(str(part) for part in torch.cuda.nccl.version()),
-        "torchvision": lambda: __import__("torchvision").__version__,
+        "torchvision": _torchvision_version,
     }
     for name, probe in probes.items():
         try:
