@@ -87,6 +87,9 @@ def test_unreachable_host_fails_before_anything_starts(make_hosts_yaml: Callable
     assert "Traceback" not in proc.stderr
     assert containers_of(run_id) == []
     assert not (tmp_path / run_id).exists()
+    # node1 answered, and its checks made the run's folder there: gone again with the refusal
+    assert (work_dir(hosts) / "node1" / "runs").is_dir()
+    assert list(work_dir(hosts).glob(f"*/runs/{run_id}")) == []
 
 
 def test_unknown_host_key_is_rejected(make_hosts_yaml: Callable[..., Path], tmp_path: Path) -> None:

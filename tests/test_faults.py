@@ -281,6 +281,8 @@ def test_killed_controller_leaves_orphans_that_the_next_run_refuses(make_hosts_y
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert run_id in refused.stderr and "--clean-orphans" in refused.stderr
         assert not (tmp_path / next_id).exists() and containers_of(next_id) == []
+        assert list(work_dir(hosts).glob(f"*/runs/{next_id}")) == []  # the checks' folders went with the refusal
+        assert len(list(work_dir(hosts).glob(f"*/runs/{run_id}/node*"))) == 2  # the killed run's stay
         cleaned = bench(hosts, tmp_path, next_id, "--config", "2x1", "--fix-hp", f"{TINY},max_steps=2",
                         "--clean-orphans")
         assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr

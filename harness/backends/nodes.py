@@ -22,7 +22,7 @@ from harness.backends.monitors import Monitors
 from harness.backends.payload import Payload, failed_outcome
 from harness.backends.ssh import open_transport
 from harness.backends.stream_watch import StreamWatch
-from harness.backends.transport import Transport, remove_tree_argv
+from harness.backends.transport import Transport, remove_empty_dirs_argv, remove_tree_argv
 from harness.core.backend import ClusterBackend, Leftover, NodeWatch, PreflightReport
 from harness.core.inventory import Host, Inventory
 from harness.core.job import Job
@@ -65,6 +65,31 @@ class NodeBackend(ClusterBackend):
         return self.payload.plan(job, inventory if inventory.hosts else self.inventory, vendor)
 
     def preflight(self, plan: RunPlan, clean_orphans: bool = False) -> PreflightReport:
+        try:
+            return self._preflight(plan, clean_orphans)
+        except HarnessError as exc:
+            self._remove_empty_run_dirs(plan, exc)
+            raise
+
+    def _remove_empty_run_dirs(self, plan: RunPlan, refusal: HarnessError) -> None:
+        """A refused run leaves nothing on its hosts: the folders the checks made go
+        again where they stayed empty. A host never reached, or the one the refusal
+        blames for not answering, is not asked (it had none made, or would not answer)."""
+        blamed = refusal.host if isinstance(refusal, HostUnreachable) else None
+        with self._transports_lock:
+            reached = set(self._transports) - {blamed}
+        first_rank: dict[str, int] = {}
+        folders: dict[str, list[str]] = {}  # a host's nodes' folders, then their {work_dir}/runs/{run_id}
+        for node in plan.nodes:
+            if node.host.name in reached:
+                first_rank.setdefault(node.host.name, node.node_rank)
+                folders.setdefault(node.host.name, []).extend([node.host_log_dir, node.host_run_dir])
+        for made in folders.values():
+            made += sorted({folder.rsplit("/", 1)[0] for folder in made[1::2]})
+        self._on_each(plan, list(first_rank.values()), lambda node: self.transport(node.host).run(
+            remove_empty_dirs_argv(*folders[node.host.name]), timeout=QUICK_S))
+
+    def _preflight(self, plan: RunPlan, clean_orphans: bool) -> PreflightReport:
         report = PreflightReport()
         # The orphan listing and the hosts' checks run side by side (one round trip
         # each); orphans are judged first: a killed run's workloads also hold the

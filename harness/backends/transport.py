@@ -78,6 +78,12 @@ def remove_tree_argv(path: str) -> list[str]:
     return ["rm", "-rf", "--", path]
 
 
+def remove_empty_dirs_argv(*paths: str) -> list[str]:
+    """The command that removes these folders, in order, each only if it is empty
+    (a folder holding anything stays, and that is no error)."""
+    return ["sh", "-c", 'for dir in "$@"; do rmdir -- "$dir" 2>/dev/null; done; exit 0', "sh", *paths]
+
+
 def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
     """The last `limit` bytes of a file as text (from a line start when it was cut)."""
     try:
