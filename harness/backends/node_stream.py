@@ -85,7 +85,7 @@ class NodeStream:
             with self._lock:
                 self._up = False
                 self._why_down = why
-            self._on_change(f"{self.name}: the watch stream ended ({why}); reopening it")
+            self._on_change(f"{self.name} stream ended ({why}); reopening it")
             self._stop.wait(self._reopen_s)
 
     def _feed(self, data: bytes) -> None:

@@ -120,7 +120,7 @@ class StreamWatch(NodeWatch):
         self._ranks_of = {node.node_rank: set(node_ranks_of(node, nproc_per_node)) for node, _, _ in nodes}
         self._opened = time.monotonic()
         self._streams = {
-            node.node_rank: NodeStream(node.host.name, transport, argv,
+            node.node_rank: NodeStream(f"{node.host.name}'s watch", transport, argv,
                                        on_line=functools.partial(self._on_line, node.node_rank),
                                        on_change=self._stream_changed)
             for node, transport, argv in nodes}

@@ -310,7 +310,7 @@ class MonitorSampler:
             rounds = RoundParser(self.transport.host, probes, self._heard, self.clock)
             every_nth = {IPMI_PROBE: self.system_power_every} if IPMI_PROBE in probes else {}
             argv = monitor_argv(probes, self.interval_s, self.timeout_s, every_nth)
-            self._stream = NodeStream(f"monitor {self.transport.host}", self.transport, argv, rounds.feed,
+            self._stream = NodeStream(f"{self.transport.host}'s monitor", self.transport, argv, rounds.feed,
                                       lambda message: log.info("%s", message)).start()
             return self
         self._thread = threading.Thread(target=self._loop, name=f"monitor-{self.transport.host}", daemon=True)

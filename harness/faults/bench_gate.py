@@ -39,7 +39,7 @@ class BenchQuarantine:
         if not held:
             return
         if not dry_run and not self.ignore:
-            refuse_quarantined(self.results, self.hosts)
+            refuse_quarantined(self.results, self.hosts, listed=listed)
         why = "bench refuses it (--ignore-quarantine runs anyway)" if dry_run else "running anyway (--ignore-quarantine)"
         for entry in held:
             _warn(self.console, f"quarantined: {entry.describe()}; {why}")

@@ -171,9 +171,11 @@ class QuarantineStore:
         return removed[0] if removed else None
 
 
-def refuse_quarantined(results: Path, hosts: list[str], now: dt.datetime | None = None) -> None:
-    """HostQuarantined naming the first quarantined host, its codes and since when."""
-    listed = QuarantineStore(results).load()
+def refuse_quarantined(results: Path, hosts: list[str], now: dt.datetime | None = None,
+                       listed: QuarantineList | None = None) -> None:
+    """HostQuarantined naming the first quarantined host, its codes and since when;
+    `listed`: the list as the caller already read it from results (else read here)."""
+    listed = listed if listed is not None else QuarantineStore(results).load()
     for host in hosts:
         entry = listed.active(host, now)
         if entry is not None:
