@@ -6,10 +6,11 @@ so four hosts stand on the two test machines:
   the job runs on the spare in its place, the attempt says which replaced which,
   the second occurrence quarantines it (BENCH-H01), and a campaign stopped and
   resumed keeps the quarantine (the spare is used without trying the host again);
-- the bad node found for real: one host's containers throttled (`docker update
-  --cpu-quota`) to a fiftieth of a CPU in their timed sweep, the bandwidth gate
-  set between the healthy and the capped figure: the pairwise runs name that host (BENCH-F02) and
-  quarantine it, and with no spare left the job's retry is skipped;
+- the bad node found for real: one host's containers throttled (their cgroup's
+  CFS quota, tests/cpu_throttle.py) to a fiftieth of a CPU in their timed sweep,
+  the bandwidth gate set between the healthy and the capped figure: the pairwise
+  runs name that host (BENCH-F02) and quarantine it, and with no spare left the
+  job's retry is skipped;
 - two hosts and no spare: both suspects, nobody quarantined.
 
 Every test removes the containers of its campaign in a finally (campaign_name).
@@ -21,16 +22,13 @@ import json
 import os
 import signal
 import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cpu_throttle import throttled_by_progress
 from test_campaign_e2e import (
     TINY,
     campaign_argv,
@@ -49,20 +47,18 @@ if TYPE_CHECKING:
     from conftest import TestInfra
 
 # One size, 1 MiB (where the peak always was), timed over 40 iterations so that a healthy pair's
-# figure is a mean over tens of milliseconds, not a lucky few. The 100 warm-ups give the watcher
-# below time to tighten a capped rank's throttle before the clock starts: 0.25 s at full speed,
-# where the watcher took 30-90 ms from the rank's event to `docker update` done (beside a CPU hog
-# and the Slurm tests as well).
-SWEEP = "min_bytes=1048576,max_bytes=1048576,step_factor=4,warmup_iters=100,iters=40"
-# How the capped host's containers are throttled, by the last event their rank wrote: CFS period
-# and quota in µs (the kernel's smallest quota is 1 ms; -1: no limit). From `config` (torch
-# imported, the process group not yet formed) a tenth of a CPU in 1 ms slices, to lengthen the
-# untimed start of the sweep; from `train_start` a fiftieth
-# (a capped rank needs about 1 ms of CPU per all-reduce, so it takes about 50 ms where a healthy
-# pair takes 2-4); from `train_stop` no limit, so that the rank's exit does not take most of a
-# minute. With Docker's `--cpus 0.1` throughout (10 ms slices) the capped pairs came within 2x of
-# the healthy ones, and beside a CPU hog within the bar.
-THROTTLE_BY_EVENT = {"config": ("10000", "1000"), "train_start": ("50000", "1000"), "train_stop": ("100000", "-1")}
+# figure is a mean over tens of milliseconds, not a lucky few; 30 warm-ups before the clock starts
+# (0.2 s at a tenth of a CPU, where the throttle below follows the rank's events within 1-4 ms).
+SWEEP = "min_bytes=1048576,max_bytes=1048576,step_factor=4,warmup_iters=30,iters=40"
+# How node3's containers are throttled, by the last event their rank wrote: CFS period and quota
+# in µs (the kernel's smallest quota is 1 ms; None: no limit). From `config` (torch imported, the
+# process group not yet formed) a tenth of a CPU in 1 ms slices, which stretches the untimed start
+# of the sweep tenfold; from `train_start` a fiftieth (a capped rank needs about 1 ms of CPU per
+# all-reduce, so it takes about 50 ms where a healthy pair takes 2-4); from `train_stop` no limit,
+# so that the rank's exit is not slowed. Docker's `--cpus 0.1` throughout (10 ms slices) brought
+# capped pairs within 2x of healthy ones, and beside a CPU hog within the bar.
+THROTTLE_BY_EVENT: dict[str, tuple[int, int | None]] = {
+    "config": (10_000, 1_000), "train_start": (50_000, 1_000), "train_stop": (100_000, None)}
 
 
 @pytest.fixture
@@ -158,74 +154,6 @@ def test_an_unreachable_host_runs_on_the_spare_is_quarantined_and_the_resume_kee
     assert containers(campaign_name) == []
 
 
-def _last_event(log_dir: Path) -> str | None:
-    """The latest of THROTTLE_BY_EVENT's keys that a rank in log_dir has written."""
-    text = "".join(events.read_text(errors="replace") for events in log_dir.glob("events_rank*.log"))
-    reached = [key for key in THROTTLE_BY_EVENT if f'"key": "{key}"' in text]
-    return reached[-1] if reached else None
-
-
-@dataclass
-class Throttled:
-    """What capped() did: container id -> run id of those throttled to a fiftieth
-    before their timed sweep ended, and each change as "<run id> <event> at <ms>"."""
-
-    during_sweep: dict[str, str] = field(default_factory=dict)
-    changes: list[str] = field(default_factory=list)
-
-
-@contextmanager
-def capped(host: str, prefix: str) -> Iterator[Throttled]:
-    """Every container of `host` whose run id starts with prefix, throttled as
-    THROTTLE_BY_EVENT says as its rank goes on. Throttling from the container's
-    start would make torchrun's and the rank's imports of torch take most of a
-    minute per run."""
-    stop = threading.Event()
-    done = Throttled()
-    applied: dict[str, str] = {}
-    log_dirs: dict[str, Path] = {}
-
-    def log_dir(container: str) -> Path | None:
-        if container not in log_dirs:
-            source = docker("inspect", "--format",
-                            '{{range .Mounts}}{{if eq .Destination "/bench/logs"}}{{.Source}}{{end}}{{end}}',
-                            container).stdout.strip()
-            if not source:
-                return None
-            log_dirs[container] = Path(source)
-        return log_dirs[container]
-
-    def throttle(container: str, run_id: str) -> None:
-        folder = log_dir(container)
-        event = _last_event(folder) if folder else None
-        if event is None or applied.get(container) == event:
-            return
-        period, quota = THROTTLE_BY_EVENT[event]
-        if docker("update", "--cpu-period", period, "--cpu-quota", quota, container).returncode == 0:
-            applied[container] = event
-            done.changes.append(f"{run_id} {event} at {time.time() * 1000:.0f}")
-            if event == "train_start":
-                done.during_sweep[container] = run_id
-
-    def watch() -> None:
-        while not stop.is_set():
-            listed = docker("ps", "--filter", "status=running", "--filter", f"label=bench.host={host}",
-                            "--format", '{{.ID}} {{.Label "bench.run_id"}}').stdout.split("\n")
-            for line in listed:
-                parts = line.split()
-                if len(parts) == 2 and parts[1].startswith(prefix):
-                    throttle(parts[0], parts[1])
-            stop.wait(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield done
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-
-
 def test_a_slowed_host_is_found_by_pairwise_runs_and_quarantined(
         make_hosts_yaml: Callable[..., Path], infra: TestInfra, tmp_path: Path, campaign_name: str) -> None:
     node1, node2 = infra.host("node1"), infra.host("node2")
@@ -243,7 +171,8 @@ def test_a_slowed_host_is_found_by_pairwise_runs_and_quarantined(
     suite = write_suite(tmp_path, campaign_name, hosts, [
         {"case": "resnet50", "config": "4x1", "fix_hp": TINY, "hosts": ["node1", "node2", "node3", "node4"],
          "retries": 1}], gates={"min_busbw_gbps": bar, "busbw_fix_hp": SWEEP})
-    with capped("node3", campaign_name) as throttled:  # a deadline, not a speed: capped runs are slow
+    with throttled_by_progress("node3", campaign_name, THROTTLE_BY_EVENT, "train_start") as throttled:
+        # a deadline, not a speed: capped runs are slow
         done = subprocess.run(campaign_argv(suite, results), cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=1500, check=False)
     output = done.stdout + done.stderr
