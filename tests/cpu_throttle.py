@@ -8,7 +8,6 @@ thread that reads the rank's event files every 2 ms."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from test_faults import docker
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def _docker(*args: str) -> str:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=False)
+    """docker's answer; "" where it failed (a container that just ended)."""
+    done = docker(*args)
     return done.stdout if done.returncode == 0 else ""
 
 
